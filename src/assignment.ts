@@ -1,0 +1,267 @@
+/**
+ * The assignments document (SPEC 3): decoded into typed assignments, one
+ * verdict per entry, so one bad entry refuses only itself.
+ *
+ * @example Decode a document
+ * ```ts
+ * const doc = decodeDocument(parseJson(text), hostPlatform());
+ * for (const e of doc.entries) if (!e.ok) console.log(e.addon_id, e.error);
+ * ```
+ *
+ * @module
+ */
+
+import { DecodeError, joinPath, type Json, type JsonObject, ObjectReader } from "./decode.ts";
+import { type Platform, platformString } from "./platform.ts";
+
+/** Supervision models the agent runs. */
+export const SUPERVISIONS = [
+  "agent_sidecar",
+  "config_toggle",
+  "systemd_service",
+  "systemd_timer",
+  "ephemeral_helper",
+] as const;
+/** A supervision model the agent knows. */
+export type Supervision = typeof SUPERVISIONS[number];
+
+/** Delivery models. */
+export const DELIVERIES = ["pushed_artifact", "os_package"] as const;
+/** How an add-on's binary reaches the host. */
+export type Delivery = typeof DELIVERIES[number];
+
+/** Where an artifact is and which bytes it must be. */
+export interface ArtifactRef {
+  object_key: string;
+  /** Lowercase hex sha256. */
+  sha256: string;
+  /** Standard base64 of the 64-byte signature, when signed. */
+  signature?: string;
+}
+
+/** One decoded assignment: the agent trusts these types from here on. */
+export interface Assignment {
+  addon_id: string;
+  version: string;
+  enabled: boolean;
+  /** `null` for `config_toggle`, which ignores delivery. */
+  delivery: Delivery | null;
+  /** A known model, or the unknown string (reported `unsupported`). */
+  supervision: Supervision | { unsupported: string };
+  binary_path?: string;
+  /** File name of the staged executable (safe segment). */
+  binary_name: string;
+  args: string[];
+  env: Record<string, string>;
+  config: JsonObject;
+  capabilities: string[];
+  artifact?: ArtifactRef;
+  target_os?: string;
+  target_arch?: string;
+  schedule?: string;
+  /** Run-to-completion timeout for `ephemeral_helper`, seconds. */
+  timeout_s?: number;
+}
+
+/** The verdict on one entry of a document. */
+export type Entry =
+  | { ok: true; assignment: Assignment }
+  | { ok: false; addon_id?: string; path: string; error: string };
+
+/** A decoded document: refused entries carry their reason. */
+export interface AssignmentDocument {
+  config_version: string;
+  entries: Entry[];
+}
+
+const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+const SHA256 = /^[0-9a-fA-F]{64}$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const CAPABILITY = /^CAP_[A-Z_]+$/;
+
+/** Whether `s` may be used as one path segment (SPEC 3). */
+export function isSafeSegment(s: string): boolean {
+  return SEGMENT.test(s) && s !== "." && s !== "..";
+}
+
+/** Decode a whole document; throws {@linkcode DecodeError} only when the whole document is refused. */
+export function decodeDocument(value: Json, platform: Platform): AssignmentDocument {
+  const r = ObjectReader.of(value, "");
+  const config_version = r.optString("config_version", true) ?? "";
+  const raw = r.raw("addons");
+  if (!Array.isArray(raw)) throw new DecodeError("addons", "must be an array");
+  const seen = new Map<string, number>();
+  raw.forEach((item, i) => {
+    const id = (item as { addon_id?: unknown } | null)?.addon_id;
+    if (typeof id !== "string") return;
+    const first = seen.get(id);
+    if (first !== undefined) {
+      throw new DecodeError(
+        `addons[${i}].addon_id`,
+        `duplicate addon_id ${JSON.stringify(id)} (also addons[${first}]); the document is refused`,
+      );
+    }
+    seen.set(id, i);
+  });
+  const entries = raw.map((item, i) => decodeEntry(item, joinPath("addons", i), platform));
+  return { config_version, entries };
+}
+
+/** Decode one entry; a bad entry becomes `{ok: false}` with its reason. */
+export function decodeEntry(value: Json, path: string, platform: Platform): Entry {
+  const id = (value as { addon_id?: unknown } | null)?.addon_id;
+  try {
+    return { ok: true, assignment: decodeAssignment(value, path, platform) };
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    return {
+      ok: false,
+      addon_id: typeof id === "string" ? id : undefined,
+      path: e.path,
+      error: e.message,
+    };
+  }
+}
+
+function _segment(r: ObjectReader, key: string): string {
+  const v = r.string(key);
+  if (!isSafeSegment(v)) {
+    throw new DecodeError(
+      r.at(key),
+      `${JSON.stringify(v)} is not a safe name (must match ${SEGMENT.source})`,
+    );
+  }
+  return v;
+}
+
+/** Decode one entry into an {@linkcode Assignment}, throwing on the first problem. */
+export function decodeAssignment(value: Json, path: string, platform: Platform): Assignment {
+  const r = ObjectReader.of(value, path);
+  const addon_id = _segment(r, "addon_id");
+  const version = _segment(r, "version");
+  const enabled = r.optBool("enabled") ?? true;
+  const supervisionRaw = r.string("supervision");
+  const supervision: Assignment["supervision"] =
+    (SUPERVISIONS as readonly string[]).includes(supervisionRaw)
+      ? supervisionRaw as Supervision
+      : { unsupported: supervisionRaw };
+  const isToggle = supervision === "config_toggle";
+  const delivery = isToggle ? null : r.oneOf("delivery", DELIVERIES);
+  const binary_path = isToggle ? undefined : r.optString("binary_path");
+  const args = r.optStringArray("args") ?? [];
+  const env = r.optStringRecord("env") ?? {};
+  const config = r.optJsonObject("config") ?? {};
+  const capabilities = r.optStringArray("capabilities") ?? [];
+  capabilities.forEach((c, i) => {
+    if (!CAPABILITY.test(c)) {
+      throw new DecodeError(joinPath(r.at("capabilities"), i), `${JSON.stringify(c)} is not a capability name like CAP_NET_RAW`);
+    }
+  });
+  const key = isToggle ? undefined : r.optString("artifact_object_key");
+  const sha = isToggle ? undefined : r.optString("artifact_sha256");
+  const sig = isToggle ? undefined : r.optString("artifact_signature");
+  if (isToggle) {
+    r.raw("delivery");
+    r.raw("binary_path");
+    r.raw("artifact_object_key");
+    r.raw("artifact_sha256");
+    r.raw("artifact_signature");
+  }
+  if ((key === undefined) !== (sha === undefined)) {
+    throw new DecodeError(
+      key === undefined ? r.at("artifact_object_key") : r.at("artifact_sha256"),
+      "artifact_object_key and artifact_sha256 must be given together",
+    );
+  }
+  if (sha !== undefined && !SHA256.test(sha)) {
+    throw new DecodeError(r.at("artifact_sha256"), "must be 64 hex characters");
+  }
+  if (sig !== undefined && (!BASE64.test(sig) || sig.length !== 88)) {
+    throw new DecodeError(r.at("artifact_signature"), "must be standard base64 of 64 bytes");
+  }
+  if (sig !== undefined && key === undefined) {
+    throw new DecodeError(
+      r.at("artifact_signature"),
+      "is given without artifact_object_key and artifact_sha256; a signature must sign an artifact",
+    );
+  }
+  if (key !== undefined && (key.split("/").includes("..") || key.includes("\0"))) {
+    throw new DecodeError(r.at("artifact_object_key"), `${JSON.stringify(key)} may not contain ".."`);
+  }
+  const target_os = r.optString("target_os");
+  const target_arch = r.optString("target_arch");
+  if (
+    (target_os !== undefined && target_os !== platform.os) ||
+    (target_arch !== undefined && target_arch !== platform.arch)
+  ) {
+    throw new DecodeError(
+      r.at(target_os !== undefined && target_os !== platform.os ? "target_os" : "target_arch"),
+      `built for ${target_os ?? platform.os}/${target_arch ?? platform.arch}, this host is ${
+        platformString(platform)
+      }`,
+    );
+  }
+  const schedule = r.optString("schedule");
+  const timeout_s = r.optNumber("timeout_s", { min: 1, integer: true });
+  if (delivery === "os_package" && binary_path === undefined) {
+    throw new DecodeError(r.at("binary_path"), "is required for os_package delivery");
+  }
+  if (supervision === "systemd_timer" && schedule === undefined) {
+    throw new DecodeError(r.at("schedule"), "is required for systemd_timer");
+  }
+  const base = binary_path?.split("/").pop() ?? "";
+  const binary_name = isSafeSegment(base) ? base : addon_id;
+  const assignment: Assignment = {
+    addon_id,
+    version,
+    enabled,
+    delivery,
+    supervision,
+    binary_name,
+    args,
+    env,
+    config,
+    capabilities,
+  };
+  if (binary_path !== undefined) assignment.binary_path = binary_path;
+  if (key !== undefined && sha !== undefined) {
+    assignment.artifact = { object_key: key, sha256: sha.toLowerCase() };
+    if (sig !== undefined) assignment.artifact.signature = sig;
+  }
+  if (target_os !== undefined) assignment.target_os = target_os;
+  if (target_arch !== undefined) assignment.target_arch = target_arch;
+  if (schedule !== undefined) assignment.schedule = schedule;
+  if (timeout_s !== undefined) assignment.timeout_s = timeout_s;
+  return assignment;
+}
+
+/** Name of a supervision model for display (`unsupported` ones keep their string). */
+export function supervisionName(a: Assignment): string {
+  return typeof a.supervision === "string" ? a.supervision : a.supervision.unsupported;
+}
+
+/** Encode an assignment back into the SPEC 3 entry form (for `last-good.json` and `state.json`). */
+export function encodeAssignment(a: Assignment): JsonObject {
+  const out: JsonObject = {
+    addon_id: a.addon_id,
+    version: a.version,
+    enabled: a.enabled,
+    supervision: supervisionName(a),
+    args: a.args,
+    env: a.env,
+    config: a.config,
+    capabilities: a.capabilities,
+  };
+  if (a.delivery !== null) out.delivery = a.delivery;
+  if (a.binary_path !== undefined) out.binary_path = a.binary_path;
+  if (a.artifact) {
+    out.artifact_object_key = a.artifact.object_key;
+    out.artifact_sha256 = a.artifact.sha256;
+    if (a.artifact.signature !== undefined) out.artifact_signature = a.artifact.signature;
+  }
+  if (a.target_os !== undefined) out.target_os = a.target_os;
+  if (a.target_arch !== undefined) out.target_arch = a.target_arch;
+  if (a.schedule !== undefined) out.schedule = a.schedule;
+  if (a.timeout_s !== undefined) out.timeout_s = a.timeout_s;
+  return out;
+}

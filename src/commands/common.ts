@@ -1,0 +1,52 @@
+/**
+ * What the commands share: exit codes, and turning errors into them.
+ *
+ * @module
+ */
+
+import { type AgentConfig, ConfigError, loadConfig } from "../config.ts";
+import { log } from "../log.ts";
+import { openRuntimeRoot, type RuntimeRoot, RuntimeRootError } from "../runtime_root.ts";
+
+/** Exit codes (SPEC 9). */
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+/** Bad usage (a flag, an argument): the CLI exits 2 with this message. */
+export class UsageError extends Error {
+  /** Make a usage error naming the flag or argument. */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Load the config, or throw {@linkcode ConfigError}. */
+export function configFrom(path: string): Promise<AgentConfig> {
+  return loadConfig(path);
+}
+
+/** Open the runtime root; a refused root (owner, mode) is a configuration error. */
+export async function rootFrom(cfg: AgentConfig): Promise<RuntimeRoot> {
+  try {
+    return await openRuntimeRoot(cfg.runtime_root);
+  } catch (e) {
+    if (e instanceof RuntimeRootError && !/agent\.lock/.test(e.message)) {
+      throw new ConfigError(`${cfg.file}: runtime_root: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
+/** Map an error thrown by a command to an exit code, logging it. */
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof UsageError || e instanceof ConfigError) {
+    log.error(e.message);
+    return EXIT.usage;
+  }
+  if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+    log.error(`not permitted: ${(e as Error).message}`);
+    return EXIT.failure;
+  }
+  log.error((e as Error)?.message ?? String(e));
+  return EXIT.failure;
+}

@@ -1,0 +1,30 @@
+/**
+ * `addon-agent sync`: one delivery pass, no supervision.
+ *
+ * @module
+ */
+
+import { syncOnce } from "../sync.ts";
+import { configFrom, EXIT, rootFrom } from "./common.ts";
+
+/** Run `sync`; prints a summary (JSON with `--json`) and returns the exit code. */
+export async function syncCommand(opts: { config: string; json: boolean }): Promise<number> {
+  const cfg = await configFrom(opts.config);
+  const root = await rootFrom(cfg);
+  try {
+    const report = await syncOnce(cfg, root);
+    if (opts.json) {
+      console.log(JSON.stringify(report, null, 2));
+    } else {
+      if (report.document_error) console.log(`document refused: ${report.document_error}`);
+      for (const r of report.results) {
+        console.log(
+          `${(r.addon_id ?? "?").padEnd(24)} ${(r.version ?? "-").padEnd(12)} ${r.outcome.padEnd(11)} ${r.message}`,
+        );
+      }
+    }
+    return report.ok ? EXIT.ok : EXIT.failure;
+  } finally {
+    root.release();
+  }
+}

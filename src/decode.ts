@@ -1,0 +1,230 @@
+/**
+ * Decoding untyped JSON into typed values, once, at the edge.
+ *
+ * Every failure is a {@linkcode DecodeError} that carries the field path
+ * (`source.poll_interval_s`, `addons[2].version`) and, where known, the file.
+ *
+ * @example Read a config object
+ * ```ts
+ * const r = ObjectReader.of({ a: 1 }, "");
+ * const a = r.number("a");
+ * r.done(); // throws on keys that were never read
+ * ```
+ *
+ * @module
+ */
+
+/** A JSON value as `JSON.parse` returns it. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A JSON object. */
+export type JsonObject = { [key: string]: Json };
+
+/** An input that does not have the shape it must have; names the field path. */
+export class DecodeError extends Error {
+  /** Make an error for `path` (empty for the whole value), optionally in `file`. */
+  constructor(readonly path: string, readonly reason: string, readonly file?: string) {
+    super(
+      `${file ? `${file}: ` : ""}${path ? `${path}: ` : ""}${reason}`,
+    );
+    this.name = "DecodeError";
+  }
+
+  /** Return the same error attributed to `file`. */
+  inFile(file: string): DecodeError {
+    return new DecodeError(this.path, this.reason, file);
+  }
+}
+
+/** Join a parent path and a key into a field path. */
+export function joinPath(parent: string, key: string | number): string {
+  if (typeof key === "number") return `${parent}[${key}]`;
+  return parent ? `${parent}.${key}` : key;
+}
+
+/** Parse JSON text, turning a syntax error into a {@linkcode DecodeError}. */
+export function parseJson(text: string, file?: string): Json {
+  try {
+    return JSON.parse(text) as Json;
+  } catch (e) {
+    throw new DecodeError("", `not valid JSON: ${(e as Error).message}`, file);
+  }
+}
+
+/** Whether `v` is a JSON object (not an array, not null). */
+export function isObject(v: unknown): v is JsonObject {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Describe the JSON type of a value for error messages. */
+export function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "object") return "an object";
+  return `a ${typeof v}`;
+}
+
+/** Reads the fields of one JSON object, tracking which keys were used. */
+export class ObjectReader {
+  readonly #obj: JsonObject;
+  readonly #used = new Set<string>();
+
+  private constructor(obj: JsonObject, readonly path: string) {
+    this.#obj = obj;
+  }
+
+  /** Start reading `value`, which must be an object, found at `path`. */
+  static of(value: unknown, path: string): ObjectReader {
+    if (!isObject(value)) {
+      throw new DecodeError(path, `must be an object, got ${typeName(value)}`);
+    }
+    return new ObjectReader(value, path);
+  }
+
+  /** Whether `key` is present (and not null). */
+  has(key: string): boolean {
+    return this.#obj[key] !== undefined && this.#obj[key] !== null;
+  }
+
+  /** The raw value of `key`, marked as used. */
+  raw(key: string): Json | undefined {
+    this.#used.add(key);
+    const v = this.#obj[key];
+    return v === null ? undefined : v;
+  }
+
+  /** Field path of `key` inside this object. */
+  at(key: string): string {
+    return joinPath(this.path, key);
+  }
+
+  /** A required non-empty string. */
+  string(key: string): string {
+    const v = this.optString(key);
+    if (v === undefined) throw new DecodeError(this.at(key), "is required");
+    return v;
+  }
+
+  /** An optional string; empty strings are refused unless `allowEmpty`. */
+  optString(key: string, allowEmpty = false): string | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== "string") {
+      throw new DecodeError(this.at(key), `must be a string, got ${typeName(v)}`);
+    }
+    if (!allowEmpty && v === "") throw new DecodeError(this.at(key), "must not be empty");
+    return v;
+  }
+
+  /** An optional number within `[min, max]`; integers only when `integer`. */
+  optNumber(
+    key: string,
+    opts: { min?: number; max?: number; integer?: boolean } = {},
+  ): number | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== "number" || !Number.isFinite(v)) {
+      throw new DecodeError(this.at(key), `must be a number, got ${typeName(v)}`);
+    }
+    if (opts.integer && !Number.isInteger(v)) {
+      throw new DecodeError(this.at(key), "must be a whole number");
+    }
+    if (opts.min !== undefined && v < opts.min) {
+      throw new DecodeError(this.at(key), `must be at least ${opts.min}, got ${v}`);
+    }
+    if (opts.max !== undefined && v > opts.max) {
+      throw new DecodeError(this.at(key), `must be at most ${opts.max}, got ${v}`);
+    }
+    return v;
+  }
+
+  /** An optional boolean. */
+  optBool(key: string): boolean | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== "boolean") {
+      throw new DecodeError(this.at(key), `must be true or false, got ${typeName(v)}`);
+    }
+    return v;
+  }
+
+  /** An optional array of strings. */
+  optStringArray(key: string): string[] | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) {
+      throw new DecodeError(this.at(key), `must be an array of strings, got ${typeName(v)}`);
+    }
+    return v.map((item, i) => {
+      if (typeof item !== "string") {
+        throw new DecodeError(
+          joinPath(this.at(key), i),
+          `must be a string, got ${typeName(item)}`,
+        );
+      }
+      return item;
+    });
+  }
+
+  /** An optional object whose values are all strings. */
+  optStringRecord(key: string): Record<string, string> | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (!isObject(v)) {
+      throw new DecodeError(this.at(key), `must be an object of strings, got ${typeName(v)}`);
+    }
+    const out: Record<string, string> = {};
+    for (const [k, item] of Object.entries(v)) {
+      if (typeof item !== "string") {
+        throw new DecodeError(this.at(key) + `.${k}`, `must be a string, got ${typeName(item)}`);
+      }
+      out[k] = item;
+    }
+    return out;
+  }
+
+  /** An optional JSON object, returned as it is. */
+  optJsonObject(key: string): JsonObject | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    if (!isObject(v)) {
+      throw new DecodeError(this.at(key), `must be an object, got ${typeName(v)}`);
+    }
+    return v;
+  }
+
+  /** A nested object reader for `key`, or undefined when absent. */
+  optObject(key: string): ObjectReader | undefined {
+    const v = this.raw(key);
+    if (v === undefined) return undefined;
+    return ObjectReader.of(v, this.at(key));
+  }
+
+  /** A required nested object reader for `key`. */
+  object(key: string): ObjectReader {
+    const r = this.optObject(key);
+    if (!r) throw new DecodeError(this.at(key), "is required");
+    return r;
+  }
+
+  /** One of `choices`, required. */
+  oneOf<T extends string>(key: string, choices: readonly T[]): T {
+    const v = this.string(key);
+    if (!(choices as readonly string[]).includes(v)) {
+      throw new DecodeError(
+        this.at(key),
+        `must be one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, got ${
+          JSON.stringify(v)
+        }`,
+      );
+    }
+    return v as T;
+  }
+
+  /** Refuse any key that was not read: names the first unknown key's path. */
+  done(): void {
+    for (const key of Object.keys(this.#obj)) {
+      if (!this.#used.has(key)) throw new DecodeError(this.at(key), "unknown key");
+    }
+  }
+}

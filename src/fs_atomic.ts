@@ -1,0 +1,116 @@
+/**
+ * Crash-safe file operations: write to a temporary file in the same real
+ * directory, fsync, rename into place, fsync the directory.
+ *
+ * @example Write a file atomically
+ * ```ts
+ * await writeFileAtomic("/var/lib/addon-agent/state.json", JSON.stringify(state));
+ * ```
+ *
+ * @module
+ */
+
+/** A path that is not a real directory where one was required (a planted symlink, a file). */
+export class NotADirectoryError extends Error {
+  /** Make the error for `path`, saying what was found there. */
+  constructor(readonly path: string, found: string) {
+    super(`${path} must be a real directory, found ${found}; refusing to write through it`);
+    this.name = "NotADirectoryError";
+  }
+}
+
+/** Throw unless `path` is a real directory according to `lstat` (symlinks are refused). */
+export async function assertRealDir(path: string): Promise<void> {
+  const st = await Deno.lstat(path);
+  if (st.isSymlink) throw new NotADirectoryError(path, "a symlink");
+  if (!st.isDirectory) throw new NotADirectoryError(path, "something that is not a directory");
+}
+
+/** Create `path` (mode `mode`) if missing, then check it is a real directory. */
+export async function ensureRealDir(path: string, mode = 0o755): Promise<void> {
+  try {
+    await Deno.mkdir(path, { mode });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+  }
+  await assertRealDir(path);
+}
+
+/** fsync a directory so a rename inside it survives a power loss. */
+export async function fsyncDir(path: string): Promise<void> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    await f.sync();
+  } finally {
+    f.close();
+  }
+}
+
+function _dirOf(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+/** Write `data` to `path` atomically (temp file, fsync, rename, fsync dir); the directory must be real. */
+export async function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+): Promise<void> {
+  const dir = _dirOf(path);
+  await assertRealDir(dir);
+  const tmp = `${dir}/.${path.slice(dir.length + 1)}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  const f = await Deno.open(tmp, { write: true, createNew: true, mode });
+  try {
+    const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+    let off = 0;
+    while (off < bytes.length) off += await f.write(bytes.subarray(off));
+    await f.sync();
+  } catch (e) {
+    f.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  f.close();
+  try {
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  await fsyncDir(dir);
+}
+
+/** Point symlink `linkPath` at `target` atomically (fresh link renamed over the old one). */
+export async function switchSymlink(linkPath: string, target: string): Promise<void> {
+  const dir = _dirOf(linkPath);
+  await assertRealDir(dir);
+  const tmp = `${linkPath}.${crypto.randomUUID().slice(0, 8)}.new`;
+  await Deno.symlink(target, tmp);
+  try {
+    await Deno.rename(tmp, linkPath);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  await fsyncDir(dir);
+}
+
+/** Read a symlink's target, or null when it does not exist. */
+export async function readLinkOrNull(path: string): Promise<string | null> {
+  try {
+    return await Deno.readLink(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/** Remove `path` (recursively), ignoring a path that is already gone. */
+export async function removeIfExists(path: string): Promise<void> {
+  try {
+    await Deno.remove(path, { recursive: true });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}

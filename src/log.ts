@@ -1,0 +1,77 @@
+/**
+ * Structured logging: one JSON object a line on stderr (or `text` for people).
+ *
+ * @example Log about one add-on
+ * ```ts
+ * log.info("staged", { addon_id: "net-probe", version: "1.4.2" });
+ * ```
+ *
+ * @module
+ */
+
+/** How serious a log line is. */
+export type Level = "debug" | "info" | "warn" | "error";
+
+/** Output format of the log. */
+export type LogFormat = "json" | "text";
+
+/** Extra fields of a log line; `addon_id` tags lines about one add-on. */
+export type Fields = Record<string, unknown> & { addon_id?: string };
+
+const encoder = new TextEncoder();
+const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+let format: LogFormat = "json";
+let minLevel: Level = "info";
+let sink: (line: string) => void = (line) => {
+  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+};
+
+/** Choose the log format and the lowest level written. */
+export function configureLog(opts: { format?: LogFormat; level?: Level }): void {
+  if (opts.format) format = opts.format;
+  if (opts.level) minLevel = opts.level;
+}
+
+/** Send log lines somewhere else (tests); returns a function that restores stderr. */
+export function captureLog(fn: (line: string) => void): () => void {
+  const old = sink;
+  sink = fn;
+  return () => {
+    sink = old;
+  };
+}
+
+function _write(level: Level, msg: string, fields: Fields = {}): void {
+  if (ORDER[level] < ORDER[minLevel]) return;
+  const ts = new Date().toISOString();
+  if (format === "json") {
+    sink(JSON.stringify({ ts, level, msg, ...fields }, _errorReplacer));
+    return;
+  }
+  const { addon_id, ...rest } = fields;
+  const extra = Object.entries(rest).map(([k, v]) =>
+    `${k}=${typeof v === "string" ? v : JSON.stringify(v, _errorReplacer)}`
+  );
+  sink(
+    `${ts} ${level.toUpperCase().padEnd(5)} ${addon_id ? `[${addon_id}] ` : ""}${msg}${
+      extra.length ? " " + extra.join(" ") : ""
+    }`,
+  );
+}
+
+function _errorReplacer(_key: string, value: unknown): unknown {
+  return value instanceof Error ? value.message : value;
+}
+
+/** The agent's logger. */
+export const log = {
+  /** Detail for debugging. */
+  debug: (msg: string, fields?: Fields): void => _write("debug", msg, fields),
+  /** Normal operation. */
+  info: (msg: string, fields?: Fields): void => _write("info", msg, fields),
+  /** Something an operator should look at; work goes on. */
+  warn: (msg: string, fields?: Fields): void => _write("warn", msg, fields),
+  /** Something failed. */
+  error: (msg: string, fields?: Fields): void => _write("error", msg, fields),
+};

@@ -1,0 +1,166 @@
+/**
+ * The runtime root (SPEC 6): its layout, the ownership and mode check, the
+ * `agent.lock` that keeps a second agent off, and the start-up clean-up of
+ * `tmp/` (only resumable partials named by their sha256 survive).
+ *
+ * @example Open the runtime root for work
+ * ```ts
+ * const root = await openRuntimeRoot("/var/lib/addon-agent");
+ * try {
+ *   console.log(root.addonDir("net-probe"));
+ * } finally {
+ *   root.release();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { ensureRealDir } from "./fs_atomic.ts";
+
+/** A refusal to use the runtime root (permissions, owner, lock held). */
+export class RuntimeRootError extends Error {
+  /** Make the error with a message a person can act on. */
+  constructor(message: string) {
+    super(message);
+    this.name = "RuntimeRootError";
+  }
+}
+
+/** Name of a resumable partial download for a digest. */
+export function partialName(sha256: string): string {
+  return `${sha256}.partial`;
+}
+
+const PARTIAL = /^[0-9a-f]{64}\.partial$/;
+
+/** Paths inside a runtime root. */
+export class Layout {
+  /** Paths below `root`. */
+  constructor(readonly root: string) {}
+  /** `tmp/`. */
+  get tmp(): string {
+    return `${this.root}/tmp`;
+  }
+  /** `state.json`. */
+  get stateFile(): string {
+    return `${this.root}/state.json`;
+  }
+  /** `addons/`. */
+  get addons(): string {
+    return `${this.root}/addons`;
+  }
+  /** `addons/<id>`. */
+  addonDir(id: string): string {
+    return `${this.root}/addons/${id}`;
+  }
+  /** `addons/<id>/versions`. */
+  versionsDir(id: string): string {
+    return `${this.addonDir(id)}/versions`;
+  }
+  /** `addons/<id>/versions/<version>`. */
+  versionDir(id: string, version: string): string {
+    return `${this.versionsDir(id)}/${version}`;
+  }
+  /** `addons/<id>/current`. */
+  current(id: string): string {
+    return `${this.addonDir(id)}/current`;
+  }
+  /** `addons/<id>/previous`. */
+  previous(id: string): string {
+    return `${this.addonDir(id)}/previous`;
+  }
+  /** `addons/<id>/last-good.json`. */
+  lastGood(id: string): string {
+    return `${this.addonDir(id)}/last-good.json`;
+  }
+  /** `addons/<id>/config.json`. */
+  configFile(id: string): string {
+    return `${this.addonDir(id)}/config.json`;
+  }
+  /** `addons/<id>/data`. */
+  dataDir(id: string): string {
+    return `${this.addonDir(id)}/data`;
+  }
+  /** `tmp/<sha256>.partial`. */
+  partial(sha256: string): string {
+    return `${this.tmp}/${partialName(sha256)}`;
+  }
+}
+
+/** A runtime root this process holds the lock on. */
+export class RuntimeRoot extends Layout {
+  readonly #lock: Deno.FsFile;
+  /** Wrap `root` whose `agent.lock` is held through `lock`. */
+  constructor(root: string, lock: Deno.FsFile) {
+    super(root);
+    this.#lock = lock;
+  }
+  /** Release `agent.lock`. */
+  release(): void {
+    try {
+      this.#lock.close();
+    } catch {
+      // already released
+    }
+  }
+}
+
+/** Refuse a runtime root that is group- or world-writable or owned by another user. */
+export async function checkRuntimeRootOwnership(root: string): Promise<void> {
+  const st = await Deno.lstat(root);
+  if (st.isSymlink || !st.isDirectory) {
+    throw new RuntimeRootError(`runtime root ${root} must be a real directory`);
+  }
+  const uid = Deno.uid();
+  if (uid !== null && st.uid !== null && st.uid !== uid) {
+    throw new RuntimeRootError(
+      `runtime root ${root} is owned by uid ${st.uid}, not by this agent (uid ${uid}); chown it`,
+    );
+  }
+  if (st.mode !== null && (st.mode & 0o022) !== 0) {
+    throw new RuntimeRootError(
+      `runtime root ${root} is group- or world-writable (mode ${
+        (st.mode & 0o777).toString(8)
+      }); chmod go-w ${root}`,
+    );
+  }
+}
+
+/** Create (if missing) and check the runtime root, take `agent.lock`, and clean `tmp/`. */
+export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
+  try {
+    await Deno.mkdir(root, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AlreadyExists)) {
+      throw new RuntimeRootError(`cannot create runtime root ${root}: ${(e as Error).message}`);
+    }
+  }
+  await checkRuntimeRootOwnership(root);
+  const lockFile = await Deno.open(`${root}/agent.lock`, {
+    read: true,
+    write: true,
+    create: true,
+    mode: 0o600,
+  });
+  if (!(await lockFile.tryLock(true))) {
+    lockFile.close();
+    throw new RuntimeRootError(
+      `another addon-agent holds ${root}/agent.lock; only one agent may use a runtime root`,
+    );
+  }
+  const layout = new Layout(root);
+  await ensureRealDir(layout.tmp, 0o700);
+  await ensureRealDir(layout.addons);
+  await cleanTmp(layout);
+  return new RuntimeRoot(root, lockFile);
+}
+
+/** Remove everything in `tmp/` except resumable partials named `<sha256>.partial`. */
+export async function cleanTmp(layout: Layout, keep?: (sha256: string) => boolean): Promise<void> {
+  for await (const e of Deno.readDir(layout.tmp)) {
+    const isPartial = e.isFile && PARTIAL.test(e.name);
+    if (isPartial && (!keep || keep(e.name.slice(0, 64)))) continue;
+    await Deno.remove(`${layout.tmp}/${e.name}`, { recursive: true });
+  }
+}
