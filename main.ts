@@ -86,7 +86,8 @@ const COMMANDS: Record<string, Command> = {
   keygen: {
     usage: "keygen --out DIR",
     options: { out: { type: "string" } },
-    run: async (v) => (await import("./src/commands/keys.ts")).keygenCommand({ out: _need(v, "out") }),
+    run: async (v) =>
+      (await import("./src/commands/keys.ts")).keygenCommand({ out: _need(v, "out") }),
   },
   sign: {
     usage: "sign --key FILE --addon-id ID --version V --os OS --arch ARCH FILE",
@@ -99,7 +100,8 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   verify: {
-    usage: "verify --public-key B64 --addon-id ID --version V --os OS --arch ARCH --signature SIG FILE",
+    usage:
+      "verify --public-key B64 --addon-id ID --version V --os OS --arch ARCH --signature SIG FILE",
     options: { ...STATEMENT, "public-key": { type: "string" }, signature: { type: "string" } },
     positionals: 1,
     run: async (v, pos) =>
@@ -126,7 +128,9 @@ const COMMANDS: Record<string, Command> = {
       if (v.for !== undefined) {
         seconds = Number(v.for);
         if (!Number.isFinite(seconds) || seconds <= 0) {
-          throw new UsageError(`--for must be a positive number of seconds, got ${JSON.stringify(v.for)}`);
+          throw new UsageError(
+            `--for must be a positive number of seconds, got ${JSON.stringify(v.for)}`,
+          );
         }
       }
       return (await import("./src/commands/dev.ts")).devCommand({ forSeconds: seconds });
@@ -191,7 +195,9 @@ export async function main(args: string[]): Promise<number> {
     });
     if ((cmd.positionals ?? 0) === 0 && parsed.positionals.length > 0) {
       throw new UsageError(
-        `unexpected argument ${JSON.stringify(parsed.positionals[0])}\nusage: addon-agent ${cmd.usage}`,
+        `unexpected argument ${
+          JSON.stringify(parsed.positionals[0])
+        }\nusage: addon-agent ${cmd.usage}`,
       );
     }
     return await cmd.run(v, parsed.positionals);

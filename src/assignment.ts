@@ -154,7 +154,10 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   const capabilities = r.optStringArray("capabilities") ?? [];
   capabilities.forEach((c, i) => {
     if (!CAPABILITY.test(c)) {
-      throw new DecodeError(joinPath(r.at("capabilities"), i), `${JSON.stringify(c)} is not a capability name like CAP_NET_RAW`);
+      throw new DecodeError(
+        joinPath(r.at("capabilities"), i),
+        `${JSON.stringify(c)} is not a capability name like CAP_NET_RAW`,
+      );
     }
   });
   const key = isToggle ? undefined : r.optString("artifact_object_key");
@@ -186,7 +189,10 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
     );
   }
   if (key !== undefined && (key.split("/").includes("..") || key.includes("\0"))) {
-    throw new DecodeError(r.at("artifact_object_key"), `${JSON.stringify(key)} may not contain ".."`);
+    throw new DecodeError(
+      r.at("artifact_object_key"),
+      `${JSON.stringify(key)} may not contain ".."`,
+    );
   }
   const target_os = r.optString("target_os");
   const target_arch = r.optString("target_arch");

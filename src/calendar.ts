@@ -21,7 +21,7 @@
 
 /** The subset of systemd calendar expressions the agent accepts, in words (for docs and errors). */
 export const SUPPORTED_SCHEDULES =
-  "a subset of systemd OnCalendar= (systemd.time(7)), in local time unless it ends in \" UTC\": " +
+  'a subset of systemd OnCalendar= (systemd.time(7)), in local time unless it ends in " UTC": ' +
   "the shortcuts minutely, hourly and daily, or [*-*-* ]HOUR:MINUTE[:SECOND][ UTC] where " +
   "HOUR (0-23), MINUTE and SECOND (0-59) are each * or a comma list of values (8), ranges " +
   "(8..18) and repetitions (START/STEP = START, START+STEP, ... up to the maximum, with " +

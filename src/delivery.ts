@@ -18,7 +18,7 @@
 
 import type { Assignment } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
-import { type Downloads, DownloadError } from "./download.ts";
+import { DownloadError, type Downloads } from "./download.ts";
 import {
   assertRealDir,
   ensureRealDir,
@@ -134,7 +134,9 @@ export async function checkSignature(
     if (ctx.trust.require_signature) {
       throw new DeliveryError(
         sha256 === null
-          ? `no artifact for ${platformString(ctx.platform)} and trust.require_signature is true; the host binary ${
+          ? `no artifact for ${
+            platformString(ctx.platform)
+          } and trust.require_signature is true; the host binary ${
             a.binary_path ?? ""
           } is not run unsigned`
           : "the artifact is unsigned and trust.require_signature is true",
@@ -214,7 +216,12 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
         false,
       );
     }
-    return { binary: await _stagedBinary(ctx.layout, a), sha256: staged.sha256, fetched: 0, source: "staged" };
+    return {
+      binary: await _stagedBinary(ctx.layout, a),
+      sha256: staged.sha256,
+      fetched: 0,
+      source: "staged",
+    };
   }
   // Refuse early what the policy would refuse after the download.
   const refusedUnseen = ref.signature !== undefined
@@ -286,7 +293,9 @@ async function _stage(
 ): Promise<void> {
   await ensureRealDir(layout.addonDir(a.addon_id));
   await ensureRealDir(layout.versionsDir(a.addon_id));
-  const stageDir = `${layout.tmp}/stage-${a.addon_id}-${a.version}-${crypto.randomUUID().slice(0, 8)}`;
+  const stageDir = `${layout.tmp}/stage-${a.addon_id}-${a.version}-${
+    crypto.randomUUID().slice(0, 8)
+  }`;
   await Deno.mkdir(stageDir, { mode: 0o755 });
   try {
     const bin = `${stageDir}/${a.binary_name}`;
@@ -333,7 +342,11 @@ export interface Switched {
 }
 
 /** Point `current` at `version`, moving the old `current` to `previous` first. */
-export async function activate(layout: Layout, addonId: string, version: string): Promise<Switched> {
+export async function activate(
+  layout: Layout,
+  addonId: string,
+  version: string,
+): Promise<Switched> {
   await assertRealDir(layout.addonDir(addonId));
   const oldCurrent = await readLinkOrNull(layout.current(addonId));
   const oldPrevious = await readLinkOrNull(layout.previous(addonId));

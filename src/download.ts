@@ -173,7 +173,9 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
   try {
     if (size > req.maxBytes) {
       throw new DownloadError(
-        `${req.store.describe(req.key)} is ${size} bytes, more than limits.max_artifact_bytes (${req.maxBytes})`,
+        `${
+          req.store.describe(req.key)
+        } is ${size} bytes, more than limits.max_artifact_bytes (${req.maxBytes})`,
         false,
       );
     }
@@ -211,7 +213,9 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
         fetched += chunk.length;
         if (total > req.maxBytes) {
           throw new DownloadError(
-            `${req.store.describe(req.key)} passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
+            `${
+              req.store.describe(req.key)
+            } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
             false,
           );
         }
@@ -239,7 +243,9 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
     }
     if (size >= 0 && total < size) {
       throw new DownloadError(
-        `${req.store.describe(req.key)}: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
+        `${
+          req.store.describe(req.key)
+        }: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
         true,
       );
     }
@@ -258,7 +264,9 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
     if (e instanceof DownloadError) throw e;
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
     throw new DownloadError(
-      `${req.store.describe(req.key)}: download failed: ${(e as Error).message}; the next attempt resumes`,
+      `${req.store.describe(req.key)}: download failed: ${
+        (e as Error).message
+      }; the next attempt resumes`,
       true,
     );
   } finally {

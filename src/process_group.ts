@@ -12,6 +12,18 @@
  *   `pgid == sid == pid`. `spawnGroup` checks this and throws if it ever does
  *   not hold.
  * - Membership is read from `/proc/<pid>/stat`; zombies are not members.
+ * - Identity is `"<boot_id>:<starttime>"`: `/proc/sys/kernel/random/boot_id`
+ *   and field 22 of the leader's `/proc/<pid>/stat` (clock ticks since boot).
+ *   A group matches while its leader is that process (alive or a zombie). The
+ *   kernel does not reuse pid P while group P has members, so when the leader
+ *   is gone the remaining members match if they are all in session P and no
+ *   older than the leader. Residual risk: group P ended completely, P was
+ *   reused by a new session leader that then exited leaving children — /proc
+ *   cannot tell that apart. A different boot never matches.
+ * - Lines are split on bytes (`\n` never occurs inside UTF-8) and decoded per
+ *   line; at most `maxLineBytes` are held per stream. A longer line is cut at
+ *   a character boundary, ends with `TRUNCATION_MARKER`, and the rest of it
+ *   up to the next newline is dropped.
  * - Processes that leave the group (`setsid`, `setpgid`) escape it; only
  *   cgroups could follow them. If such a process keeps the output pipes open,
  *   `stopGroup` closes the readers after a short drain time.
@@ -205,6 +217,7 @@ export class LineSplitter {
     this.#len = 0;
   }
 
+  /** Add part of a line; on overflow emit the cut line and drop until the newline. */
   private _append(seg: Uint8Array): void {
     const room = this.#buf.length - this.#len;
     if (seg.length <= room) {
@@ -218,6 +231,7 @@ export class LineSplitter {
     this.#dropping = true;
   }
 
+  /** Emit the pending line (cut at a character boundary when `truncated`). */
   private _flush(truncated: boolean): void {
     let n = this.#len;
     if (truncated) n = _utf8Cut(this.#buf, n);
@@ -287,15 +301,13 @@ function _parseStat(text: string): _ProcStat | null {
 }
 
 /** Every process in /proc (skipping ones that vanish while reading). */
-function _allStats(): _ProcStat[] {
-  const out: _ProcStat[] = [];
+function* _allStats(): Generator<_ProcStat> {
   for (const e of Deno.readDirSync("/proc")) {
     const c = e.name.charCodeAt(0);
     if (c < 48 || c > 57) continue;
     const st = _procStat(Number(e.name));
-    if (st) out.push(st);
+    if (st) yield st;
   }
-  return out;
 }
 
 /** True for zombie (`Z`) and dead (`X`/`x`) processes. */
@@ -305,7 +317,14 @@ function _isDead(st: _ProcStat): boolean {
 
 /** Live (non-zombie) processes in group `pgid`, with their stat. */
 function _memberStats(pgid: number): _ProcStat[] {
-  return _allStats().filter((st) => st.pgrp === pgid && !_isDead(st));
+  const out: _ProcStat[] = [];
+  for (const st of _allStats()) if (_isMember(st, pgid)) out.push(st);
+  return out;
+}
+
+/** Whether `st` is a live member of group `pgid`. */
+function _isMember(st: _ProcStat | null, pgid: number): st is _ProcStat {
+  return st !== null && st.pgrp === pgid && !_isDead(st);
 }
 
 let _bootIdCache: string | undefined;
@@ -335,7 +354,8 @@ export function groupMembers(pgid: number): number[] {
 
 /** Whether group `pgid` has at least one live, non-zombie member. */
 export function groupAlive(pgid: number): boolean {
-  return _memberStats(pgid).length > 0;
+  for (const st of _allStats()) if (_isMember(st, pgid)) return true;
+  return false;
 }
 
 /** Identity of process `pid` ("<boot_id>:<start time in ticks>"), or null if there is none. */
@@ -367,7 +387,7 @@ export function groupMatches(pgid: number, identity: string): boolean {
 // ---------------------------------------------------------------------------
 // Signals and stopping
 
-/** Send `signal` to every process in group `pgid`; false when there is no such group. */
+/** Send `signal` to every process in group `pgid`; false when there is no such group (ESRCH), EPERM throws. */
 export function signalGroup(pgid: number, signal: Deno.Signal): boolean {
   if (!Number.isInteger(pgid) || pgid <= 1) {
     throw new RangeError(`refusing to signal process group ${pgid}`);
@@ -425,11 +445,12 @@ export async function endLeftoverGroup(
 
 /** SIGTERM (+SIGCONT), wait up to `graceMs`, then SIGKILL until the group is empty. */
 async function _endGroup(pgid: number, identity: string, graceMs: number): Promise<StopResult> {
-  const empty = () => !groupAlive(pgid);
+  const empty = _emptyCheck(pgid);
   if (empty()) return { killed: false, remaining: [] };
   if (!groupMatches(pgid, identity)) {
-    log.warn("process group does not match its identity; not signalled", { pgid });
-    return { killed: false, remaining: [] };
+    const remaining = groupMembers(pgid);
+    log.warn("process group does not match its identity; not signalled", { pgid, remaining });
+    return { killed: false, remaining };
   }
   signalGroup(pgid, "SIGTERM");
   signalGroup(pgid, "SIGCONT"); // a stopped process acts on SIGTERM only once continued
@@ -445,7 +466,21 @@ async function _endGroup(pgid: number, identity: string, graceMs: number): Promi
       return { killed: true, remaining };
     }
   }
-  return { killed: true, remaining: [] };
+  return { killed: true, remaining: empty() ? [] : groupMembers(pgid) };
+}
+
+/**
+ * A cheap "is group `pgid` empty?" for polling: re-reads the stat of the
+ * members seen last; scans all of /proc only when none of them is left
+ * (to catch processes forked meanwhile).
+ */
+function _emptyCheck(pgid: number): () => boolean {
+  let known: number[] = [];
+  return () => {
+    known = known.filter((pid) => _isMember(_procStat(pid), pgid));
+    if (known.length === 0) known = groupMembers(pgid);
+    return known.length === 0;
+  };
 }
 
 /** Poll `cond` (5 ms, doubling to 100 ms) until true or `timeoutMs` passed; returns the last result. */

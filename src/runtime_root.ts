@@ -149,11 +149,16 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
       `another addon-agent holds ${root}/agent.lock; only one agent may use a runtime root`,
     );
   }
-  const layout = new Layout(root);
-  await ensureRealDir(layout.tmp, 0o700);
-  await ensureRealDir(layout.addons);
-  await cleanTmp(layout);
-  return new RuntimeRoot(root, lockFile);
+  const held = new RuntimeRoot(root, lockFile);
+  try {
+    await ensureRealDir(held.tmp, 0o700);
+    await ensureRealDir(held.addons);
+    await cleanTmp(held);
+  } catch (e) {
+    held.release();
+    throw e;
+  }
+  return held;
 }
 
 /** Remove everything in `tmp/` except resumable partials named `<sha256>.partial`. */

@@ -57,7 +57,9 @@ export class SourceError extends Error {
 
 /** Open the configured source. */
 export async function openSource(cfg: AgentConfig, platform: Platform): Promise<Source> {
-  if (cfg.source.kind === "file") return new FileSource(cfg.source.path, cfg.source.poll_interval_s);
+  if (cfg.source.kind === "file") {
+    return new FileSource(cfg.source.path, cfg.source.poll_interval_s);
+  }
   return await ControlPlaneSource.open(cfg, platform);
 }
 

@@ -20,7 +20,12 @@ import type { AddonState, AgentState } from "./state.ts";
 export interface AddonStatus extends Omit<AddonState, "pgid_identity"> {
   current: string | null;
   previous: string | null;
-  staged: { version: string; sha256: string | null; key: string | null; staged_at: string | null }[];
+  staged: {
+    version: string;
+    sha256: string | null;
+    key: string | null;
+    staged_at: string | null;
+  }[];
 }
 
 /** The status document. */
@@ -99,7 +104,17 @@ export async function buildStatus(layout: Layout, state: AgentState): Promise<St
 
 /** Render the status document as a table for people. */
 export function formatStatusTable(doc: StatusDocument): string {
-  const head = ["ADDON", "STATE", "VERSION", "DESIRED", "CURRENT", "PREVIOUS", "PID", "RESTARTS", "SINCE"];
+  const head = [
+    "ADDON",
+    "STATE",
+    "VERSION",
+    "DESIRED",
+    "CURRENT",
+    "PREVIOUS",
+    "PID",
+    "RESTARTS",
+    "SINCE",
+  ];
   const rows = doc.addons.map((a) => [
     a.addon_id,
     a.state,
@@ -126,7 +141,11 @@ export function formatStatusTable(doc: StatusDocument): string {
     if (a.address) notes.push(`plugin address ${a.address}`);
     if (a.toggles) notes.push(`toggles ${JSON.stringify(a.toggles)}`);
     if (a.staged.length) {
-      notes.push(`staged: ${a.staged.map((s) => `${s.version} (${s.sha256?.slice(0, 12) ?? "?"})`).join(", ")}`);
+      notes.push(
+        `staged: ${
+          a.staged.map((s) => `${s.version} (${s.sha256?.slice(0, 12) ?? "?"})`).join(", ")
+        }`,
+      );
     }
     if (notes.length) out.push(`  ${a.addon_id}: ${notes.join("; ")}`);
   }

@@ -54,9 +54,9 @@ export class S3Store implements ObjectStore {
       const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
       const status = err.$metadata?.httpStatusCode;
       throw new StoreError(
-        `cannot get ${this.describe(key)}: ${err.name ?? "error"}${status ? ` (HTTP ${status})` : ""}${
-          err.message && err.message !== err.name ? `: ${err.message}` : ""
-        }`,
+        `cannot get ${this.describe(key)}: ${err.name ?? "error"}${
+          status ? ` (HTTP ${status})` : ""
+        }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
         status !== 404 && status !== 403,
       );
     }

@@ -15,7 +15,7 @@
 import { type Assignment, decodeDocument, supervisionName } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
 import { DecodeError } from "./decode.ts";
-import { activate, type DeliveryContext, deliver } from "./delivery.ts";
+import { activate, deliver, type DeliveryContext } from "./delivery.ts";
 import { Downloads } from "./download.ts";
 import { log } from "./log.ts";
 import { openObjectStore } from "./object_store.ts";
@@ -55,7 +55,9 @@ export async function syncOnce(
   let json;
   try {
     const r = await source.poll();
-    if (r.kind !== "document") throw new Error("the source answered 'not modified' to a first poll");
+    if (r.kind !== "document") {
+      throw new Error("the source answered 'not modified' to a first poll");
+    }
     json = r.json;
   } catch (e) {
     return { config_version: null, document_error: (e as Error).message, results: [], ok: false };
@@ -93,7 +95,12 @@ export async function syncOnce(
     }
     const a = e.assignment;
     if (!a.enabled) {
-      results.push({ addon_id: a.addon_id, version: a.version, outcome: "disabled", message: "enabled is false" });
+      results.push({
+        addon_id: a.addon_id,
+        version: a.version,
+        outcome: "disabled",
+        message: "enabled is false",
+      });
     } else if (a.delivery !== "pushed_artifact" || typeof a.supervision !== "string") {
       results.push({
         addon_id: a.addon_id,
@@ -163,6 +170,11 @@ async function _syncOne(ctx: DeliveryContext, a: Assignment): Promise<SyncResult
     return r;
   } catch (e) {
     log.error("delivery failed", { addon_id: a.addon_id, version: a.version, error: e as Error });
-    return { addon_id: a.addon_id, version: a.version, outcome: "failed", message: (e as Error).message };
+    return {
+      addon_id: a.addon_id,
+      version: a.version,
+      outcome: "failed",
+      message: (e as Error).message,
+    };
   }
 }

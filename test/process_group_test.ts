@@ -252,7 +252,11 @@ Deno.test("spawnGroup() forwards output line by line", async (t) => {
 
   await t.step("a cut never splits a UTF-8 character", async () => {
     const c = _collector();
-    const proc = _sh("i=0; while [ $i -lt 100 ]; do printf 'é'; i=$((i+1)); done; echo", c.onLine, 7);
+    const proc = _sh(
+      "i=0; while [ $i -lt 100 ]; do printf 'é'; i=$((i+1)); done; echo",
+      c.onLine,
+      7,
+    );
     try {
       await proc.status;
       await proc.output;
@@ -298,7 +302,12 @@ Deno.test("LineSplitter bounds lines across arbitrary chunk boundaries", async (
   });
 
   await t.step("overlong lines spread over chunks are cut once", () => {
-    const chunks = [enc.encode("abc"), enc.encode("defgh"), enc.encode("ij\nxy"), enc.encode("z\n")];
+    const chunks = [
+      enc.encode("abc"),
+      enc.encode("defgh"),
+      enc.encode("ij\nxy"),
+      enc.encode("z\n"),
+    ];
     _assertEquals(run(4, chunks), ["abcd" + TRUNCATION_MARKER, "xyz"], "lines");
   });
 
@@ -506,7 +515,11 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
       _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "ended");
       _assertEquals(groupMembers(pgid), [], "group empty");
       for (const m of members) _assert(!_alive(m), `member ${m} gone`);
-      _assertEquals(await endLeftoverGroup(pgid, identity, 300), false, "nothing left the 2nd time");
+      _assertEquals(
+        await endLeftoverGroup(pgid, identity, 300),
+        false,
+        "nothing left the 2nd time",
+      );
     } finally {
       _killGroup(pgid);
     }

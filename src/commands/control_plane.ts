@@ -9,7 +9,9 @@ import { log } from "../log.ts";
 import { EXIT } from "./common.ts";
 
 /** Serve `catalog` on `listen` until SIGINT or SIGTERM. */
-export async function controlPlaneCommand(opts: { catalog: string; listen: string }): Promise<number> {
+export async function controlPlaneCommand(
+  opts: { catalog: string; listen: string },
+): Promise<number> {
   const cp = await startControlPlane({ catalogPath: opts.catalog, listen: opts.listen });
   log.info("control plane listening", { url: cp.url, catalog: opts.catalog });
   await new Promise<void>((resolve) => {

@@ -37,9 +37,15 @@ export async function sha256File(path: string): Promise<string> {
 }
 
 function _checkStatement(f: StatementFlags): void {
-  if (!isSafeSegment(f.addonId)) throw new UsageError(`--addon-id ${JSON.stringify(f.addonId)} is not a safe name`);
-  if (!isSafeSegment(f.version)) throw new UsageError(`--version ${JSON.stringify(f.version)} is not a safe name`);
-  if (!(OSES as readonly string[]).includes(f.os)) throw new UsageError(`--os must be one of ${OSES.join(", ")}`);
+  if (!isSafeSegment(f.addonId)) {
+    throw new UsageError(`--addon-id ${JSON.stringify(f.addonId)} is not a safe name`);
+  }
+  if (!isSafeSegment(f.version)) {
+    throw new UsageError(`--version ${JSON.stringify(f.version)} is not a safe name`);
+  }
+  if (!(OSES as readonly string[]).includes(f.os)) {
+    throw new UsageError(`--os must be one of ${OSES.join(", ")}`);
+  }
   if (!(ARCHES as readonly string[]).includes(f.arch)) {
     throw new UsageError(`--arch must be one of ${ARCHES.join(", ")}`);
   }
@@ -53,7 +59,9 @@ export async function keygenCommand(opts: { out: string }): Promise<number> {
     return EXIT.ok;
   } catch (e) {
     if (e instanceof Deno.errors.AlreadyExists) {
-      throw new UsageError(`--out ${opts.out} already holds a signing.key; refusing to overwrite it`);
+      throw new UsageError(
+        `--out ${opts.out} already holds a signing.key; refusing to overwrite it`,
+      );
     }
     throw e;
   }

@@ -19,7 +19,9 @@ export async function syncCommand(opts: { config: string; json: boolean }): Prom
       if (report.document_error) console.log(`document refused: ${report.document_error}`);
       for (const r of report.results) {
         console.log(
-          `${(r.addon_id ?? "?").padEnd(24)} ${(r.version ?? "-").padEnd(12)} ${r.outcome.padEnd(11)} ${r.message}`,
+          `${(r.addon_id ?? "?").padEnd(24)} ${(r.version ?? "-").padEnd(12)} ${
+            r.outcome.padEnd(11)
+          } ${r.message}`,
         );
       }
     }

@@ -1,0 +1,207 @@
+/**
+ * Shared test fixtures: temp dirs, a real S3 server (s3rver), publishing
+ * signed artifacts, agent configs, and running the agent as a subprocess.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { hostPlatform, platformString } from "../src/platform.ts";
+import { encodeBase64, generateKey, type KeyPair, signStatement } from "../src/signature.ts";
+
+/** Absolute path of the repository's `main.ts`. */
+export const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
+/** Absolute path of the repository root. */
+export const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Run `fn` with a fresh temp dir (mode 0755) that is removed afterwards. */
+export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "addon-agent-test-" });
+  await Deno.chmod(dir, 0o755);
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** A running s3rver with one bucket. */
+export interface S3Fixture {
+  endpoint: string;
+  bucket: string;
+  put(key: string, body: Uint8Array | string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Start s3rver on 127.0.0.1:0 with a temp directory and a bucket `addons`. */
+export async function startS3(dir: string, port = 0): Promise<S3Fixture> {
+  const { default: S3rver } = await import("s3rver");
+  const { PutObjectCommand, S3Client } = await import("@aws-sdk/client-s3");
+  await Deno.mkdir(`${dir}/s3data`, { recursive: true });
+  const server = new S3rver({
+    port,
+    address: "127.0.0.1",
+    silent: true,
+    directory: `${dir}/s3data`,
+    configureBuckets: [{ name: "addons" }],
+  });
+  const info = await server.run() as { port: number };
+  const endpoint = `http://127.0.0.1:${info.port}`;
+  const client = new S3Client({
+    endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
+  });
+  return {
+    endpoint,
+    bucket: "addons",
+    put: async (key, body) => {
+      await client.send(new PutObjectCommand({ Bucket: "addons", Key: key, Body: body }));
+    },
+    stop: async () => {
+      client.destroy();
+      await server.close();
+    },
+  };
+}
+
+/** Environment for the agent to reach s3rver through the AWS default credential chain. */
+export const S3_ENV: Record<string, string> = {
+  AWS_ACCESS_KEY_ID: "S3RVER",
+  AWS_SECRET_ACCESS_KEY: "S3RVER",
+  AWS_EC2_METADATA_DISABLED: "true",
+};
+
+/** sha256 hex of bytes. */
+export function sha256Hex(b: Uint8Array | string): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+/** A new signing key pair. */
+export function newKey(): Promise<KeyPair> {
+  return generateKey();
+}
+
+/** Sign `bytes` as (addonId, version) for this host's platform (or `target`). */
+export async function signFor(
+  key: KeyPair,
+  addonId: string,
+  version: string,
+  bytes: Uint8Array | string,
+  target = platformString(hostPlatform()),
+): Promise<{ artifact_sha256: string; artifact_signature: string }> {
+  const sha256 = sha256Hex(bytes);
+  const artifact_signature = await signStatement(key.secret, {
+    addon_id: addonId,
+    version,
+    target,
+    sha256,
+  });
+  return { artifact_sha256: sha256, artifact_signature };
+}
+
+/** Text of a small add-on script that prints its version and sleeps. */
+export function scriptAddon(body = 'echo "up $ADDON_ID $ADDON_VERSION"; exec sleep 300'): string {
+  return `#!/bin/sh\n${body}\n`;
+}
+
+/** Write `agent.json` into `dir` with sensible test defaults merged with `extra`. */
+export async function writeConfig(
+  dir: string,
+  extra: Record<string, unknown>,
+): Promise<string> {
+  await Deno.mkdir(`${dir}/root`, { recursive: true, mode: 0o755 });
+  await Deno.chmod(`${dir}/root`, 0o755);
+  const cfg = {
+    agent_id: "test-host",
+    runtime_root: `${dir}/root`,
+    source: { kind: "file", path: `${dir}/assignments.json` },
+    ...extra,
+  };
+  const path = `${dir}/agent.json`;
+  await Deno.writeTextFile(path, JSON.stringify(cfg, null, 2));
+  return path;
+}
+
+/** Write the assignments document used by a file source. */
+export async function writeAssignments(
+  dir: string,
+  addons: Record<string, unknown>[],
+  configVersion = "v1",
+): Promise<void> {
+  await Deno.writeTextFile(
+    `${dir}/assignments.json`,
+    JSON.stringify({ config_version: configVersion, addons }, null, 2),
+  );
+}
+
+/** The outcome of running the agent once. */
+export interface AgentRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `addon-agent <args>` as a subprocess with every permission. */
+export async function runAgent(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<AgentRun> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN_TS, ...args],
+    env: { ...S3_ENV, ...env },
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Parse the `--json` output of `sync`. */
+export function syncJson(run: AgentRun): {
+  ok: boolean;
+  document_error: string | null;
+  results: {
+    addon_id: string | null;
+    version: string | null;
+    outcome: string;
+    message: string;
+    fetched_bytes?: number;
+  }[];
+} {
+  try {
+    return JSON.parse(run.stdout);
+  } catch {
+    throw new Error(`sync printed no JSON (exit ${run.code}):\n${run.stdout}\n${run.stderr}`);
+  }
+}
+
+/** Every file path below `dir` (relative), for "nothing was written" checks. */
+export async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  async function walk(d: string, rel: string): Promise<void> {
+    for await (const e of Deno.readDir(d)) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      out.push(r);
+      if (e.isDirectory) await walk(`${d}/${e.name}`, r);
+    }
+  }
+  await walk(dir, "");
+  return out.sort();
+}
+
+/** Bytes of a base64 public key, for building trust roots in configs. */
+export function publicKeyB64(key: KeyPair): string {
+  return key.publicBase64;
+}
+
+/** Random bytes of length `n` (in 64 KiB pieces, as getRandomValues requires). */
+export function randomBytes(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+  return b;
+}
+
+export { encodeBase64 };
