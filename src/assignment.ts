@@ -116,7 +116,7 @@ export function decodeEntry(value: Json, path: string, platform: Platform): Entr
     if (!(e instanceof DecodeError)) throw e;
     return {
       ok: false,
-      addon_id: typeof id === "string" ? id : undefined,
+      addon_id: typeof id === "string" && isSafeSegment(id) ? id : undefined,
       path: e.path,
       error: e.message,
     };
@@ -179,7 +179,7 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   if (sha !== undefined && !SHA256.test(sha)) {
     throw new DecodeError(r.at("artifact_sha256"), "must be 64 hex characters");
   }
-  if (sig !== undefined && (!BASE64.test(sig) || sig.length !== 88)) {
+  if (sig !== undefined && (!BASE64.test(sig) || sig.length !== 88 || !sig.endsWith("=="))) {
     throw new DecodeError(r.at("artifact_signature"), "must be standard base64 of 64 bytes");
   }
   if (sig !== undefined && key === undefined) {

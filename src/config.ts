@@ -102,7 +102,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     config_dir = _absolute(r, "config_dir", configDirRaw);
   } else {
     const dir = _dirname(file);
-    config_dir = dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
+    config_dir = dir.startsWith("/") ? dir : dir === "." ? Deno.cwd() : `${Deno.cwd()}/${dir}`;
   }
 
   const s = r.object("source");

@@ -57,6 +57,8 @@ export interface DeliveryContext {
   platform: Platform;
   /** Progress of a running download, for status reports. */
   onProgress?: (addonId: string, bytes: number, total: number) => void;
+  /** The delivery moved on to a new phase. */
+  onPhase?: (addonId: string, phase: "downloading" | "verifying") => void;
 }
 
 /** The `artifact.json` of a staged version. */
@@ -229,6 +231,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
     : ctx.trust.require_signature;
   if (refusedUnseen) await checkSignature(ctx, a, ref.sha256);
   let lease;
+  ctx.onPhase?.(a.addon_id, "downloading");
   try {
     lease = await ctx.downloads.fetch({
       store: ctx.store,
@@ -242,6 +245,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
     if (e instanceof DownloadError) throw new DeliveryError(e.message, e.transient);
     throw e;
   }
+  ctx.onPhase?.(a.addon_id, "verifying");
   try {
     const key = await checkSignature(ctx, a, ref.sha256);
     if (key === null) {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { JsonObject } from "./decode.ts";
+import type { Json, JsonObject } from "./decode.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { log } from "./log.ts";
 import type { Layout } from "./runtime_root.ts";
@@ -57,6 +57,8 @@ export interface AddonState {
   last_delivery?: { at: string; duration_ms: number; bytes: number };
   /** (version, sha256) pairs rolled back and not to be tried again while assigned. */
   failed_versions: { version: string; sha256: string; reason: string }[];
+  /** Fingerprint of the (version, config) a run-once helper completed. */
+  helper_fingerprint?: string;
   /** Toggle settings of a `config_toggle` add-on. */
   toggles?: JsonObject;
 }
@@ -66,14 +68,14 @@ export interface AgentState {
   agent_id: string | null;
   config_version: string | null;
   updated_at: string | null;
-  /** The desired assignments last accepted (SPEC 3 entries), run again at start. */
-  desired: JsonObject[];
+  /** The assignments document last accepted from the source, run again at start. */
+  pushed: Json | null;
   addons: Record<string, AddonState>;
 }
 
 /** A fresh, empty agent state. */
 export function emptyState(): AgentState {
-  return { agent_id: null, config_version: null, updated_at: null, desired: [], addons: {} };
+  return { agent_id: null, config_version: null, updated_at: null, pushed: null, addons: {} };
 }
 
 /** A fresh state for one add-on. */

@@ -6,6 +6,8 @@
  *
  * @example Install and later remove an add-on's units
  * ```ts
+ * import type { UnitSpec } from "./systemd_unit.ts";
+ * declare const spec: UnitSpec; // kind "service" or "timer" (with a schedule)
  * const units = new SystemdUnits("/etc/systemd/system", commandSystemctl());
  * await units.install(spec); // writes addon-agent-<id>.service, enable --now
  * await units.install(spec); // unchanged: no systemctl calls
@@ -207,10 +209,8 @@ export class SystemdUnits {
     const converged = present.some((n) => this.#converged.has(n));
     // Files written but never loaded (a crash before daemon-reload) are unknown to systemd.
     if (!converged) await this.systemctl.daemonReload();
-    for (const name of present) {
-      this.#converged.delete(name);
-      await this.systemctl.disableNow(name);
-    }
+    for (const name of present) this.#converged.delete(name);
+    for (const name of present) await this.systemctl.disableNow(name);
     for (const name of present) await removeIfExists(this.#path(name));
     await this.systemctl.daemonReload();
     log.info("systemd units removed", { addon_id: addonId, units: present });

@@ -117,7 +117,7 @@ const BARE_WORD = /^[A-Za-z0-9_.\/:=,+@-]+$/;
 // deno-lint-ignore no-control-regex
 const FORBIDDEN = /[\x00-\x08\x0a-\x1f\x7f]/;
 const UNIT_NAME_MAX = 255;
-const HEADER = "# Written by addon-agent, which rewrites or removes this file: do not edit.\n";
+const HEADER = "# Written by addon-agent, which rewrites or removes this file: do not edit.";
 
 /** The unit file names of an add-on; characters not allowed in unit names are `\xNN`-escaped. */
 export function unitNames(addonId: string): UnitNames {
@@ -170,7 +170,7 @@ export function renderService(spec: UnitSpec): string {
   }
   env.push(...agentEnv);
   const lines = [
-    HEADER.trimEnd(),
+    HEADER,
     "[Unit]",
     `Description=addon-agent add-on ${spec.addon_id} ${spec.version}`,
     "After=network.target",
@@ -203,7 +203,7 @@ export function renderTimer(spec: TimerSpec): string {
   const { service } = unitNames(spec.addon_id);
   parseSchedule(spec.schedule); // throws for anything outside the supported subset
   return [
-    HEADER.trimEnd(),
+    HEADER,
     "[Unit]",
     `Description=addon-agent add-on ${spec.addon_id} ${spec.version} on ${spec.schedule}`,
     "",
@@ -256,7 +256,7 @@ function _quote(v: string): string {
 }
 
 function _escape(v: string): string {
-  return v.replace(/[\\"\t%]/g, (c) => c === "\t" ? "\\t" : c === "%" ? "%" : `\\${c}`);
+  return v.replace(/[\\"\t%]/g, (c) => c === "\t" ? "\\t" : c === "%" ? "%%" : `\\${c}`);
 }
 
 /** One word of `ExecStart=`: bare when safe, else quoted; `$` is doubled (no variable expansion). */

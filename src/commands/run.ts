@@ -1,12 +1,31 @@
 /**
- * `addon-agent run` (being built).
+ * `addon-agent run`: the daemon until SIGTERM or SIGINT (exit 0).
  *
  * @module
  */
 
-import { UsageError } from "./common.ts";
+import { Daemon } from "../daemon.ts";
+import { log } from "../log.ts";
+import { configFrom, EXIT, rootFrom } from "./common.ts";
 
-/** Not available yet in this build. */
-export function runCommand(_opts: unknown): Promise<number> {
-  return Promise.reject(new UsageError("addon-agent run is not available in this build yet"));
+/** Run the daemon; returns 0 after a graceful stop. */
+export async function runCommand(opts: { config: string }): Promise<number> {
+  const cfg = await configFrom(opts.config);
+  const root = await rootFrom(cfg);
+  try {
+    const daemon = await Daemon.create(cfg, root);
+    const stop = () => {
+      log.info("signal received; stopping");
+      daemon.stop();
+    };
+    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGINT", stop);
+    log.info("agent started", { agent_id: cfg.agent_id, runtime_root: cfg.runtime_root });
+    await daemon.run();
+    Deno.removeSignalListener("SIGTERM", stop);
+    Deno.removeSignalListener("SIGINT", stop);
+    return EXIT.ok;
+  } finally {
+    root.release();
+  }
 }

@@ -1,0 +1,438 @@
+/**
+ * Benchmark of artifact delivery (`addon-agent sync`) against what an
+ * operator would script instead, on the same objects, side by side.
+ *
+ * s3rver runs in a process of its own (`scripts/_s3rver_process.ts`); random
+ * artifacts (default 256 MiB and 1 GiB, written and uploaded in streaming
+ * fashion) are signed and published to it and to a filesystem store. For
+ * each size these runs alternate, repeated, and their medians are compared:
+ *
+ * - `sync` from S3 (a fresh runtime root each run), under `/usr/bin/time`
+ *   for its peak RSS;
+ * - `curl URL | tee FILE | openssl dgst -sha256`, then `sync` of FILE from
+ *   a filesystem store (the operator's download, then the agent's stage);
+ * - `curl -o /dev/null URL` (the floor);
+ * - `sync` from the filesystem store;
+ * - `cp FILE COPY && openssl dgst -sha256 COPY`.
+ *
+ * Targets: (a) S3 sync ÷ operator ≤ 1.0, (b) S3 sync ÷ curl ≤ 1.3,
+ * (c) filesystem sync ÷ cp+openssl ≤ 1.0, (d) peak RSS of sync ≤ 96 MiB.
+ *
+ * @example Run it for 64 MiB and 256 MiB objects
+ * ```sh
+ * deno run -A scripts/bench_delivery.ts 64 256
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { hostPlatform, platformString } from "../src/platform.ts";
+import { generateKey, signStatement } from "../src/signature.ts";
+import { S3_ENV, writeAssignments, writeConfig } from "../test/_helpers.ts";
+
+const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const MAIN_TS = `${REPO}/main.ts`;
+const S3RVER_TS = `${REPO}/scripts/_s3rver_process.ts`;
+const GNU_TIME = "/usr/bin/time";
+const MIB = 1 << 20;
+
+/** The goals the numbers are held against. */
+const TARGETS = { operator: 1.0, floor: 1.3, filesystem: 1.0, rssMiB: 96 } as const;
+
+/** Options of {@linkcode benchDelivery}. */
+export interface BenchDeliveryOptions {
+  /** Artifact sizes in MiB (default `[256, 1024]`). */
+  sizesMiB?: number[];
+  /** Rounds per size; the median of each measurement is reported (default 3). */
+  rounds?: number;
+}
+
+interface _Run {
+  ms: number;
+  rssKiB: number | null;
+}
+
+interface _SizeResult {
+  mib: number;
+  s3Sync: number[];
+  opFetch: number[];
+  opSync: number[];
+  opTotal: number[];
+  curl: number[];
+  fsSync: number[];
+  cpHash: number[];
+  s3RssKiB: number[];
+  fsRssKiB: number[];
+}
+
+interface _S3Process {
+  port: number;
+  stop(): Promise<void>;
+}
+
+/** Run the delivery benchmark and return printable result lines. */
+export async function benchDelivery(opts: BenchDeliveryOptions = {}): Promise<string[]> {
+  const sizes = opts.sizesMiB ?? [256, 1024];
+  const rounds = opts.rounds ?? 3;
+  const dir = await Deno.makeTempDir({ prefix: "bench-delivery-" });
+  await Deno.chmod(dir, 0o755);
+  const haveTime = await _exists(GNU_TIME);
+  let s3: _S3Process | null = null;
+  try {
+    s3 = await _startS3rver(`${dir}/s3data`);
+    const key = await generateKey();
+    const results: _SizeResult[] = [];
+    for (const mib of sizes) {
+      results.push(await _benchSize({ dir, mib, rounds, port: s3.port, key, haveTime }));
+    }
+    return _report(results, rounds, haveTime);
+  } finally {
+    await s3?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+async function _benchSize(p: {
+  dir: string;
+  mib: number;
+  rounds: number;
+  port: number;
+  key: { secret: Uint8Array; publicBase64: string };
+  haveTime: boolean;
+}): Promise<_SizeResult> {
+  const { dir, mib, port } = p;
+  const objectKey = `bench/${mib}/artifact`;
+  const store = `${dir}/store`;
+  const storeFile = `${store}/${objectKey}`;
+  await Deno.mkdir(`${store}/bench/${mib}`, { recursive: true });
+  const sha256 = await _writeRandomFile(storeFile, mib * MIB);
+  const url = `http://127.0.0.1:${port}/addons/${objectKey}`;
+  await _sh(`curl -sSf -o /dev/null -T ${_q(storeFile)} ${_q(url)}`);
+
+  const target = platformString(hostPlatform());
+  const version = `1.0.${mib}`;
+  const signature = await signStatement(p.key.secret, {
+    addon_id: "bench",
+    version,
+    target,
+    sha256,
+  });
+  const assignment = {
+    addon_id: "bench",
+    version,
+    delivery: "pushed_artifact",
+    supervision: "agent_sidecar",
+    binary_path: "/usr/lib/bench/bench",
+    artifact_object_key: objectKey,
+    artifact_sha256: sha256,
+    artifact_signature: signature,
+  };
+  const common = {
+    trust: { public_keys: [p.key.publicBase64], require_signature: true },
+    limits: { max_artifact_bytes: mib * MIB + MIB },
+  };
+  const s3Store = {
+    kind: "s3",
+    bucket: "addons",
+    region: "us-east-1",
+    endpoint: `http://127.0.0.1:${port}`,
+    force_path_style: true,
+  };
+
+  const r: _SizeResult = {
+    mib,
+    s3Sync: [],
+    opFetch: [],
+    opSync: [],
+    opTotal: [],
+    curl: [],
+    fsSync: [],
+    cpHash: [],
+    s3RssKiB: [],
+    fsRssKiB: [],
+  };
+  let n = 0;
+  const runDir = async (): Promise<string> => {
+    const d = `${dir}/run-${mib}-${n++}`;
+    await Deno.mkdir(d, { mode: 0o755 });
+    await Deno.chmod(d, 0o755);
+    return d;
+  };
+  const sync = async (storeCfg: Record<string, unknown>): Promise<_Run> => {
+    const d = await runDir();
+    try {
+      const cfg = await writeConfig(d, { object_store: storeCfg, ...common });
+      await writeAssignments(d, [assignment], "bench");
+      return await _runSync(cfg, p.haveTime);
+    } finally {
+      await Deno.remove(d, { recursive: true });
+    }
+  };
+
+  for (let round = 0; round < p.rounds; round++) {
+    // 1. sync from S3
+    const s3Run = await sync(s3Store);
+    r.s3Sync.push(s3Run.ms);
+    if (s3Run.rssKiB !== null) r.s3RssKiB.push(s3Run.rssKiB);
+
+    // 2. the operator: curl | tee FILE | openssl, then sync FILE from a filesystem store
+    const op = await runDir();
+    try {
+      const opFile = `${op}/store/${objectKey}`;
+      await Deno.mkdir(`${op}/store/bench/${mib}`, { recursive: true });
+      const fetch = await _timed(
+        `set -o pipefail; curl -sSf ${_q(url)} | tee ${_q(opFile)} | openssl dgst -sha256`,
+      );
+      if (!fetch.out.includes(sha256)) throw new Error(`curl|tee|openssl printed ${fetch.out}`);
+      const opSync = await sync({ kind: "filesystem", root: `${op}/store` });
+      r.opFetch.push(fetch.ms);
+      r.opSync.push(opSync.ms);
+      r.opTotal.push(fetch.ms + opSync.ms);
+    } finally {
+      await Deno.remove(op, { recursive: true });
+    }
+
+    // 3. the floor: curl -o /dev/null
+    r.curl.push((await _timed(`curl -sSf -o /dev/null ${_q(url)}`)).ms);
+
+    // 4. sync from the filesystem store
+    const fsRun = await sync({ kind: "filesystem", root: store });
+    r.fsSync.push(fsRun.ms);
+    if (fsRun.rssKiB !== null) r.fsRssKiB.push(fsRun.rssKiB);
+
+    // 5. cp + openssl dgst
+    const cp = await runDir();
+    try {
+      const copy = `${cp}/artifact`;
+      const t = await _timed(`cp ${_q(storeFile)} ${_q(copy)} && openssl dgst -sha256 ${_q(copy)}`);
+      if (!t.out.includes(sha256)) throw new Error(`cp+openssl printed ${t.out}`);
+      r.cpHash.push(t.ms);
+    } finally {
+      await Deno.remove(cp, { recursive: true });
+    }
+  }
+  await Deno.remove(storeFile);
+  await Deno.remove(`${dir}/s3data/addons/bench/${mib}`, { recursive: true }).catch(() => {});
+  return r;
+}
+
+/** Write `bytes` random bytes to `path` 1 MiB at a time; returns their sha256. */
+async function _writeRandomFile(path: string, bytes: number): Promise<string> {
+  const hash = createHash("sha256");
+  const buf = new Uint8Array(MIB);
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  try {
+    for (let done = 0; done < bytes;) {
+      const n = Math.min(MIB, bytes - done);
+      const b = buf.subarray(0, n);
+      for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+      hash.update(b);
+      for (let off = 0; off < n;) off += await f.write(b.subarray(off));
+      done += n;
+    }
+  } finally {
+    f.close();
+  }
+  return hash.digest("hex");
+}
+
+/** Run `sync --json` for `cfg`; wall time, and peak RSS through GNU time or /proc polling. */
+async function _runSync(cfg: string, haveTime: boolean): Promise<_Run> {
+  const agentArgs = ["run", "-A", "--quiet", MAIN_TS, "sync", "--config", cfg, "--json"];
+  const rssFile = `${cfg}.rss`;
+  const [cmd, args] = haveTime
+    ? [GNU_TIME, ["-f", "%M", "-o", rssFile, Deno.execPath(), ...agentArgs]]
+    : [Deno.execPath(), agentArgs];
+  const started = performance.now();
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: REPO,
+    env: S3_ENV,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const poll = haveTime ? null : _pollHwm(child.pid);
+  const out = await child.output();
+  const ms = performance.now() - started;
+  const polled = poll ? await poll.stop() : null;
+  const stdout = new TextDecoder().decode(out.stdout);
+  let ok = false;
+  try {
+    ok = (JSON.parse(stdout) as { ok: boolean }).ok;
+  } catch { /* reported below */ }
+  if (out.code !== 0 || !ok) {
+    throw new Error(
+      `sync failed (exit ${out.code}):\n${stdout}\n${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+  const rssKiB = haveTime ? Number((await Deno.readTextFile(rssFile)).trim()) : polled;
+  return { ms, rssKiB: Number.isFinite(rssKiB) ? rssKiB : null };
+}
+
+/** Poll VmHWM of `pid` every 10 ms until stopped; the last value read. */
+function _pollHwm(pid: number): { stop(): Promise<number | null> } {
+  let last: number | null = null;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(await Deno.readTextFile(`/proc/${pid}/status`));
+        if (m) last = Number(m[1]);
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return last;
+    },
+  };
+}
+
+/** Run a shell pipeline (bash, for pipefail); wall time and stdout. */
+async function _timed(script: string): Promise<{ ms: number; out: string }> {
+  const started = performance.now();
+  const out = await _sh(script);
+  return { ms: performance.now() - started, out };
+}
+
+async function _sh(script: string): Promise<string> {
+  const out = await new Deno.Command("bash", {
+    args: ["-c", script],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  if (out.code !== 0) {
+    throw new Error(`${script} failed (exit ${out.code}): ${dec.decode(out.stderr)}`);
+  }
+  return dec.decode(out.stdout);
+}
+
+function _q(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+async function _exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+/** Start `scripts/_s3rver_process.ts` and wait for the port it prints. */
+async function _startS3rver(dataDir: string): Promise<_S3Process> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", S3RVER_TS, dataDir],
+    cwd: REPO,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const deadline = setTimeout(() => child.kill("SIGTERM"), 30_000);
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`s3rver exited before printing its port: ${text}`);
+      text += value;
+    }
+  } catch (e) {
+    clearTimeout(deadline);
+    child.stdin.close();
+    await child.status;
+    throw e;
+  }
+  clearTimeout(deadline);
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  const port = (JSON.parse(text.slice(0, text.indexOf("\n"))) as { port: number }).port;
+  return {
+    port,
+    stop: async () => {
+      await child.stdin.close().catch(() => {});
+      const timer = setTimeout(() => child.kill("SIGTERM"), 5_000);
+      await child.status;
+      clearTimeout(timer);
+    },
+  };
+}
+
+function _median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function _secs(ms: number): string {
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
+function _verdict(value: number, target: number): string {
+  return value <= target ? "✔" : "✘";
+}
+
+function _report(results: _SizeResult[], rounds: number, haveTime: boolean): string[] {
+  const lines = [
+    `delivery: s3rver in its own process on 127.0.0.1; median of ${rounds} alternating rounds; peak RSS ${
+      haveTime ? "from /usr/bin/time" : "from polling VmHWM"
+    }`,
+    "",
+    `  ${"size".padEnd(9)}${"sync s3".padStart(9)}${"curl|tee|openssl + sync file".padStart(32)}${
+      "curl -o /dev/null".padStart(19)
+    }${"sync fs".padStart(9)}${"cp+openssl".padStart(12)}${"peak RSS s3/fs".padStart(17)}`,
+  ];
+  for (const r of results) {
+    const op = `${_secs(_median(r.opTotal))} (${(_median(r.opFetch) / 1000).toFixed(2)} + ${
+      (_median(r.opSync) / 1000).toFixed(2)
+    })`;
+    const rss = `${_mib(Math.max(...r.s3RssKiB))}/${_mib(Math.max(...r.fsRssKiB))} MiB`;
+    lines.push(
+      `  ${`${r.mib} MiB`.padEnd(9)}${_secs(_median(r.s3Sync)).padStart(9)}${op.padStart(32)}${
+        _secs(_median(r.curl)).padStart(19)
+      }${_secs(_median(r.fsSync)).padStart(9)}${_secs(_median(r.cpHash)).padStart(12)}${
+        rss.padStart(17)
+      }`,
+    );
+  }
+  lines.push("");
+  for (const r of results) {
+    const s3 = _median(r.s3Sync);
+    const a = s3 / _median(r.opTotal);
+    const b = s3 / _median(r.curl);
+    const c = _median(r.fsSync) / _median(r.cpHash);
+    const rss = Math.max(...r.s3RssKiB, ...r.fsRssKiB) / 1024;
+    const size = `${r.mib} MiB`.padEnd(9);
+    lines.push(
+      `  ${size}(a) sync s3 ÷ curl|tee|openssl + sync file  ${a.toFixed(2).padStart(6)}   target ≤ ${
+        TARGETS.operator.toFixed(1)
+      }  ${_verdict(a, TARGETS.operator)}`,
+      `  ${"".padEnd(9)}(b) sync s3 ÷ curl -o /dev/null            ${
+        b.toFixed(2).padStart(6)
+      }   target ≤ ${TARGETS.floor.toFixed(1)}  ${_verdict(b, TARGETS.floor)}`,
+      `  ${"".padEnd(9)}(c) sync fs ÷ cp + openssl dgst            ${
+        c.toFixed(2).padStart(6)
+      }   target ≤ ${TARGETS.filesystem.toFixed(1)}  ${_verdict(c, TARGETS.filesystem)}`,
+      `  ${"".padEnd(9)}(d) peak RSS of sync (s3, fs)          ${
+        `${rss.toFixed(0)} MiB`.padStart(10)
+      }   target ≤ ${TARGETS.rssMiB} MiB  ${_verdict(rss, TARGETS.rssMiB)}`,
+    );
+  }
+  return lines;
+}
+
+function _mib(kib: number): string {
+  return Number.isFinite(kib) ? (kib / 1024).toFixed(0) : "?";
+}
+
+if (import.meta.main) {
+  const sizes = Deno.args.map(Number).filter((n) => Number.isFinite(n) && n > 0);
+  const lines = await benchDelivery(sizes.length ? { sizesMiB: sizes } : {});
+  for (const line of lines) console.log(line);
+}

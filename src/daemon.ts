@@ -1,0 +1,317 @@
+/**
+ * The daemon (`addon-agent run`): poll the source (interval ±20 % jitter,
+ * exponential backoff to 5 minutes on errors), merge the local override,
+ * hand the desired state to the reconciler, persist `state.json`, report
+ * status to the control plane (coalesced on change, at least every 10
+ * polls), and stop every add-on gracefully on SIGTERM.
+ *
+ * @example
+ * ```ts
+ * const d = await Daemon.create(cfg, root);
+ * await d.run(); // until d.stop()
+ * ```
+ *
+ * @module
+ */
+
+import { decodeDocument, type Entry } from "./assignment.ts";
+import type { AgentConfig } from "./config.ts";
+import { DecodeError, type Json } from "./decode.ts";
+import type { DeliveryContext } from "./delivery.ts";
+import { Downloads } from "./download.ts";
+import { log } from "./log.ts";
+import { openObjectStore } from "./object_store.ts";
+import { applyOverride, OVERRIDE_FILE, readOverride } from "./override.ts";
+import { hostPlatform, type Platform } from "./platform.ts";
+import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
+import type { RuntimeRoot } from "./runtime_root.ts";
+import type { SidecarTiming } from "./sidecar.ts";
+import { openSource, type Source } from "./source.ts";
+import { type AgentState, loadState, saveState } from "./state.ts";
+import { buildStatus, type StatusDocument } from "./status.ts";
+import { startStatusServer, type StatusServer } from "./status_server.ts";
+import { commandSystemctl, SystemdUnits } from "./systemctl.ts";
+
+/** Longest wait between polls after errors (SPEC 4). */
+export const MAX_POLL_BACKOFF_MS = 5 * 60_000;
+/** Status reports are sent at least every this many polls. */
+export const REPORT_EVERY_POLLS = 10;
+const RECONCILE_TICK_MS = 15_000;
+
+/** Knobs for tests and benchmarks; production uses the defaults. */
+export interface DaemonOptions {
+  platform?: Platform;
+  sidecarTiming?: SidecarTiming;
+  resilience?: ResilienceTiming;
+  /** `systemctl` binary (looked up on PATH). */
+  systemctl?: string;
+}
+
+/** The running agent. */
+export class Daemon {
+  readonly #cfg: AgentConfig;
+  readonly #root: RuntimeRoot;
+  readonly #state: AgentState;
+  readonly #source: Source;
+  readonly #rec: Reconciler;
+  readonly #platform: Platform;
+  readonly #started = Date.now();
+  #stopping = false;
+  #wake: (() => void) | null = null;
+  #saveTimer: ReturnType<typeof setTimeout> | null = null;
+  #reportTimer: ReturnType<typeof setTimeout> | null = null;
+  #dirty = false;
+  #polls = 0;
+  #lastReportPoll = 0;
+  #lastApplied: string | null = null;
+  #lastOverrideText: string | null = null;
+  #server: StatusServer | null = null;
+  #reporting: Promise<void> = Promise.resolve();
+  #lastError: string | null = null;
+
+  private constructor(
+    cfg: AgentConfig,
+    root: RuntimeRoot,
+    state: AgentState,
+    source: Source,
+    delivery: DeliveryContext,
+    platform: Platform,
+    opts: DaemonOptions,
+  ) {
+    this.#cfg = cfg;
+    this.#root = root;
+    this.#state = state;
+    this.#source = source;
+    this.#platform = platform;
+    this.#rec = new Reconciler({
+      cfg,
+      layout: root,
+      delivery,
+      platform,
+      state,
+      runner: {
+        units: new SystemdUnits(cfg.systemd.unit_dir, commandSystemctl(opts.systemctl)),
+        ...(opts.sidecarTiming ? { timing: opts.sidecarTiming } : {}),
+      },
+      ...(opts.resilience ? { resilience: opts.resilience } : {}),
+      ...(opts.sidecarTiming ? { sidecarTiming: opts.sidecarTiming } : {}),
+      onChange: () => this.#changed(),
+    });
+  }
+
+  /** Prepare the daemon: state, source, store, reconciler. */
+  static async create(cfg: AgentConfig, root: RuntimeRoot, opts: DaemonOptions = {}): Promise<Daemon> {
+    const platform = opts.platform ?? hostPlatform();
+    const state = await loadState(root);
+    state.agent_id = cfg.agent_id;
+    const source = await openSource(cfg, platform);
+    const delivery: DeliveryContext = {
+      layout: root,
+      store: await openObjectStore(cfg.object_store),
+      downloads: new Downloads(),
+      trust: cfg.trust,
+      limits: cfg.limits,
+      platform,
+    };
+    return new Daemon(cfg, root, state, source, delivery, platform, opts);
+  }
+
+  /** The status document of this agent now. */
+  status(): Promise<StatusDocument> {
+    return buildStatus(this.#root, this.#state);
+  }
+
+  /** Seconds since the daemon started. */
+  get uptimeSeconds(): number {
+    return (Date.now() - this.#started) / 1000;
+  }
+
+  /** Run until {@linkcode Daemon.stop}: leftovers, persisted desired state, then the poll loop. */
+  async run(): Promise<void> {
+    if (this.#cfg.status) {
+      this.#server = startStatusServer(this.#cfg.status.listen, this);
+    }
+    await this.#rec.endLeftovers();
+    await this.#save();
+    // Before the source answers, run what was last desired (a host reboots into its add-ons).
+    if (this.#state.pushed !== null) {
+      log.info("starting the add-ons last desired, before the source answers");
+      await this.#applyMerged(false);
+    }
+    const tick = setInterval(() => {
+      if (!this.#stopping) this.#rec.tick().catch(() => {});
+    }, RECONCILE_TICK_MS);
+    let backoffMs = 0;
+    try {
+      while (!this.#stopping) {
+        let ok = true;
+        try {
+          await this.#pollOnce();
+          backoffMs = 0;
+        } catch (e) {
+          ok = false;
+          const first = backoffMs === 0;
+          backoffMs = Math.min(
+            backoffMs === 0 ? this.#source.intervalS * 1000 : backoffMs * 2,
+            MAX_POLL_BACKOFF_MS,
+          );
+          this.#lastError = (e as Error).message;
+          log[first ? "error" : "warn"]("poll failed; add-ons keep running", {
+            error: e as Error,
+            retry_in_s: Math.round(backoffMs / 1000),
+          });
+        }
+        if (!this.#stopping && (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)) {
+          this.#scheduleReport(0);
+        }
+        const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
+        await this.#sleep(wait);
+      }
+    } finally {
+      clearInterval(tick);
+    }
+    await this.#shutdown();
+  }
+
+  async #pollOnce(): Promise<void> {
+    this.#polls++;
+    const r = await this.#source.poll();
+    if (r.kind === "document") {
+      try {
+        decodeDocument(r.json, this.#platform);
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+        this.#lastError = `document refused: ${e.message}`;
+        log.error("assignments document refused; keeping the current desired state", {
+          error: e.message,
+        });
+        if (this.#source instanceof Object && "forgetEtag" in this.#source) {
+          (this.#source as { forgetEtag(): void }).forgetEtag();
+        }
+        this.#dirty = true;
+        return;
+      }
+      this.#lastError = null;
+      this.#state.pushed = r.json;
+      await this.#applyMerged(true);
+    } else {
+      await this.#applyMerged(false);
+    }
+  }
+
+  /** Merge the override into the last accepted document; reconcile when the result changed. */
+  async #applyMerged(newDocument: boolean): Promise<void> {
+    const path = `${this.#cfg.config_dir}/${OVERRIDE_FILE}`;
+    let overrideText: string | null = null;
+    try {
+      overrideText = await Deno.readTextFile(path);
+    } catch {
+      overrideText = null;
+    }
+    if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) return;
+    this.#lastOverrideText = overrideText;
+    const merged = applyOverride(this.#state.pushed as Json, await readOverride(path));
+    const key = JSON.stringify(merged);
+    if (key === this.#lastApplied) return;
+    let entries: Entry[];
+    try {
+      const doc = decodeDocument(merged, this.#platform);
+      entries = doc.entries;
+      this.#state.config_version = doc.config_version;
+    } catch (e) {
+      if (!(e instanceof DecodeError)) throw e;
+      log.error("the merged document is refused; keeping the current desired state", {
+        error: e.message,
+      });
+      return;
+    }
+    this.#lastApplied = key;
+    await this.#rec.apply(entries);
+    this.#changed();
+  }
+
+  #changed(): void {
+    this.#dirty = true;
+    if (this.#saveTimer === null) {
+      this.#saveTimer = setTimeout(() => {
+        this.#saveTimer = null;
+        this.#save().catch((e) => log.error("could not write state.json", { error: e as Error }));
+      }, 100);
+    }
+    this.#scheduleReport(500);
+  }
+
+  async #save(): Promise<void> {
+    await saveState(this.#root, this.#state);
+  }
+
+  #scheduleReport(delayMs: number): void {
+    if (this.#cfg.source.kind !== "control_plane" || this.#stopping) return;
+    if (this.#reportTimer !== null) {
+      if (delayMs > 0) return;
+      clearTimeout(this.#reportTimer);
+    }
+    this.#reportTimer = setTimeout(() => {
+      this.#reportTimer = null;
+      this.#reporting = this.#reporting.then(() => this.#report());
+    }, delayMs);
+  }
+
+  async #report(): Promise<void> {
+    this.#dirty = false;
+    this.#lastReportPoll = this.#polls;
+    const doc = await this.status();
+    const body = {
+      agent_id: this.#cfg.agent_id,
+      config_version: this.#state.config_version,
+      reported_at: new Date().toISOString(),
+      addons: doc.addons.map((a) => ({
+        addon_id: a.addon_id,
+        version: a.version,
+        desired_version: a.desired_version,
+        state: a.state,
+        message: a.message,
+        pid: a.pid,
+        restarts: a.restarts,
+        since: a.since,
+        progress: a.progress ?? null,
+      })),
+      ...(this.#lastError ? { error: this.#lastError } : {}),
+    };
+    try {
+      await this.#source.report(body);
+    } catch (e) {
+      this.#dirty = true;
+      log.warn("status report failed; delivery goes on", { error: e as Error });
+    }
+  }
+
+  async #sleep(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.#wake = null;
+  }
+
+  /** Ask the daemon to stop: add-ons get SIGTERM (SIGKILL after 10 s), then `run` returns. */
+  stop(): void {
+    this.#stopping = true;
+    this.#wake?.();
+  }
+
+  async #shutdown(): Promise<void> {
+    log.info("stopping: ending every add-on");
+    await this.#rec.stopAll();
+    if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
+    if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
+    await this.#reporting;
+    await this.#save();
+    await this.#server?.close();
+    this.#source.close();
+    log.info("stopped");
+  }
+}
