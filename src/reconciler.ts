@@ -217,7 +217,7 @@ class _Slot {
 
   get st(): AddonState {
     const all = this.#deps.state.addons;
-    let s = all[this.id];
+    let s = Object.hasOwn(all, this.id) ? all[this.id] : undefined;
     if (!s) {
       s = emptyAddonState(this.id);
       all[this.id] = s;

@@ -72,7 +72,7 @@ export async function buildStatus(layout: Layout, state: AgentState): Promise<St
   }
   const addons: AddonStatus[] = [];
   for (const id of [...ids].sort()) {
-    const s = state.addons[id];
+    const s = Object.hasOwn(state.addons, id) ? state.addons[id] : undefined;
     const { pgid_identity: _drop, ...rest } = s ?? {
       addon_id: id,
       state: "stopped" as const,

@@ -125,7 +125,8 @@ export async function syncOnce(
   state.config_version = doc.config_version;
   for (const r of results) {
     if (!r.addon_id) continue;
-    const s = state.addons[r.addon_id] ?? emptyAddonState(r.addon_id);
+    const s = (Object.hasOwn(state.addons, r.addon_id) ? state.addons[r.addon_id] : undefined) ??
+      emptyAddonState(r.addon_id);
     s.desired_version = r.version;
     if (r.outcome === "current" || r.outcome === "host_binary") {
       s.state = "staged";

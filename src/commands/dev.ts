@@ -1,12 +1,187 @@
 /**
- * `addon-agent dev` (being built).
+ * `addon-agent dev`: the embedded default. In one process: a filesystem
+ * store in a temp dir, the reference control plane on loopback, a fresh
+ * signing key, an example add-on signed and published, and the agent
+ * delivering and supervising it; then version 2 is published so the user
+ * watches a rollout. Runs until Ctrl-C, or `--for SECONDS`.
  *
  * @module
  */
 
-import { UsageError } from "./common.ts";
+import { createHash } from "node:crypto";
+import { decodeConfig } from "../config.ts";
+import { startControlPlane } from "../control_plane_server.ts";
+import { Daemon } from "../daemon.ts";
+import { configureLog } from "../log.ts";
+import { hostPlatform, platformString } from "../platform.ts";
+import { openRuntimeRoot } from "../runtime_root.ts";
+import { encodeBase64, generateKey, signStatement } from "../signature.ts";
+import type { StatusDocument } from "../status.ts";
+import { EXIT } from "./common.ts";
 
-/** Not available yet in this build. */
-export function devCommand(_opts: unknown): Promise<number> {
-  return Promise.reject(new UsageError("addon-agent dev is not available in this build yet"));
+const ADDON = "hello";
+
+function _script(version: string): string {
+  return [
+    "#!/bin/sh",
+    `# example add-on, version ${version}`,
+    'echo "hello from $ADDON_ID $ADDON_VERSION: I was verified and staged before I ran"',
+    "trap 'echo \"$ADDON_ID $ADDON_VERSION: stopping\"; exit 0' TERM INT",
+    "while true; do",
+    "  sleep 3 &",
+    "  wait $!",
+    `  echo "$ADDON_ID $ADDON_VERSION is alive (config: $(cat "$ADDON_CONFIG_FILE" | tr -d '\\n '))"`,
+    "done",
+    "",
+  ].join("\n");
+}
+
+function _say(text: string): void {
+  console.log(`\n==> ${text}`);
+}
+
+/** Run the embedded demo; returns 0 when it was stopped (Ctrl-C or `--for`). */
+export async function devCommand(opts: { forSeconds?: number }): Promise<number> {
+  configureLog({ format: "text" });
+  const platform = hostPlatform();
+  const dir = await Deno.makeTempDir({ prefix: "addon-agent-dev-" });
+  await Deno.chmod(dir, 0o755);
+  let stopRequested = false;
+  let wake: () => void = () => {};
+  const onSignal = () => {
+    stopRequested = true;
+    wake();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const deadline = opts.forSeconds !== undefined ? Date.now() + opts.forSeconds * 1000 : Infinity;
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, Math.max(0, Math.min(ms, deadline - Date.now())));
+      wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  const done = () => stopRequested || Date.now() >= deadline;
+
+  _say(`addon-agent dev: everything lives in ${dir} and is removed when you stop (Ctrl-C).`);
+  const key = await generateKey();
+  await Deno.mkdir(`${dir}/keys`);
+  await Deno.writeTextFile(`${dir}/keys/signing.key`, encodeBase64(key.secret) + "\n", { mode: 0o600 });
+  _say(`1. A publisher signing key was generated. Its public key is trusted by the agent:\n    ${key.publicBase64}`);
+
+  const catalogPath = `${dir}/catalog.json`;
+  const publish = async (version: string): Promise<void> => {
+    const bytes = new TextEncoder().encode(_script(version));
+    const objectKey = `${ADDON}/${version}/${platform.os}-${platform.arch}/${ADDON}`;
+    await Deno.mkdir(`${dir}/store/${objectKey.slice(0, objectKey.lastIndexOf("/"))}`, { recursive: true });
+    await Deno.writeFile(`${dir}/store/${objectKey}`, bytes);
+    const sha256 = createHash("sha256").update(bytes).digest("hex");
+    const signature = await signStatement(key.secret, {
+      addon_id: ADDON,
+      version,
+      target: platformString(platform),
+      sha256,
+    });
+    const catalog = {
+      packages: {
+        [ADDON]: {
+          version,
+          delivery: "pushed_artifact",
+          supervision: "agent_sidecar",
+          binary_path: `/usr/lib/${ADDON}/${ADDON}`,
+          config: { greeting: `hi from ${version}` },
+          artifacts: { [platformString(platform)]: { object_key: objectKey, sha256, signature } },
+        },
+      },
+      assignments: { default: [ADDON] },
+    };
+    await Deno.writeTextFile(`${catalogPath}.tmp`, JSON.stringify(catalog, null, 2));
+    await Deno.rename(`${catalogPath}.tmp`, catalogPath);
+    console.log(
+      `    published ${ADDON} ${version}: object ${objectKey}\n    sha256 ${sha256}\n    signature ${
+        signature.slice(0, 24)
+      }…`,
+    );
+  };
+
+  _say("2. The example add-on (a small shell script) version 1.0.0 is signed and put in the store.");
+  await publish("1.0.0");
+  const cp = await startControlPlane({ catalogPath, listen: "127.0.0.1:0" });
+  _say(`3. The reference control plane serves the catalog on ${cp.url}`);
+
+  await Deno.mkdir(`${dir}/root`, { mode: 0o755 });
+  const cfg = decodeConfig(
+    {
+      agent_id: "dev-host",
+      runtime_root: `${dir}/root`,
+      config_dir: dir,
+      source: { kind: "control_plane", url: cp.url, poll_interval_s: 1 },
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+      trust: { public_keys: [key.publicBase64], require_signature: true },
+    },
+    `${dir}/agent.json`,
+  );
+  await Deno.writeTextFile(`${dir}/agent.json`, JSON.stringify(cfg, null, 2));
+  _say(
+    "4. The agent starts: it polls the control plane, fetches the artifact, checks its sha256 and\n" +
+      "    signature, stages it under runtime-root/addons/hello/versions/1.0.0, points `current` at it,\n" +
+      "    and runs it as a supervised sidecar. Its log follows.",
+  );
+  const root = await openRuntimeRoot(cfg.runtime_root);
+  const daemon = await Daemon.create(cfg, root);
+  const running = daemon.run();
+  let last = "";
+  let published2 = false;
+  let told = false;
+  const watch = async (): Promise<StatusDocument> => {
+    const doc = await daemon.status();
+    const a = doc.addons.find((x) => x.addon_id === ADDON);
+    const line = a
+      ? `${a.state} version ${a.version ?? "-"} (pid ${a.pid ?? "-"}, current -> ${a.current ?? "-"}, previous -> ${
+        a.previous ?? "-"
+      })`
+      : "";
+    if (a && line !== last && a.state === "running") {
+      last = line;
+      _say(`status: ${ADDON} is ${line}`);
+    }
+    return doc;
+  };
+  try {
+    while (!done()) {
+      const doc = await watch();
+      const a = doc.addons.find((x) => x.addon_id === ADDON);
+      if (!published2 && a?.state === "running" && a.version === "1.0.0") {
+        await sleep(3000);
+        if (done()) break;
+        _say("5. A rollout: version 1.1.0 is published. The agent will see a new config_version, stage 1.1.0,\n" +
+          "    move `previous` to 1.0.0 and `current` to 1.1.0, and restart the add-on once.");
+        await publish("1.1.0");
+        published2 = true;
+      }
+      if (published2 && a?.state === "running" && a.version === "1.1.0") {
+        if (!told) {
+          _say(
+            `6. Done: ${ADDON} 1.1.0 runs. Try \`addon-agent status --runtime-root ${dir}/root\` in another\n` +
+              `    terminal, or look at the control plane's view: ${cp.url}/v1/agents/dev-host/addons/status\n` +
+              "    Press Ctrl-C to stop (add-ons get SIGTERM, the temp dir is removed).",
+          );
+          told = true;
+        }
+      }
+      await sleep(500);
+    }
+  } finally {
+    _say("Stopping the agent and its add-ons.");
+    daemon.stop();
+    await running;
+    root.release();
+    await cp.close();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    await Deno.remove(dir, { recursive: true });
+  }
+  return EXIT.ok;
 }
