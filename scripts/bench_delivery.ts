@@ -15,6 +15,9 @@
  * - `sync` from the filesystem store;
  * - `cp FILE COPY && openssl dgst -sha256 COPY`.
  *
+ * Every timed run starts after `sync(1)`, so none pays for the write-back
+ * of the files an earlier one left dirty.
+ *
  * Targets: (a) S3 sync ÷ operator ≤ 1.0, (b) S3 sync ÷ curl ≤ 1.3,
  * (c) filesystem sync ÷ cp+openssl ≤ 1.0, (d) peak RSS of sync ≤ 96 MiB.
  *
@@ -46,6 +49,8 @@ export interface BenchDeliveryOptions {
   sizesMiB?: number[];
   /** Rounds per size; the median of each measurement is reported (default 3). */
   rounds?: number;
+  /** Also list every sample. */
+  verbose?: boolean;
 }
 
 interface _Run {
@@ -86,7 +91,9 @@ export async function benchDelivery(opts: BenchDeliveryOptions = {}): Promise<st
     for (const mib of sizes) {
       results.push(await _benchSize({ dir, mib, rounds, port: s3.port, key, haveTime }));
     }
-    return _report(results, rounds, haveTime);
+    const lines = _report(results, rounds, haveTime);
+    if (opts.verbose) lines.push("", ..._samples(results));
+    return lines;
   } finally {
     await s3?.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -164,6 +171,7 @@ async function _benchSize(p: {
     try {
       const cfg = await writeConfig(d, { object_store: storeCfg, ...common });
       await writeAssignments(d, [assignment], "bench");
+      await _settle();
       return await _runSync(cfg, p.haveTime);
     } finally {
       await Deno.remove(d, { recursive: true });
@@ -181,6 +189,7 @@ async function _benchSize(p: {
     try {
       const opFile = `${op}/store/${objectKey}`;
       await Deno.mkdir(`${op}/store/bench/${mib}`, { recursive: true });
+      await _settle();
       const fetch = await _timed(
         `set -o pipefail; curl -sSf ${_q(url)} | tee ${_q(opFile)} | openssl dgst -sha256`,
       );
@@ -194,6 +203,7 @@ async function _benchSize(p: {
     }
 
     // 3. the floor: curl -o /dev/null
+    await _settle();
     r.curl.push((await _timed(`curl -sSf -o /dev/null ${_q(url)}`)).ms);
 
     // 4. sync from the filesystem store
@@ -205,6 +215,7 @@ async function _benchSize(p: {
     const cp = await runDir();
     try {
       const copy = `${cp}/artifact`;
+      await _settle();
       const t = await _timed(`cp ${_q(storeFile)} ${_q(copy)} && openssl dgst -sha256 ${_q(copy)}`);
       if (!t.out.includes(sha256)) throw new Error(`cp+openssl printed ${t.out}`);
       r.cpHash.push(t.ms);
@@ -215,6 +226,11 @@ async function _benchSize(p: {
   await Deno.remove(storeFile);
   await Deno.remove(`${dir}/s3data/addons/bench/${mib}`, { recursive: true }).catch(() => {});
   return r;
+}
+
+/** Flush every dirty page first, so no run pays for the write-back of the one before. */
+async function _settle(): Promise<void> {
+  await _sh("sync");
 }
 
 /** Write `bytes` random bytes to `path` 1 MiB at a time; returns their sha256. */
@@ -427,12 +443,32 @@ function _report(results: _SizeResult[], rounds: number, haveTime: boolean): str
   return lines;
 }
 
+function _samples(results: _SizeResult[]): string[] {
+  const lines = ["  samples (s; RSS in MiB):"];
+  for (const r of results) {
+    const row = (name: string, xs: number[], div: number) =>
+      `  ${`${r.mib} MiB`.padEnd(9)}${name.padEnd(20)}${xs.map((x) => (x / div).toFixed(2)).join("  ")}`;
+    lines.push(
+      row("sync s3", r.s3Sync, 1000),
+      row("curl|tee|openssl", r.opFetch, 1000),
+      row("sync file", r.opSync, 1000),
+      row("curl -o /dev/null", r.curl, 1000),
+      row("sync fs", r.fsSync, 1000),
+      row("cp+openssl", r.cpHash, 1000),
+      row("RSS s3", r.s3RssKiB, 1024),
+      row("RSS fs", r.fsRssKiB, 1024),
+    );
+  }
+  return lines;
+}
+
 function _mib(kib: number): string {
   return Number.isFinite(kib) ? (kib / 1024).toFixed(0) : "?";
 }
 
 if (import.meta.main) {
+  const verbose = Deno.args.includes("--verbose");
   const sizes = Deno.args.map(Number).filter((n) => Number.isFinite(n) && n > 0);
-  const lines = await benchDelivery(sizes.length ? { sizesMiB: sizes } : {});
+  const lines = await benchDelivery({ ...(sizes.length ? { sizesMiB: sizes } : {}), verbose });
   for (const line of lines) console.log(line);
 }

@@ -36,7 +36,7 @@ import { commandSystemctl, SystemdUnits } from "./systemctl.ts";
 export const MAX_POLL_BACKOFF_MS = 5 * 60_000;
 /** Status reports are sent at least every this many polls. */
 export const REPORT_EVERY_POLLS = 10;
-const RECONCILE_TICK_MS = 15_000;
+const RECONCILE_TICK_MS = 30_000;
 
 /** Knobs for tests and benchmarks; production uses the defaults. */
 export interface DaemonOptions {
@@ -100,7 +100,11 @@ export class Daemon {
   }
 
   /** Prepare the daemon: state, source, store, reconciler. */
-  static async create(cfg: AgentConfig, root: RuntimeRoot, opts: DaemonOptions = {}): Promise<Daemon> {
+  static async create(
+    cfg: AgentConfig,
+    root: RuntimeRoot,
+    opts: DaemonOptions = {},
+  ): Promise<Daemon> {
     const platform = opts.platform ?? hostPlatform();
     const state = await loadState(root);
     state.agent_id = cfg.agent_id;
@@ -161,7 +165,10 @@ export class Daemon {
             retry_in_s: Math.round(backoffMs / 1000),
           });
         }
-        if (!this.#stopping && (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)) {
+        if (
+          !this.#stopping &&
+          (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)
+        ) {
           this.#scheduleReport(0);
         }
         const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
@@ -208,7 +215,9 @@ export class Daemon {
     } catch {
       overrideText = null;
     }
-    if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) return;
+    if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) {
+      return;
+    }
     this.#lastOverrideText = overrideText;
     const merged = applyOverride(this.#state.pushed as Json, await readOverride(path));
     const key = JSON.stringify(merged);

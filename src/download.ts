@@ -23,7 +23,12 @@ import fs from "node:fs";
 import type { ObjectStore } from "./object_store.ts";
 import type { Layout } from "./runtime_root.ts";
 
+/** Bytes read, hashed and written at a time. */
 const BATCH = 1 << 20;
+/** Batches in flight: one filling while the others are being written. */
+const RING = 4;
+/** Start a background fdatasync after this many bytes, so the final fsync finds little to do. */
+const SYNC_EVERY = 32 << 20;
 /** Free space kept beyond the object's size before a download starts. */
 export const DISK_MARGIN_BYTES = 64 << 20;
 
@@ -67,6 +72,123 @@ interface _Flight {
 async function _writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   let off = 0;
   while (off < b.length) off += await f.write(b.subarray(off));
+}
+
+/** Fill `buf` with up to `want` bytes; `buf` may come back as a new view (BYOB reads transfer it). */
+type _Fill = (
+  buf: Uint8Array,
+  want: number,
+) => Promise<{ buf: Uint8Array; n: number; done: boolean }>;
+
+/** Read `body` straight into our buffers when it is a byte stream, else copy its chunks. */
+function _filler(body: AsyncIterable<Uint8Array>): _Fill {
+  if (body instanceof ReadableStream) {
+    let reader: ReadableStreamBYOBReader | null = null;
+    try {
+      reader = body.getReader({ mode: "byob" });
+    } catch {
+      // not a byte stream: iterate it
+    }
+    if (reader) return _byobFill(reader);
+  }
+  return _iterFill(body);
+}
+
+function _byobFill(reader: ReadableStreamBYOBReader): _Fill {
+  return async (buf, want) => {
+    let n = 0;
+    while (n < want) {
+      const { value, done } = await reader.read(new Uint8Array(buf.buffer, n, want - n));
+      buf = value ? new Uint8Array(value.buffer) : new Uint8Array(BATCH);
+      if (done) return { buf, n, done: true };
+      n += value.byteLength;
+    }
+    return { buf, n, done: false };
+  };
+}
+
+function _iterFill(body: AsyncIterable<Uint8Array>): _Fill {
+  const it = body[Symbol.asyncIterator]();
+  let rest: Uint8Array = new Uint8Array(0);
+  let ended = false;
+  return async (buf, want) => {
+    let n = 0;
+    while (n < want) {
+      if (rest.length === 0) {
+        if (ended) break;
+        const r = await it.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        rest = r.value;
+        continue;
+      }
+      const k = Math.min(rest.length, want - n);
+      buf.set(k === rest.length ? rest : rest.subarray(0, k), n);
+      n += k;
+      rest = rest.subarray(k);
+    }
+    return { buf, n, done: ended && rest.length === 0 };
+  };
+}
+
+/**
+ * Writes batches in order, one after the other, off the reading path; every
+ * `SYNC_EVERY` bytes it starts an fdatasync through a second handle so the
+ * disk works while bytes still arrive. After a failure nothing more is written.
+ */
+class _Writer {
+  #chain: Promise<void> = Promise.resolve();
+  #syncing: Promise<void> | null = null;
+  #sinceSync = 0;
+  #failed: { error: unknown } | null = null;
+  #settled = false;
+
+  constructor(readonly file: Deno.FsFile, readonly syncer: Deno.FsFile) {}
+
+  /** Queue `b`; resolves once it is written, so its buffer may be reused. */
+  write(b: Uint8Array): Promise<void> {
+    const done = this.#chain.then(async () => {
+      if (this.#failed) throw this.#failed.error;
+      await _writeAll(this.file, b);
+      this.#sinceSync += b.length;
+      if (this.#sinceSync >= SYNC_EVERY && this.#syncing === null) {
+        this.#sinceSync = 0;
+        this.#syncing = this.syncer.syncData().then(
+          () => {
+            this.#syncing = null;
+          },
+          (e) => {
+            this.#failed ??= { error: e };
+            this.#syncing = null;
+          },
+        );
+      }
+    });
+    this.#chain = done.catch((e) => {
+      this.#failed ??= { error: e };
+    });
+    done.catch(() => {});
+    return done;
+  }
+
+  /** Wait for every write, then fsync: the bytes are on disk when this resolves. */
+  async finish(): Promise<void> {
+    await this.#chain;
+    await this.#syncing;
+    if (this.#failed) throw this.#failed.error;
+    await this.file.sync();
+  }
+
+  /** Wait for writes and syncs still running (never throws) and close the second handle. */
+  async settle(): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    await this.#chain;
+    await this.#syncing;
+    this.syncer.close();
+  }
 }
 
 async function _hashExisting(path: string, hash: Hash): Promise<number> {
@@ -192,53 +314,54 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
     const file = await Deno.open(path, { write: true, create: true, mode: 0o600 });
     let total = have;
     let fetched = 0;
+    let writer: _Writer | null = null;
     try {
       await file.truncate(have);
       await file.seek(have, Deno.SeekMode.Start);
-      let buf = new Uint8Array(BATCH);
-      let spare = new Uint8Array(BATCH);
-      let fill = 0;
-      let pending: Promise<void> = Promise.resolve();
+      writer = new _Writer(file, await Deno.open(path, { read: true }));
+      const fill = _filler(obj.body);
+      const ring = Array.from(
+        { length: RING },
+        (): { buf: Uint8Array; written: Promise<void> } => ({
+          buf: new Uint8Array(BATCH),
+          written: Promise.resolve(),
+        }),
+      );
       let lastReport = 0;
-      const flush = async (): Promise<void> => {
-        await pending;
-        const full = fill === BATCH ? buf : buf.subarray(0, fill);
-        hash.update(full);
-        pending = _writeAll(file, full);
-        [buf, spare] = [spare, buf];
-        fill = 0;
-      };
-      for await (const chunk of obj.body) {
-        total += chunk.length;
-        fetched += chunk.length;
-        if (total > req.maxBytes) {
-          throw new DownloadError(
-            `${
-              req.store.describe(req.key)
-            } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
-            false,
-          );
-        }
-        let off = 0;
-        while (off < chunk.length) {
-          const n = Math.min(chunk.length - off, BATCH - fill);
-          buf.set(chunk.subarray(off, off + n), fill);
-          fill += n;
-          off += n;
-          if (fill === BATCH) await flush();
-        }
-        if (req.onProgress) {
-          const now = Date.now();
-          if (now - lastReport > 250) {
-            lastReport = now;
-            req.onProgress(total, size);
+      for (let i = 0;; i = (i + 1) % RING) {
+        const slot = ring[i]!;
+        await slot.written;
+        // Ask for at most one byte more than the limit allows, to notice an oversized object.
+        const want = Math.min(BATCH, req.maxBytes - total + 1);
+        const got = await fill(slot.buf, want);
+        slot.buf = got.buf;
+        if (got.n > 0) {
+          total += got.n;
+          fetched += got.n;
+          if (total > req.maxBytes) {
+            throw new DownloadError(
+              `${
+                req.store.describe(req.key)
+              } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
+              false,
+            );
+          }
+          const batch = got.n === BATCH ? slot.buf : slot.buf.subarray(0, got.n);
+          hash.update(batch);
+          slot.written = writer.write(batch);
+          if (req.onProgress) {
+            const now = Date.now();
+            if (now - lastReport > 250) {
+              lastReport = now;
+              req.onProgress(total, size);
+            }
           }
         }
+        if (got.done) break;
       }
-      if (fill > 0) await flush();
-      await pending;
-      await file.sync();
+      await writer.finish();
     } finally {
+      await writer?.settle();
       file.close();
     }
     if (size >= 0 && total < size) {

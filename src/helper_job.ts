@@ -13,7 +13,7 @@
  * @module
  */
 
-import { type Schedule, nextRun } from "./calendar.ts";
+import { nextRun, type Schedule } from "./calendar.ts";
 import { log } from "./log.ts";
 import { spawnGroup, stopGroup } from "./process_group.ts";
 import type { LaunchSpec } from "./sidecar.ts";

@@ -56,7 +56,11 @@ export async function readLastGood(
     throw e;
   }
   try {
-    const raw = JSON.parse(text) as { assignment: JsonObject; handshake?: boolean; recorded_at?: string };
+    const raw = JSON.parse(text) as {
+      assignment: JsonObject;
+      handshake?: boolean;
+      recorded_at?: string;
+    };
     return {
       assignment: decodeAssignment(raw.assignment, "assignment", platform),
       handshake: raw.handshake === true,

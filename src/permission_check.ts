@@ -66,11 +66,8 @@ function _isIp(host: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.startsWith("[");
 }
 
-/** The AWS SDK's rule for virtual-hosted bucket addressing (`isVirtualHostableS3Bucket`). */
-function _virtualHostable(bucket: string, allowDots: boolean): boolean {
-  if (allowDots && bucket.includes(".")) {
-    return bucket.split(".").every((label) => _virtualHostable(label, false));
-  }
+/** The AWS SDK's rule for virtual-hosted bucket addressing (`isVirtualHostableS3Bucket(b, false)`). */
+function _virtualHostable(bucket: string): boolean {
   return bucket.length >= 3 && bucket.length <= 63 &&
     /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(bucket) && !_isIp(bucket);
 }
@@ -80,26 +77,22 @@ function _virtualHostable(bucket: string, allowDots: boolean): boolean {
  * permission is checked against): `endpoint`'s host, or
  * `s3.<region>.amazonaws.com` (`.com.cn` in China), prefixed with the bucket
  * for virtual-hosted addressing (no `force_path_style`, a DNS-compatible
- * bucket, not an IP endpoint).
+ * bucket without dots, not an IP endpoint).
  */
 export function s3Host(store: _S3): string {
   let hostname: string;
   let port: string;
-  let https: boolean;
   if (store.endpoint !== undefined) {
     const u = new URL(store.endpoint);
-    https = u.protocol === "https:";
     hostname = u.hostname;
-    port = u.port || (https ? "443" : "80");
+    port = u.port || (u.protocol === "https:" ? "443" : "80");
   } else {
-    https = true;
     hostname = `s3.${store.region}.${
       store.region.startsWith("cn-") ? "amazonaws.com.cn" : "amazonaws.com"
     }`;
     port = "443";
   }
-  const virtual = !store.force_path_style && !_isIp(hostname) &&
-    _virtualHostable(store.bucket, !https);
+  const virtual = !store.force_path_style && !_isIp(hostname) && _virtualHostable(store.bucket);
   return `${virtual ? `${store.bucket}.` : ""}${hostname}:${port}`;
 }
 

@@ -21,7 +21,7 @@
 import { type Assignment, type Entry, supervisionName } from "./assignment.ts";
 import { applyFileCapabilities } from "./capabilities.ts";
 import type { AgentConfig } from "./config.ts";
-import { activate, type DeliveryContext, DeliveryError, deliver, rollBack } from "./delivery.ts";
+import { activate, deliver, type DeliveryContext, DeliveryError, rollBack } from "./delivery.ts";
 import { ensureRealDir, removeIfExists, writeFileAtomic } from "./fs_atomic.ts";
 import { collectPartials, collectVersions } from "./gc.ts";
 import { type LastGood, readLastGood, removeLastGood, writeLastGood } from "./last_good.ts";
@@ -266,7 +266,8 @@ class _Slot {
           addon_id: this.id,
           error: reason,
         });
-        s.message = `assignment refused (${reason}); still running ${this.running.assignment.version}`;
+        s.message =
+          `assignment refused (${reason}); still running ${this.running.assignment.version}`;
         this.#deps.onChange(this.id);
       } else {
         this.#set("failed", `assignment refused: ${reason}`);
@@ -362,7 +363,10 @@ class _Slot {
     }
     if (typeof a.supervision !== "string") {
       if (this.running) await this.#stopRunning(true);
-      this.#set("unsupported", `supervision ${JSON.stringify(a.supervision.unsupported)} is not supported by this agent`);
+      this.#set(
+        "unsupported",
+        `supervision ${JSON.stringify(a.supervision.unsupported)} is not supported by this agent`,
+      );
       return;
     }
     const fp = fingerprint(a);
@@ -397,7 +401,9 @@ class _Slot {
     const delay = Math.min(t.retryInitialMs * 2 ** (attempt - 1), t.retryMaxMs);
     this.#retry.set(key, { attempt, nextAt: Date.now() + delay });
     this.#lastDelivery = { version: a.version, error: e.message };
-    const reason = `${a.version} could not be delivered: ${e.message} (retry in ${Math.round(delay / 1000)} s)`;
+    const reason = `${a.version} could not be delivered: ${e.message} (retry in ${
+      Math.round(delay / 1000)
+    } s)`;
     log.error("delivery failed", {
       addon_id: a.addon_id,
       version: a.version,
@@ -417,7 +423,10 @@ class _Slot {
   async #runLastGood(state: "fallback" | "rolled_back", reason: string): Promise<void> {
     const lg = await readLastGood(this.#deps.layout, this.id, this.#deps.platform);
     const desired = this.desired;
-    if (!lg || (desired && fingerprint(lg.assignment) === fingerprint(desired) && state === "fallback")) {
+    if (
+      !lg ||
+      (desired && fingerprint(lg.assignment) === fingerprint(desired) && state === "fallback")
+    ) {
       this.#set("failed", reason);
       return;
     }
@@ -425,7 +434,12 @@ class _Slot {
     try {
       launch = await this.#prepare(lg.assignment);
     } catch (e) {
-      this.#set("failed", `${reason}; the last good ${lg.assignment.version} cannot run either: ${(e as Error).message}`);
+      this.#set(
+        "failed",
+        `${reason}; the last good ${lg.assignment.version} cannot run either: ${
+          (e as Error).message
+        }`,
+      );
       return;
     }
     await this.#stopRunning(false);
@@ -467,7 +481,9 @@ class _Slot {
       if (a.capabilities.length > 0 && a.supervision === "agent_sidecar") {
         if (!staged) {
           throw new DeliveryError(
-            `capabilities ${a.capabilities.join(", ")} can only be granted to a binary the agent staged, not to ${binary}`,
+            `capabilities ${
+              a.capabilities.join(", ")
+            } can only be granted to a binary the agent staged, not to ${binary}`,
             false,
           );
         }
@@ -580,7 +596,12 @@ class _Slot {
         s.pid = null;
         s.restarts = running.runner.restarts + 1;
         const why = error ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
-        log.warn("add-on exited; restarting", { addon_id: this.id, code, signal, restart_in_ms: restartInMs });
+        log.warn("add-on exited; restarting", {
+          addon_id: this.id,
+          code,
+          signal,
+          restart_in_ms: restartInMs,
+        });
         const p = this.#probation;
         if (p && !running.fallback) {
           const now = Date.now();
@@ -589,7 +610,11 @@ class _Slot {
             p.exits.push(now);
             if (p.exits.length >= t.crashLoopExits) {
               this.#enqueue(() =>
-                this.#rollBack(`${p.exits.length} exits within ${Math.round((now - p.activatedAt) / 1000)} s of activation (last: ${why})`)
+                this.#rollBack(
+                  `${p.exits.length} exits within ${
+                    Math.round((now - p.activatedAt) / 1000)
+                  } s of activation (last: ${why})`,
+                )
               );
               return;
             }
@@ -668,7 +693,10 @@ class _Slot {
     const back = await rollBack(layout, this.id);
     await writeLastGood(layout, p.prevLastGood.assignment, { handshake: p.prevLastGood.handshake });
     log.error("rolled back", { addon_id: this.id, from: p.version, to: back, reason });
-    await this.#runLastGood("rolled_back", `${p.version} rolled back to ${p.prevLastGood.assignment.version}: ${reason}`);
+    await this.#runLastGood(
+      "rolled_back",
+      `${p.version} rolled back to ${p.prevLastGood.assignment.version}: ${reason}`,
+    );
   }
 }
 

@@ -154,7 +154,11 @@ class _HelperRunner implements Runner {
     const tail = r.tail.slice(-5).join(" | ");
     if (r.error) this.ev.completed(false, `could not start: ${r.error}`, r.code);
     else if (r.timedOut) {
-      this.ev.completed(false, `timed out after ${a.timeout_s ?? 600} s and was killed; output: ${tail}`, r.code);
+      this.ev.completed(
+        false,
+        `timed out after ${a.timeout_s ?? 600} s and was killed; output: ${tail}`,
+        r.code,
+      );
     } else if (r.code === 0) this.ev.completed(true, `exited 0; output: ${tail}`, 0);
     else this.ev.completed(false, `exited with code ${r.code}; output: ${tail}`, r.code);
   }

@@ -144,7 +144,7 @@ export class Sidecar {
       let proc: GroupProcess;
       const startedAt = Date.now();
       let ready = false;
-      let readyTimer: ReturnType<typeof setTimeout> | undefined;
+      const timer: { ready?: ReturnType<typeof setTimeout> } = {};
       try {
         proc = spawnGroup({
           cmd: this.spec.binary,
@@ -157,7 +157,7 @@ export class Sidecar {
               const address = parseHandshake(line);
               if (address !== null) {
                 ready = true;
-                clearTimeout(readyTimer);
+                clearTimeout(timer.ready);
                 this.address = address;
                 this.onEvent({ type: "running", pid: proc.pid, address });
               }
@@ -172,14 +172,14 @@ export class Sidecar {
       }
       this.#proc = proc;
       this.onEvent({ type: "started", pid: proc.pid, pgid: proc.pgid, identity: proc.identity });
-      readyTimer = setTimeout(() => {
+      timer.ready = setTimeout(() => {
         if (!ready && !this.#stopping) {
           ready = true;
           this.onEvent({ type: "running", pid: proc.pid });
         }
       }, this.timing.readyAfterMs);
       const status = await proc.status;
-      clearTimeout(readyTimer);
+      clearTimeout(timer.ready);
       await reapGroup(proc, Math.min(this.timing.graceMs, 2_000));
       this.#proc = null;
       if (this.#stopping) break;

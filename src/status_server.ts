@@ -59,7 +59,9 @@ export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): strin
   for (const a of doc.addons) {
     for (const s of STATES) {
       out.push(
-        `addon_agent_addon_state{addon_id="${_label(a.addon_id)}",state="${s}"} ${a.state === s ? 1 : 0}`,
+        `addon_agent_addon_state{addon_id="${_label(a.addon_id)}",state="${s}"} ${
+          a.state === s ? 1 : 0
+        }`,
       );
     }
   }
@@ -89,7 +91,11 @@ export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): strin
   );
   for (const a of doc.addons) {
     if (a.last_delivery) {
-      out.push(`addon_agent_last_delivery_bytes{addon_id="${_label(a.addon_id)}"} ${a.last_delivery.bytes}`);
+      out.push(
+        `addon_agent_last_delivery_bytes{addon_id="${
+          _label(a.addon_id)
+        }"} ${a.last_delivery.bytes}`,
+      );
     }
   }
   return out.join("\n") + "\n";

@@ -4,6 +4,10 @@
  * regular files are served (checked after opening, without blocking on a
  * FIFO or device).
  *
+ * An object's body is a byte stream: a reader that brings its own buffer
+ * (`getReader({ mode: "byob" })`, as the download does) gets the file read
+ * straight into it; iterating it yields fresh 1 MiB chunks.
+ *
  * @example
  * ```ts
  * const store = new FilesystemStore("/srv/artifacts");
@@ -73,20 +77,29 @@ export class FilesystemStore implements ObjectStore {
         fh.close().catch(() => {});
       }
     };
-    async function* body(): AsyncGenerator<Uint8Array> {
-      let pos = offset;
-      try {
-        while (pos < size) {
-          const buf = new Uint8Array(Math.min(CHUNK, size - pos));
-          const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-          if (bytesRead === 0) break;
-          pos += bytesRead;
-          yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+    let pos = offset;
+    const source: UnderlyingByteSource = {
+      type: "bytes",
+      autoAllocateChunkSize: CHUNK,
+      async pull(controller: ReadableByteStreamController) {
+        const req = controller.byobRequest!;
+        const view = req.view!;
+        const want = Math.min(view.byteLength, size - pos);
+        const { bytesRead } = want > 0
+          ? await fh.read(new Uint8Array(view.buffer, view.byteOffset, want), 0, want, pos)
+          : { bytesRead: 0 };
+        if (bytesRead === 0) {
+          close();
+          controller.close();
+          req.respond(0);
+          return;
         }
-      } finally {
-        close();
-      }
-    }
-    return { size, body: body(), close };
+        pos += bytesRead;
+        req.respond(bytesRead);
+      },
+      cancel: close,
+    };
+    const body = new ReadableStream(source);
+    return { size, body, close };
   }
 }

@@ -15,6 +15,9 @@ Deno.test("addon-agent dev delivers, supervises and rolls out the example add-on
   const text = new TextDecoder().decode(out.stdout);
   assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
   assertMatch(text, /hello is running version 1\.0\.0/);
-  assertMatch(text, /hello is running version 1\.1\.0 \(pid \d+, current -> 1\.1\.0, previous -> 1\.0\.0\)/);
+  assertMatch(
+    text,
+    /hello is running version 1\.1\.0 \(pid \d+, current -> 1\.1\.0, previous -> 1\.0\.0\)/,
+  );
   assertMatch(text, /Stopping the agent/);
 });

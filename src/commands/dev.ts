@@ -68,14 +68,20 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
   _say(`addon-agent dev: everything lives in ${dir} and is removed when you stop (Ctrl-C).`);
   const key = await generateKey();
   await Deno.mkdir(`${dir}/keys`);
-  await Deno.writeTextFile(`${dir}/keys/signing.key`, encodeBase64(key.secret) + "\n", { mode: 0o600 });
-  _say(`1. A publisher signing key was generated. Its public key is trusted by the agent:\n    ${key.publicBase64}`);
+  await Deno.writeTextFile(`${dir}/keys/signing.key`, encodeBase64(key.secret) + "\n", {
+    mode: 0o600,
+  });
+  _say(
+    `1. A publisher signing key was generated. Its public key is trusted by the agent:\n    ${key.publicBase64}`,
+  );
 
   const catalogPath = `${dir}/catalog.json`;
   const publish = async (version: string): Promise<void> => {
     const bytes = new TextEncoder().encode(_script(version));
     const objectKey = `${ADDON}/${version}/${platform.os}-${platform.arch}/${ADDON}`;
-    await Deno.mkdir(`${dir}/store/${objectKey.slice(0, objectKey.lastIndexOf("/"))}`, { recursive: true });
+    await Deno.mkdir(`${dir}/store/${objectKey.slice(0, objectKey.lastIndexOf("/"))}`, {
+      recursive: true,
+    });
     await Deno.writeFile(`${dir}/store/${objectKey}`, bytes);
     const sha256 = createHash("sha256").update(bytes).digest("hex");
     const signature = await signStatement(key.secret, {
@@ -106,7 +112,9 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
     );
   };
 
-  _say("2. The example add-on (a small shell script) version 1.0.0 is signed and put in the store.");
+  _say(
+    "2. The example add-on (a small shell script) version 1.0.0 is signed and put in the store.",
+  );
   await publish("1.0.0");
   const cp = await startControlPlane({ catalogPath, listen: "127.0.0.1:0" });
   _say(`3. The reference control plane serves the catalog on ${cp.url}`);
@@ -139,9 +147,9 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
     const doc = await daemon.status();
     const a = doc.addons.find((x) => x.addon_id === ADDON);
     const line = a
-      ? `${a.state} version ${a.version ?? "-"} (pid ${a.pid ?? "-"}, current -> ${a.current ?? "-"}, previous -> ${
-        a.previous ?? "-"
-      })`
+      ? `${a.state} version ${a.version ?? "-"} (pid ${a.pid ?? "-"}, current -> ${
+        a.current ?? "-"
+      }, previous -> ${a.previous ?? "-"})`
       : "";
     if (a && line !== last && a.state === "running") {
       last = line;
@@ -156,8 +164,10 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
       if (!published2 && a?.state === "running" && a.version === "1.0.0") {
         await sleep(3000);
         if (done()) break;
-        _say("5. A rollout: version 1.1.0 is published. The agent will see a new config_version, stage 1.1.0,\n" +
-          "    move `previous` to 1.0.0 and `current` to 1.1.0, and restart the add-on once.");
+        _say(
+          "5. A rollout: version 1.1.0 is published. The agent will see a new config_version, stage 1.1.0,\n" +
+            "    move `previous` to 1.0.0 and `current` to 1.1.0, and restart the add-on once.",
+        );
         await publish("1.1.0");
         published2 = true;
       }

@@ -1,0 +1,12 @@
+import { Downloads } from "./src/download.ts";
+import { Layout } from "./src/runtime_root.ts";
+import { FilesystemStore } from "./src/store_filesystem.ts";
+const [storeRoot, key, sha, rootDir] = Deno.args as [string, string, string, string];
+await Deno.mkdir(`${rootDir}/tmp`, { recursive: true });
+const t0 = performance.now();
+const d = new Downloads();
+const lease = await d.fetch({ store: new FilesystemStore(storeRoot), layout: new Layout(rootDir), key, sha256: sha, maxBytes: 2 ** 31 });
+const t1 = performance.now();
+console.log("download ms", (t1 - t0).toFixed(0), lease.size);
+await lease.release();
+console.log("HWM", Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+)/)![1]);

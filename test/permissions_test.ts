@@ -1,0 +1,415 @@
+/**
+ * The agent under its REAL permission set (`permissions.agent` in the repo's
+ * `deno.json`), with the test's temp paths substituted for the production
+ * ones: sync from s3rver works; writes outside the runtime root are refused
+ * by Deno and reported at start; hosts outside the allow list exit 2 with a
+ * message naming the host and the setting. Plus the self-check's pure parts.
+ */
+
+import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
+import {
+  MAIN_TS,
+  newKey,
+  REPO,
+  scriptAddon,
+  signFor,
+  startS3,
+  syncJson,
+  withTempDir,
+  writeAssignments,
+} from "./_helpers.ts";
+import { checkPermissions, permissionNeeds, s3Host } from "../src/permission_check.ts";
+import type { AgentConfig } from "../src/config.ts";
+
+/** The production paths the set names, and where each one lives in a test's temp dir. */
+const PROD = {
+  config: "/etc/addon-agent",
+  runtime: "/var/lib/addon-agent",
+  units: "/etc/systemd/system",
+} as const;
+
+interface _Sandbox {
+  /** Temp config dir (stands in for /etc/addon-agent). */
+  etc: string;
+  /** Temp runtime root (stands in for /var/lib/addon-agent). */
+  root: string;
+  /** Temp unit dir (stands in for /etc/systemd/system). */
+  units: string;
+  /** A directory the set does not cover. */
+  outside: string;
+  /** The generated deno.json holding the substituted set. */
+  denoJson: string;
+}
+
+/** Write `<dir>/perm/deno.json`: the repo's imports plus `permissions.agent` with temp paths. */
+async function _sandbox(dir: string): Promise<_Sandbox> {
+  const sb: _Sandbox = {
+    etc: `${dir}/etc`,
+    root: `${dir}/var/root`,
+    units: `${dir}/units`,
+    outside: `${dir}/outside`,
+    denoJson: `${dir}/perm/deno.json`,
+  };
+  for (const d of [sb.etc, `${dir}/var`, sb.units, sb.outside, `${dir}/perm`]) {
+    await Deno.mkdir(d, { recursive: true, mode: 0o755 });
+  }
+  const repo = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
+  const set = repo.permissions?.agent;
+  assert(set, "deno.json has no permissions.agent");
+  const text = JSON.stringify(set)
+    .replaceAll(`"${PROD.config}"`, JSON.stringify(sb.etc))
+    .replaceAll(`"${PROD.runtime}"`, JSON.stringify(sb.root))
+    .replaceAll(`"${PROD.units}"`, JSON.stringify(sb.units));
+  const agent = JSON.parse(text);
+  for (const p of [sb.etc, sb.root, sb.units]) {
+    assert(JSON.stringify(agent).includes(JSON.stringify(p)), `the set does not name ${p}`);
+  }
+  await Deno.writeTextFile(
+    sb.denoJson,
+    JSON.stringify(
+      {
+        imports: repo.imports,
+        nodeModulesDir: repo.nodeModulesDir,
+        permissions: { agent },
+      },
+      null,
+      2,
+    ),
+  );
+  return sb;
+}
+
+/** Run `script args` under `-P=agent` of the sandbox's deno.json; no prompts, no lock file. */
+async function _runP(
+  sb: _Sandbox,
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--no-lock", script, ...args],
+    env: { AWS_EC2_METADATA_DISABLED: "true", ...env },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Environment every agent run needs: PATH (for `ln`, `setcap`…), HOME, DENO_DIR's default. */
+function _baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const v = Deno.env.get(k);
+    if (v !== undefined) env[k] = v;
+  }
+  return env;
+}
+
+/** Write `<etc>/agent.json` with `extra` merged over a file source and the sandbox's paths. */
+async function _config(sb: _Sandbox, extra: Record<string, unknown>): Promise<string> {
+  const path = `${sb.etc}/agent.json`;
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      agent_id: "perm-host",
+      runtime_root: sb.root,
+      source: { kind: "file", path: `${sb.etc}/assignments.json` },
+      systemd: { unit_dir: sb.units },
+      ...extra,
+    }),
+  );
+  return path;
+}
+
+Deno.test("the agent permission set runs sync from s3rver", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await _sandbox(dir);
+    const s3 = await startS3(dir);
+    try {
+      const key = await newKey();
+      const bytes = scriptAddon('echo "v1"');
+      await s3.put("probe/1.0.0/probe", bytes);
+      const cfg = await _config(sb, {
+        object_store: {
+          kind: "s3",
+          bucket: s3.bucket,
+          endpoint: s3.endpoint,
+          force_path_style: true,
+        },
+        trust: { public_keys: [key.publicBase64], require_signature: true },
+      });
+      const entry = async (version: string) => ({
+        addon_id: "probe",
+        version,
+        delivery: "pushed_artifact",
+        supervision: "agent_sidecar",
+        artifact_object_key: `probe/${version}/probe`,
+        ...(await signFor(key, "probe", version, bytes)),
+      });
+      await writeAssignments(sb.etc, [await entry("1.0.0")]);
+
+      await t.step("credentials from the environment: staged and current", async () => {
+        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
+          ..._baseEnv(),
+          AWS_ACCESS_KEY_ID: "S3RVER",
+          AWS_SECRET_ACCESS_KEY: "S3RVER",
+        });
+        assertEquals(run.code, 0, run.stderr);
+        assertEquals(syncJson(run).results.map((r) => r.outcome), ["current"]);
+        assertEquals(await Deno.readLink(`${sb.root}/addons/probe/current`), "versions/1.0.0");
+        assertEquals(
+          await Deno.readTextFile(`${sb.root}/addons/probe/versions/1.0.0/probe`),
+          bytes,
+        );
+      });
+
+      await t.step("credentials from a shared credentials file in the config dir", async () => {
+        await s3.put("probe/1.0.1/probe", bytes);
+        await writeAssignments(sb.etc, [await entry("1.0.1")], "v2");
+        await Deno.mkdir(`${sb.etc}/aws`);
+        await Deno.writeTextFile(
+          `${sb.etc}/aws/credentials`,
+          "[default]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n",
+        );
+        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
+          ..._baseEnv(),
+          AWS_SHARED_CREDENTIALS_FILE: `${sb.etc}/aws/credentials`,
+          AWS_CONFIG_FILE: `${sb.etc}/aws/config`,
+        });
+        assertEquals(run.code, 0, run.stderr);
+        assertEquals(syncJson(run).results.map((r) => r.outcome), ["current"]);
+        assertEquals(await Deno.readLink(`${sb.root}/addons/probe/current`), "versions/1.0.1");
+      });
+    } finally {
+      await s3.stop();
+    }
+  });
+});
+
+Deno.test("checkPermissions() names a runtime root outside the write set (exit 2)", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await _sandbox(dir);
+    const elsewhere = `${sb.outside}/root`;
+    await Deno.mkdir(`${dir}/store`);
+    const cfg = await _config(sb, {
+      runtime_root: elsewhere,
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+    });
+    await writeAssignments(sb.etc, []);
+
+    await t.step("sync exits 2 naming the path, the field and the setting", async () => {
+      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      assertEquals(run.code, 2, run.stderr);
+      assertStringIncludes(run.stderr, `write: ${elsewhere} (runtime_root`);
+      assertStringIncludes(run.stderr, "permissions.agent.write in deno.json");
+      // the store root is outside the read set too: named as well
+      assertStringIncludes(run.stderr, `read: ${dir}/store (object_store.root`);
+      assertStringIncludes(run.stderr, "permissions.agent.read in deno.json");
+    });
+
+    await t.step("nothing was created outside", () => {
+      assertEquals([...Deno.readDirSync(sb.outside)].length, 0);
+    });
+  });
+});
+
+Deno.test("Deno refuses a write outside the runtime root under the agent set", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await _sandbox(dir);
+    const script = `${dir}/perm/write.ts`;
+    await Deno.writeTextFile(
+      script,
+      `const [inside, outside] = Deno.args;
+await Deno.writeTextFile(inside!, "ok");
+try {
+  await Deno.writeTextFile(outside!, "escaped");
+  console.log("written");
+} catch (e) {
+  console.log((e as Error).name);
+}
+`,
+    );
+    await Deno.mkdir(sb.root, { mode: 0o755 });
+
+    await t.step("inside the runtime root: written; outside: NotCapable", async () => {
+      const run = await _runP(sb, script, [`${sb.root}/x`, `${sb.outside}/x`], _baseEnv());
+      assertEquals(run.code, 0, run.stderr);
+      assertEquals(run.stdout.trim(), "NotCapable");
+      assertEquals(await Deno.readTextFile(`${sb.root}/x`), "ok");
+      assertEquals([...Deno.readDirSync(sb.outside)].length, 0);
+    });
+
+    await t.step("the unit dir is writable, the config dir is not", async () => {
+      const ok = await _runP(sb, script, [`${sb.units}/u.service`, `${sb.etc}/agent.json`], {});
+      assertEquals(ok.stdout.trim(), "NotCapable", ok.stderr);
+      assert((await Deno.stat(`${sb.units}/u.service`)).isFile);
+    });
+  });
+});
+
+Deno.test("checkPermissions() names hosts outside the net allow list (exit 2)", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await _sandbox(dir);
+
+    await t.step("a control plane and the AWS default S3 host", async () => {
+      const cfg = await _config(sb, {
+        source: { kind: "control_plane", url: "https://cp.example.net:8443" },
+        object_store: { kind: "s3", bucket: "addons", region: "eu-west-1" },
+      });
+      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      assertEquals(run.code, 2, run.stderr);
+      assertStringIncludes(
+        run.stderr,
+        `net: cp.example.net:8443 (source.url in ${cfg}) is not allowed by this build; ` +
+          `add \\"cp.example.net:8443\\" to permissions.agent.net in deno.json and rebuild`,
+      );
+      assertStringIncludes(run.stderr, "net: addons.s3.eu-west-1.amazonaws.com:443");
+    });
+
+    await t.step("an S3 endpoint with path-style addressing", async () => {
+      const cfg = await _config(sb, {
+        object_store: {
+          kind: "s3",
+          bucket: "addons",
+          endpoint: "https://s3.example.net",
+          force_path_style: true,
+        },
+      });
+      const run = await _runP(
+        sb,
+        MAIN_TS,
+        ["sync", "--config", cfg, "--log-format", "text"],
+        _baseEnv(),
+      );
+      assertEquals(run.code, 2, run.stderr);
+      assertMatch(run.stderr, /net: s3\.example\.net:443 \(object_store\.endpoint in [^)]+\)/);
+      assertStringIncludes(run.stderr, "permissions.agent.net");
+      assert(!run.stderr.includes("runtime_root"), run.stderr);
+    });
+
+    await t.step("a loopback control plane is allowed by the default set", async () => {
+      const cfg = await _config(sb, {
+        source: { kind: "control_plane", url: "http://127.0.0.1:1" },
+        object_store: { kind: "filesystem", root: sb.etc },
+      });
+      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      assert(!run.stderr.includes("is not allowed by this build"), run.stderr);
+      assertEquals(run.code, 1, run.stderr);
+    });
+  });
+});
+
+Deno.test("s3Host() names the host the AWS SDK contacts", async (t) => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ bucket: "addons", region: "us-east-1" }, "addons.s3.us-east-1.amazonaws.com:443"],
+    [
+      { bucket: "addons", region: "us-east-1", force_path_style: true },
+      "s3.us-east-1.amazonaws.com:443",
+    ],
+    [{ bucket: "my.addons", region: "eu-west-1" }, "s3.eu-west-1.amazonaws.com:443"],
+    [{ bucket: "Addons_x", region: "eu-west-1" }, "s3.eu-west-1.amazonaws.com:443"],
+    [{ bucket: "addons", region: "cn-north-1" }, "addons.s3.cn-north-1.amazonaws.com.cn:443"],
+    [{ bucket: "addons", endpoint: "https://s3.example.net" }, "addons.s3.example.net:443"],
+    [
+      { bucket: "addons", endpoint: "https://s3.example.net:9000", force_path_style: true },
+      "s3.example.net:9000",
+    ],
+    [{ bucket: "addons", endpoint: "http://10.1.2.3:9000" }, "10.1.2.3:9000"],
+    [{ bucket: "my.addons", endpoint: "http://store.lan" }, "store.lan:80"],
+    [{ bucket: "addons", endpoint: "http://store.lan" }, "addons.store.lan:80"],
+  ];
+  for (const [c, want] of cases) {
+    const store = {
+      kind: "s3" as const,
+      bucket: c.bucket as string,
+      region: (c.region as string | undefined) ?? "us-east-1",
+      force_path_style: c.force_path_style === true,
+      prefix: "",
+      ...(c.endpoint ? { endpoint: c.endpoint as string } : {}),
+    };
+    await t.step(`${JSON.stringify(c)} → ${want}`, async () => {
+      assertEquals(s3Host(store), want);
+      // the SDK agrees: capture the request it would send, without sending it
+      const client = new S3Client({
+        region: store.region,
+        forcePathStyle: store.force_path_style,
+        ...(store.endpoint ? { endpoint: store.endpoint } : {}),
+        credentials: { accessKeyId: "a", secretAccessKey: "b" },
+      });
+      client.middlewareStack.add(
+        () => (args) => {
+          const req = args.request as { hostname: string; port?: number; protocol: string };
+          const port = req.port ?? (req.protocol === "https:" ? 443 : 80);
+          throw new Error(`HOST ${req.hostname}:${port}`);
+        },
+        { step: "finalizeRequest", priority: "low" },
+      );
+      let seen = "";
+      try {
+        await client.send(new GetObjectCommand({ Bucket: store.bucket, Key: "k" }));
+      } catch (e) {
+        seen = (e as Error).message;
+      } finally {
+        client.destroy();
+      }
+      assertEquals(seen, `HOST ${want}`);
+    });
+  }
+});
+
+Deno.test("checkPermissions() lists what a config needs and finds all of it granted under -A", async (t) => {
+  const cfg: AgentConfig = {
+    file: "/etc/addon-agent/agent.json",
+    agent_id: "h",
+    runtime_root: "/var/lib/addon-agent",
+    config_dir: "/etc/addon-agent",
+    source: {
+      kind: "control_plane",
+      url: "https://cp.example.net:8443",
+      poll_interval_s: 30,
+      token_file: "/etc/addon-agent/token",
+      ca_file: "/etc/addon-agent/ca.pem",
+    },
+    object_store: {
+      kind: "s3",
+      bucket: "addons",
+      region: "us-east-1",
+      endpoint: "https://s3.example.net",
+      force_path_style: true,
+      prefix: "",
+    },
+    trust: { public_keys: [], require_signature: false },
+    limits: { max_artifact_bytes: 1, keep_versions: 3 },
+    status: { listen: "127.0.0.1:7420" },
+    systemd: { unit_dir: "/etc/systemd/system" },
+  };
+
+  await t.step("every host and path the config names, once each", () => {
+    const needs = permissionNeeds(cfg).map((n) => `${n.kind} ${n.value} ${n.fields.join(",")}`);
+    for (
+      const want of [
+        "net cp.example.net:8443 source.url",
+        "net s3.example.net:443 object_store.endpoint",
+        "net 127.0.0.1:7420 status.listen",
+        "read /etc/addon-agent/token source.token_file",
+        "read /etc/addon-agent/ca.pem source.ca_file",
+        "read /etc/addon-agent/agent.json the configuration file",
+        "read /etc/addon-agent config_dir",
+        "read /var/lib/addon-agent runtime_root",
+        "write /var/lib/addon-agent runtime_root",
+        "write /etc/systemd/system systemd.unit_dir",
+      ]
+    ) {
+      assert(needs.includes(want), `missing ${want} in\n${needs.join("\n")}`);
+    }
+    assertEquals(new Set(needs).size, needs.length);
+  });
+
+  await t.step("this test process runs with -A: nothing is reported", async () => {
+    assertEquals(await checkPermissions(cfg), []);
+  });
+});
