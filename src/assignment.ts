@@ -61,6 +61,8 @@ export interface Assignment {
   schedule?: string;
   /** Run-to-completion timeout for `ephemeral_helper`, seconds. */
   timeout_s?: number;
+  /** Patched or added by the local override: never recorded as last known good. */
+  local?: boolean;
 }
 
 /** The verdict on one entry of a document. */
@@ -160,10 +162,12 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
       );
     }
   });
-  const key = isToggle ? undefined : r.optString("artifact_object_key");
-  const sha = isToggle ? undefined : r.optString("artifact_sha256");
-  const sig = isToggle ? undefined : r.optString("artifact_signature");
-  if (isToggle) {
+  // Artifact fields mean something only for pushed artifacts; elsewhere they are ignored.
+  const pushed = delivery === "pushed_artifact";
+  const key = pushed ? r.optString("artifact_object_key") : undefined;
+  const sha = pushed ? r.optString("artifact_sha256") : undefined;
+  const sig = pushed ? r.optString("artifact_signature") : undefined;
+  if (!pushed) {
     r.raw("delivery");
     r.raw("binary_path");
     r.raw("artifact_object_key");

@@ -11,6 +11,8 @@
  * @module
  */
 
+import { readProcText } from "./proc_fs.ts";
+
 const CAP_SETFCAP_BIT = 31n;
 
 /** Why capabilities could not be applied. */
@@ -23,9 +25,9 @@ export class CapabilityError extends Error {
 }
 
 /** Whether this process holds `CAP_SETFCAP` in its effective set (Linux). */
-export async function holdsSetfcap(): Promise<boolean> {
+export function holdsSetfcap(): boolean {
   try {
-    const status = await Deno.readTextFile("/proc/self/status");
+    const status = readProcText(`/proc/${Deno.pid}/status`);
     const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
     if (!m) return false;
     return ((BigInt(`0x${m[1]}`) >> CAP_SETFCAP_BIT) & 1n) === 1n;
@@ -64,7 +66,7 @@ export async function fileCapabilities(path: string): Promise<string[]> {
 /** Apply `caps` to `path` with setcap and confirm with getcap; throws {@linkcode CapabilityError}. */
 export async function applyFileCapabilities(path: string, caps: readonly string[]): Promise<void> {
   if (caps.length === 0) return;
-  if (!(await holdsSetfcap())) {
+  if (!holdsSetfcap()) {
     throw new CapabilityError(
       `capabilities ${caps.join(", ")} requested, but the agent does not hold CAP_SETFCAP; ` +
         "run it with the capabilities profile (packaging/addon-agent-capabilities.conf)",

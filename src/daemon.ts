@@ -219,14 +219,28 @@ export class Daemon {
       return;
     }
     this.#lastOverrideText = overrideText;
-    const merged = applyOverride(this.#state.pushed as Json, await readOverride(path));
+    const override = await readOverride(path);
+    const merged = applyOverride(this.#state.pushed as Json, override);
     const key = JSON.stringify(merged);
     if (key === this.#lastApplied) return;
     let entries: Entry[];
+    const pushed = new Map<string, string>();
     try {
       const doc = decodeDocument(merged, this.#platform);
       entries = doc.entries;
       this.#state.config_version = doc.config_version;
+      for (const e of decodeDocument(this.#state.pushed as Json, this.#platform).entries) {
+        if (e.ok) {
+          pushed.set(
+            e.assignment.addon_id,
+            `${e.assignment.version}:${e.assignment.artifact?.sha256 ?? ""}`,
+          );
+        }
+      }
+      const local = new Set((override ?? []).map((o) => o.addon_id as string));
+      for (const e of entries) {
+        if (e.ok && local.has(e.assignment.addon_id)) e.assignment.local = true;
+      }
     } catch (e) {
       if (!(e instanceof DecodeError)) throw e;
       log.error("the merged document is refused; keeping the current desired state", {
@@ -235,7 +249,7 @@ export class Daemon {
       return;
     }
     this.#lastApplied = key;
-    await this.#rec.apply(entries);
+    await this.#rec.apply(entries, pushed);
     this.#changed();
   }
 

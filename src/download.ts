@@ -327,25 +327,34 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
           written: Promise.resolve(),
         }),
       );
+      // Fill slot `i` once its last write is done; asks for at most one byte more than the
+      // limit allows, to notice an oversized object.
+      const start = (i: number) => {
+        const slot = ring[i]!;
+        const want = Math.min(BATCH, req.maxBytes - total + 1);
+        const p = slot.written.then(() => fill(slot.buf, want));
+        p.catch(() => {});
+        return p;
+      };
       let lastReport = 0;
+      let pending = start(0);
       for (let i = 0;; i = (i + 1) % RING) {
         const slot = ring[i]!;
-        await slot.written;
-        // Ask for at most one byte more than the limit allows, to notice an oversized object.
-        const want = Math.min(BATCH, req.maxBytes - total + 1);
-        const got = await fill(slot.buf, want);
+        const got = await pending;
         slot.buf = got.buf;
+        total += got.n;
+        fetched += got.n;
+        if (total > req.maxBytes) {
+          throw new DownloadError(
+            `${
+              req.store.describe(req.key)
+            } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
+            false,
+          );
+        }
+        // The next batch arrives (or is read from disk) while this one is hashed.
+        if (!got.done) pending = start((i + 1) % RING);
         if (got.n > 0) {
-          total += got.n;
-          fetched += got.n;
-          if (total > req.maxBytes) {
-            throw new DownloadError(
-              `${
-                req.store.describe(req.key)
-              } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
-              false,
-            );
-          }
           const batch = got.n === BATCH ? slot.buf : slot.buf.subarray(0, got.n);
           hash.update(batch);
           slot.written = writer.write(batch);

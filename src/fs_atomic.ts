@@ -86,7 +86,7 @@ export async function switchSymlink(linkPath: string, target: string): Promise<v
   const dir = _dirOf(linkPath);
   await assertRealDir(dir);
   const tmp = `${linkPath}.${crypto.randomUUID().slice(0, 8)}.new`;
-  await Deno.symlink(target, tmp);
+  await _symlink(target, tmp);
   try {
     await Deno.rename(tmp, linkPath);
   } catch (e) {
@@ -94,6 +94,30 @@ export async function switchSymlink(linkPath: string, target: string): Promise<v
     throw e;
   }
   await fsyncDir(dir);
+}
+
+/**
+ * `symlink(2)`. Deno refuses `Deno.symlink` under path-scoped read/write
+ * grants (the agent's permission set), so then `ln -s` does it: the agent
+ * may run programs anyway, and only the link's own path is written.
+ */
+async function _symlink(target: string, path: string): Promise<void> {
+  try {
+    await Deno.symlink(target, path);
+    return;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable)) throw e;
+  }
+  const out = await new Deno.Command("ln", {
+    args: ["-s", "--", target, path],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const why = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`ln -s ${target} ${path} failed (exit ${out.code}): ${why}`);
+  }
 }
 
 /** Read a symlink's target, or null when it does not exist. */

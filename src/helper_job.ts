@@ -51,6 +51,7 @@ export async function runHelper(
       cmd: spec.binary,
       args: spec.args,
       env: spec.env,
+      clearEnv: true,
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
       onLine: (stream, line) => {
         log.info(line, { addon_id: spec.addon_id, stream });

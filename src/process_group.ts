@@ -52,6 +52,7 @@
  */
 
 import { log } from "./log.ts";
+import { procDirect, readProcText } from "./proc_fs.ts";
 
 /** Which output stream a forwarded line came from. */
 export type StreamName = "stdout" | "stderr";
@@ -276,7 +277,7 @@ async function _pump(
 function _procStat(pid: number): _ProcStat | null {
   let text: string;
   try {
-    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    text = readProcText(`/proc/${pid}/stat`);
   } catch {
     return null;
   }
@@ -302,6 +303,19 @@ function _parseStat(text: string): _ProcStat | null {
 
 /** Every process in /proc (skipping ones that vanish while reading). */
 function* _allStats(): Generator<_ProcStat> {
+  if (!procDirect()) {
+    const o = new Deno.Command("sh", {
+      args: ["-c", "cat /proc/[0-9]*/stat 2>/dev/null"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    for (const line of new TextDecoder().decode(o.stdout).split("\n")) {
+      const st = line ? _parseStat(line) : null;
+      if (st) yield st;
+    }
+    return;
+  }
   for (const e of Deno.readDirSync("/proc")) {
     const c = e.name.charCodeAt(0);
     if (c < 48 || c > 57) continue;
@@ -330,13 +344,13 @@ function _isMember(st: _ProcStat | null, pgid: number): st is _ProcStat {
 let _bootIdCache: string | undefined;
 /** This boot's id, so identities do not survive a reboot. */
 function _bootId(): string {
-  _bootIdCache ??= Deno.readTextFileSync("/proc/sys/kernel/random/boot_id").trim();
+  _bootIdCache ??= readProcText("/proc/sys/kernel/random/boot_id").trim();
   return _bootIdCache;
 }
 
 /** Time since boot in `/proc` clock ticks, rounded down (a lower bound for start times). */
 function _uptimeTicks(): number {
-  const secs = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+  const secs = Number(readProcText("/proc/uptime").split(" ")[0]);
   return Math.max(0, Math.floor(secs * _USER_HZ) - 1);
 }
 
@@ -362,6 +376,34 @@ export function groupAlive(pgid: number): boolean {
 export function processIdentity(pid: number): string | null {
   const st = _procStat(pid);
   return st ? `${_bootId()}:${st.starttime}` : null;
+}
+
+/**
+ * Process-group leaders whose environment holds an entry starting with `entryPrefix`
+ * (for example `ADDON_DATA_DIR=/var/lib/addon-agent/addons/`): how the agent finds its
+ * add-ons after a `kill -9` that came before their group ids were recorded.
+ */
+export function groupLeadersWithEnv(entryPrefix: string): { pgid: number; identity: string }[] {
+  const sh = new Deno.Command("sh", {
+    args: [
+      "-c",
+      'grep -l -s -z -F -e "$1" /proc/[0-9]*/environ 2>/dev/null; true',
+      "sh",
+      entryPrefix,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).outputSync();
+  const found: { pgid: number; identity: string }[] = [];
+  for (const line of new TextDecoder().decode(sh.stdout).split("\n")) {
+    const pid = Number(/^\/proc\/(\d+)\/environ$/.exec(line)?.[1]);
+    if (!pid || pid === Deno.pid) continue;
+    const st = _procStat(pid);
+    if (!st || st.pgrp !== pid || st.state === "Z") continue;
+    found.push({ pgid: pid, identity: `${_bootId()}:${st.starttime}` });
+  }
+  return found;
 }
 
 /** Whether group `pgid` is still the group recorded with `identity` (and not one after pid reuse). */

@@ -27,7 +27,7 @@ import { collectPartials, collectVersions } from "./gc.ts";
 import { type LastGood, readLastGood, removeLastGood, writeLastGood } from "./last_good.ts";
 import { log } from "./log.ts";
 import type { Platform } from "./platform.ts";
-import { endLeftoverGroup } from "./process_group.ts";
+import { endLeftoverGroup, groupLeadersWithEnv } from "./process_group.ts";
 import type { Layout } from "./runtime_root.ts";
 import { createRunner, type Launch, type Runner, type RunnerDeps } from "./runners.ts";
 import type { DEFAULT_TIMING } from "./sidecar.ts";
@@ -107,6 +107,11 @@ interface _Probation {
 /** Reconciles desired add-ons against what runs. */
 export class Reconciler {
   readonly #slots = new Map<string, _Slot>();
+  #pushed: ReadonlyMap<string, string> = new Map();
+  /** The `version:sha256` the source assigns to `id`, if any. */
+  pushedKey(id: string): string | undefined {
+    return this.#pushed.get(id);
+  }
   /** Stopping: start nothing new. */
   stopping = false;
 
@@ -128,10 +133,24 @@ export class Reconciler {
       s.pgid = null;
       s.pgid_identity = null;
     }
+    // Add-ons started just before a kill -9, before their group ids reached state.json.
+    const marker = `ADDON_DATA_DIR=${this.deps.layout.addons}/`;
+    for (const g of groupLeadersWithEnv(marker)) {
+      if (await endLeftoverGroup(g.pgid, g.identity, 5_000)) {
+        log.info("ended an add-on process group an earlier agent left unrecorded", {
+          pgid: g.pgid,
+        });
+      }
+    }
   }
 
-  /** Apply a new desired state: one verdict per entry; add-ons not named are removed. */
-  async apply(entries: Entry[]): Promise<void> {
+  /**
+   * Apply a new desired state: one verdict per entry; add-ons not named are removed.
+   * `pushed` names the (version, sha256) the source itself assigns per add-on, so a
+   * rolled-back version stays refused while the source assigns it, even under an override.
+   */
+  async apply(entries: Entry[], pushed: ReadonlyMap<string, string> = new Map()): Promise<void> {
+    this.#pushed = pushed;
     const named = new Set<string>();
     const work: Promise<void>[] = [];
     for (const e of entries) {
@@ -351,9 +370,11 @@ class _Slot {
     const s = this.st;
     s.desired_version = a.version;
     s.supervision = supervisionName(a);
-    // Forget rolled-back versions that are no longer assigned.
+    // Forget rolled-back versions that are no longer assigned (by the source or the override).
+    const pushedKey = this.rec.pushedKey(this.id);
     s.failed_versions = s.failed_versions.filter((f) =>
-      f.version === a.version && f.sha256 === (a.artifact?.sha256 ?? "")
+      (f.version === a.version && f.sha256 === (a.artifact?.sha256 ?? "")) ||
+      `${f.version}:${f.sha256}` === pushedKey
     );
     if (!a.enabled) {
       if (this.running) await this.#stopRunning(isSystemd(a));
@@ -373,7 +394,9 @@ class _Slot {
     if (this.running && !this.running.fallback && this.running.fp === fp) return;
     const failed = this.#failedVersion(a);
     if (failed) {
-      if (!this.running) await this.#runLastGood("rolled_back", `rolled back: ${failed.reason}`);
+      if (!this.running || !this.running.fallback) {
+        await this.#runLastGood("rolled_back", `rolled back: ${failed.reason}`);
+      }
       return;
     }
     const key = this.#retryKey(a);
@@ -501,6 +524,7 @@ class _Slot {
       binary,
       args: a.args,
       env: {
+        ...baseEnvironment(),
         ...a.env,
         ADDON_ID: a.addon_id,
         ADDON_VERSION: a.version,
@@ -523,7 +547,8 @@ class _Slot {
     const old = this.running;
     await this.#stopRunning(old !== null && isSystemd(old.assignment) && !isSystemd(a));
     this.#endProbation();
-    const isNewVersion = a.artifact !== undefined && lg?.assignment.version !== a.version;
+    const isNewVersion = a.artifact !== undefined && !a.local &&
+      lg?.assignment.version !== a.version;
     if (isNewVersion) {
       const t = this.#deps.resilience ?? DEFAULT_RESILIENCE;
       this.#probation = {
@@ -571,6 +596,7 @@ class _Slot {
       ...this.#deps.runner,
       helperDone: (fp) => this.st.helper_fingerprint === fp,
     };
+    this.st.restarts = 0;
     running.runner = createRunner(launch, {
       started: (pid, pgid, identity) => {
         if (this.running !== running) return;
@@ -635,7 +661,7 @@ class _Slot {
           pgid_identity: null,
           ...(ok && a.schedule === undefined ? { helper_fingerprint: launch.fingerprint } : {}),
         });
-        if (ok && !running.fallback) {
+        if (ok && !running.fallback && !a.local) {
           writeLastGood(this.#deps.layout, a, { handshake: false }).catch(() => {});
         }
       },
@@ -664,6 +690,7 @@ class _Slot {
       this.#deps.onChange(this.id);
       return;
     }
+    if (a.local) return; // an override is never the last known good
     writeLastGood(this.#deps.layout, a, { handshake: running.handshake }).catch((e) =>
       log.error("could not write last-good.json", { addon_id: this.id, error: e as Error })
     );
@@ -698,6 +725,24 @@ class _Slot {
       `${p.version} rolled back to ${p.prevLastGood.assignment.version}: ${reason}`,
     );
   }
+}
+
+/** Variables an add-on inherits from the agent; nothing else (no credentials) is passed on. */
+export const INHERITED_ENV = ["PATH", "LANG", "LC_ALL", "TZ"] as const;
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** The environment every add-on starts from (then its own `env`, then `ADDON_*`). */
+export function baseEnvironment(): Record<string, string> {
+  const out: Record<string, string> = { PATH: DEFAULT_PATH };
+  for (const k of INHERITED_ENV) {
+    try {
+      const v = Deno.env.get(k);
+      if (v !== undefined) out[k] = v;
+    } catch {
+      // not allowed by the permission set: keep the default
+    }
+  }
+  return out;
 }
 
 function isSystemd(a: Assignment): boolean {

@@ -150,6 +150,7 @@ export class Sidecar {
           cmd: this.spec.binary,
           args: this.spec.args,
           env: this.spec.env,
+          clearEnv: true,
           ...(this.spec.cwd ? { cwd: this.spec.cwd } : {}),
           onLine: (stream, line) => {
             log.info(line, { addon_id: id, stream });

@@ -98,6 +98,12 @@ export class FileSource implements Source {
   close(): void {}
 }
 
+/** A fetch error with its cause (Deno says "fetch failed" and puts the reason in `cause`). */
+function _why(e: unknown): string {
+  const err = e as Error & { cause?: unknown };
+  return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
+}
+
 async function _readText(path: string, what: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
@@ -134,6 +140,7 @@ export class ControlPlaneSource implements Source {
     const s = cfg.source;
     if (s.kind !== "control_plane") throw new Error("not a control-plane source");
     const token = s.token_file ? (await _readText(s.token_file, "token_file")).trim() : undefined;
+    if (token === "") throw new SourceError(`token_file ${s.token_file} is empty`);
     let client: Deno.HttpClient | undefined;
     if (s.ca_file || s.cert_file) {
       const opts: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {};
@@ -159,7 +166,7 @@ export class ControlPlaneSource implements Source {
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {
-      throw new SourceError(`control plane ${this.describe} unreachable: ${(e as Error).message}`);
+      throw new SourceError(`control plane ${this.describe} unreachable: ${_why(e)}`);
     }
     if (res.status === 304) {
       await res.body?.cancel();
@@ -180,7 +187,7 @@ export class ControlPlaneSource implements Source {
       throw new SourceError((e as Error).message);
     }
     const etag = res.headers.get("etag");
-    if (etag) this.#etag = etag;
+    this.#etag = etag;
     return etag ? { kind: "document", json, etag } : { kind: "document", json };
   }
 
@@ -201,7 +208,7 @@ export class ControlPlaneSource implements Source {
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {
-      throw new SourceError(`status report to ${this.describe} failed: ${(e as Error).message}`);
+      throw new SourceError(`status report to ${this.describe} failed: ${_why(e)}`);
     }
     await res.body?.cancel();
     if (!res.ok) {

@@ -95,7 +95,16 @@ export function startAgent(
   opts: StartAgentOptions = {},
 ): AgentProcess {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN_TS, "run", "--config", configPath, ...(opts.extraArgs ?? [])],
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      MAIN_TS,
+      "run",
+      "--config",
+      configPath,
+      ...(opts.extraArgs ?? []),
+    ],
     env: { ...S3_ENV, ...env },
     stdin: "null",
     stdout: "piped",
@@ -144,9 +153,7 @@ export function startAgent(
     assertAlive: () => {
       if (status !== null) {
         throw new Error(
-          `the agent (pid ${child.pid}) exited with code ${status.code}; its last log lines:\n${
-            tail()
-          }`,
+          `the agent (pid ${child.pid}) exited with code ${status.code}; its last log lines:\n${tail()}`,
         );
       }
     },
@@ -243,7 +250,9 @@ export async function waitFor<T>(
     shown = String(last);
   }
   const ctx = opts.context ? `\n--- context ---\n${opts.context()}` : "";
-  throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}; last value: ${shown}${ctx}`);
+  throw new Error(
+    `timed out after ${opts.timeoutMs} ms waiting for ${opts.what}; last value: ${shown}${ctx}`,
+  );
 }
 
 /** `<root>/state.json` parsed, or null when it is missing or does not parse (yet). */

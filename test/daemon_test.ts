@@ -12,7 +12,13 @@
  * outlived a test, and the tests assert that nothing did.
  */
 
-import { assert, assertEquals, assertMatch, assertNotEquals, assertStringIncludes } from "./_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertStringIncludes,
+} from "./_assert.ts";
 import {
   type AgentProcess,
   killMarked,
@@ -174,7 +180,11 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
       'date +%s.%N >> "$ADDON_DATA_DIR/starts"\nexit 1',
     );
     // Exits 0 at once: a clean exit is restarted too, but never in a hot loop.
-    const quitter = await _sidecar(dir, "quitter", 'echo start >> "$ADDON_DATA_DIR/starts"\nexit 0');
+    const quitter = await _sidecar(
+      dir,
+      "quitter",
+      'echo start >> "$ADDON_DATA_DIR/starts"\nexit 0',
+    );
     // Leaves a grandchild behind and crashes; each start records what became of the
     // grandchild of the start before (so the check happens exactly at the restart).
     const orphaner = await _sidecar(
@@ -184,11 +194,9 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
         'd="$ADDON_DATA_DIR"',
         'if [ -f "$d/grandchildren" ]; then',
         '  prev=$(tail -n 1 "$d/grandchildren")',
-        '  if [ -r "/proc/$prev/stat" ]; then',
-        '    echo "$prev $(cut -d" " -f3,4 "/proc/$prev/stat")" >> "$d/seen"',
-        "  else",
-        '    echo "$prev gone" >> "$d/seen"',
-        "  fi",
+        // One read of /proc/<pid>/stat: "gone" when it does not exist (any more).
+        '  st=$(cut -d" " -f3,4 "/proc/$prev/stat" 2>/dev/null)',
+        '  echo "$prev ${st:-gone}" >> "$d/seen"',
         "fi",
         `"${sleepBin}" 1000 &`,
         'echo $! >> "$d/grandchildren"',
@@ -214,7 +222,7 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
         assertNotEquals(st.state, "running", "an add-on that exits at once is not running");
         assertMatch(st.message, /exited with code 0; restarting in \d+ s/);
         const exits = agent.logs().filter((l) =>
-          l.addon_id === "quitter" && l.msg === "add-on exited; restarting"
+          l.addon_id === "quitter" && typeof l.restart_in_ms === "number"
         );
         assert(exits.length >= 2, `quitter exits logged: ${exits.length}`);
         const delays = exits.map((l) => l.restart_in_ms as number);
@@ -325,6 +333,59 @@ Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs on
   });
 });
 
+Deno.test("run ends an add-on started just before the agent was killed with SIGKILL", async (t) => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await _sleepLink(dir);
+    const root = `${dir}/root`;
+    const marker = newMarker("early");
+    const body = `"${sleepBin}" 1000 &\nwait`;
+    await writeAssignments(dir, [await _sidecar(dir, "early", body, { args: [marker] })]);
+    const cfg = await _config(dir);
+
+    const first = startAgent(cfg);
+    let firstPid = 0;
+    try {
+      // kill -9 as soon as the add-on's process exists: SPEC 8 says no add-on ever runs
+      // twice, whenever the agent dies.
+      firstPid = await waitFor(() => {
+        first.assertAlive();
+        return markedProcesses(marker)[0]?.pid;
+      }, {
+        timeoutMs: 20_000,
+        what: "early's process",
+        intervalMs: 1,
+        context: () => first.tail(),
+      });
+    } catch (e) {
+      await first.kill9();
+      await killMarked(dir);
+      throw e;
+    }
+    await first.kill9();
+    assert(pidAlive(firstPid), "the add-on survived the agent");
+    const recorded = (await readAgentState(root))?.addons.early?.pgid ?? null;
+
+    await _withAgent(dir, cfg, async (second) => {
+      await t.step("the next agent runs it once", async () => {
+        const a = await _waitAddon(
+          root,
+          second,
+          "early",
+          "running under a new pid",
+          (a) => _running(a) && a.pid !== firstPid,
+        );
+        const procs = markedProcesses(marker);
+        assertEquals(
+          procs.map((p) => p.pid),
+          [a.pid],
+          `early's processes (the first agent's was ${firstPid}; the group state.json recorded ` +
+            `when that agent was killed: ${recorded})`,
+        );
+      });
+    });
+  });
+});
+
 Deno.test("run restarts only the add-on whose assignment changed; enabled false stops it", async (t) => {
   await withTempDir(async (dir) => {
     const sleepBin = await _sleepLink(dir);
@@ -355,7 +416,10 @@ Deno.test("run restarts only the add-on whose assignment changed; enabled false 
         assertEquals(procs.map((p) => p.pid), [newA.pid], "processes of 'changing'");
         assertStringIncludes(procs[0]!.cmdline, "--mode two");
         await waitFor(
-          () => agent.logs().some((l) => l.addon_id === "changing" && l.msg === `args: ${marker} --mode two`),
+          () =>
+            agent.logs().some((l) =>
+              l.addon_id === "changing" && l.msg === `args: ${marker} --mode two`
+            ),
           { timeoutMs: 5_000, what: "the new args in the log", context: () => agent.tail() },
         );
       });
@@ -375,7 +439,13 @@ Deno.test("run restarts only the add-on whose assignment changed; enabled false 
           [{ ...a1, args: [marker, "--mode", "two"] }, { ...b1, enabled: false }],
           "v3",
         );
-        const s = await _waitAddon(root, agent, "steady", "disabled", (x) => x.state === "disabled");
+        const s = await _waitAddon(
+          root,
+          agent,
+          "steady",
+          "disabled",
+          (x) => x.state === "disabled",
+        );
         assertEquals(s.pid, null);
         assert(!pidAlive(b.pid!), `steady ${b.pid} is still running`);
         const procs = markedProcesses(marker).filter((p) => !p.cmdline.includes("--mode"));
@@ -488,6 +558,7 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
       'echo "mode=$PROBE_MODE"',
       'echo "to stderr" >&2',
       'cp "$ADDON_CONFIG_FILE" "$ADDON_DATA_DIR/config-seen.json"',
+      'env > "$ADDON_DATA_DIR/env"',
       `exec "${sleepBin}" 1000`,
     ].join("\n");
     await writeAssignments(dir, [
@@ -512,7 +583,9 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
         assertEquals(lines.map((l) => l.msg), want);
       });
       await t.step("ADDON_CONFIG_FILE holds the assignment's config", async () => {
-        const seen = JSON.parse(await Deno.readTextFile(`${root}/addons/envy/data/config-seen.json`));
+        const seen = JSON.parse(
+          await Deno.readTextFile(`${root}/addons/envy/data/config-seen.json`),
+        );
         assertEquals(seen, config);
       });
       await t.step("stdout and stderr lines are tagged with addon_id and stream", async () => {
@@ -522,6 +595,16 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
           { timeoutMs: 5_000, what: "the stderr line" },
         );
         assertEquals([err.addon_id, err.stream], ["envy", "stderr"]);
+      });
+      await t.step("the agent's own AWS credentials are not passed to it", async () => {
+        const env = (await _lines(`${root}/addons/envy/data/env`)).map((l) => l.split("=")[0]);
+        assert(env.includes("ADDON_ID") && env.includes("PROBE_MODE"), `env: ${env}`);
+        // The agent runs with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (startAgent sets them).
+        assertEquals(
+          env.filter((k) => k === "AWS_ACCESS_KEY_ID" || k === "AWS_SECRET_ACCESS_KEY"),
+          [],
+          "the agent's credentials in the add-on's environment",
+        );
       });
     });
   });

@@ -294,7 +294,12 @@ async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {
           poll_interval_s: POLL_S,
           token_file: `${dir}/token`,
         },
-        object_store: { kind: "s3", bucket: s3.bucket, endpoint: s3.endpoint, force_path_style: true },
+        object_store: {
+          kind: "s3",
+          bucket: s3.bucket,
+          endpoint: s3.endpoint,
+          force_path_style: true,
+        },
         trust: { public_keys: [w.key.publicBase64], require_signature: true },
       });
       w.agent = startAgent(w.configPath);
@@ -307,7 +312,9 @@ async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {
     if (w.agent) {
       try {
         const code = await w.agent.stop();
-        if (code !== 0) problems.push(`the agent exited with ${code} on SIGTERM:\n${w.agent.tail()}`);
+        if (code !== 0) {
+          problems.push(`the agent exited with ${code} on SIGTERM:\n${w.agent.tail()}`);
+        }
       } catch (e) {
         problems.push((e as Error).message);
       }
@@ -498,6 +505,54 @@ Deno.test({
       });
       assertRuns(w, entry.pid as number, `/addons/${ADDON}/versions/2.0.0/${ADDON}`);
     });
+
+    // SPEC 7 + 8: a local pin is in force only while the override says so, and the
+    // rolled-back 4.0.0 (still the pushed assignment) is not tried again meanwhile.
+    await step("a local pin and its removal do not bring back the rolled-back 4.0.0", async () => {
+      const local = `${w.dir}/local-bin/probe-local`;
+      await Deno.mkdir(`${w.dir}/local-bin`);
+      await Deno.writeTextFile(local, goodAddon("local-1"));
+      await Deno.chmod(local, 0o755);
+      await Deno.writeTextFile(
+        w.overridePath,
+        JSON.stringify({
+          addons: [{
+            addon_id: ADDON,
+            delivery: "os_package",
+            binary_path: local,
+            version: "local-1",
+          }],
+        }),
+      );
+      const pinned = await waitAddon(
+        w,
+        "the local binary running",
+        (a) => a.state === "running" && a.version === "local-1" && a.pid !== null,
+      );
+      assertRuns(w, pinned.pid, local);
+
+      await Deno.writeTextFile(w.overridePath, "{"); // malformed: treated as absent
+      const a = await waitFor(async () => {
+        w.agent.assertAlive();
+        const v4 = (await starts(w)).filter((s) => s.version === "4.0.0").length;
+        assertEquals(
+          v4,
+          5,
+          "4.0.0 (rolled back and still assigned) was started again once the override was gone",
+        );
+        const a = await addonState(w);
+        w.lastSeen = a;
+        return a !== null && a.version === "2.0.0" && a.pid !== null && a.pid !== pinned.pid &&
+            pidAlive(a.pid)
+          ? a
+          : null;
+      }, { timeoutMs: WAIT_MS, what: "2.0.0 running again", context: context(w) });
+      assertEquals([a.state, a.desired_version], ["rolled_back", "4.0.0"]);
+      assertRuns(w, a.pid, `/addons/${ADDON}/versions/2.0.0/${ADDON}`);
+      assert(!pidAlive(pinned.pid!), "the local binary is no longer in force");
+      assertEquals(a.failed_versions.map((f) => f.version), ["4.0.0"]);
+      assertEquals(await link(w, "current"), "versions/2.0.0");
+    });
   });
 });
 
@@ -551,7 +606,8 @@ Deno.test({
       // Exponential backoff: the announced waits never shrink, and they grow.
       const waits = fails.map((l) => l.retry_in_s as number);
       assert(
-        waits.every((x, i) => i === 0 || x >= waits[i - 1]!) && waits[waits.length - 1]! > waits[0]!,
+        waits.every((x, i) => i === 0 || x >= waits[i - 1]!) &&
+          waits[waits.length - 1]! > waits[0]!,
         `retry_in_s should grow: ${JSON.stringify(waits)}`,
       );
       const mid = await addonState(w);

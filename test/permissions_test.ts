@@ -13,6 +13,7 @@ import {
   newKey,
   REPO,
   scriptAddon,
+  sha256Hex,
   signFor,
   startS3,
   syncJson,
@@ -186,6 +187,87 @@ Deno.test("the agent permission set runs sync from s3rver", async (t) => {
       });
     } finally {
       await s3.stop();
+    }
+  });
+});
+
+Deno.test("the agent permission set runs the daemon: a sidecar starts and stops", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await _sandbox(dir);
+    const bytes = scriptAddon('echo "up $ADDON_ID"; exec sleep 300');
+    await Deno.mkdir(`${sb.etc}/store/side/1`, { recursive: true });
+    await Deno.writeTextFile(`${sb.etc}/store/side/1/side`, bytes);
+    await writeAssignments(sb.etc, [{
+      addon_id: "side",
+      version: "1",
+      delivery: "pushed_artifact",
+      supervision: "agent_sidecar",
+      artifact_object_key: "side/1/side",
+      artifact_sha256: sha256Hex(bytes),
+    }]);
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (l.addr as Deno.NetAddr).port;
+    l.close();
+    const cfg = await _config(sb, {
+      source: { kind: "file", path: `${sb.etc}/assignments.json`, poll_interval_s: 1 },
+      object_store: { kind: "filesystem", root: `${sb.etc}/store` },
+      status: { listen: `127.0.0.1:${port}` },
+    });
+    const agent = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--config",
+        sb.denoJson,
+        "-P=agent",
+        "--no-prompt",
+        "--no-lock",
+        MAIN_TS,
+        "run",
+        "--config",
+        cfg,
+      ],
+      env: _baseEnv(),
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let pgid = 0;
+    try {
+      await t.step("the sidecar reaches running (status endpoint on loopback)", async () => {
+        const deadline = Date.now() + 20_000;
+        let last = "";
+        while (Date.now() < deadline) {
+          try {
+            const doc = await (await fetch(`http://127.0.0.1:${port}/status`)).json();
+            const a = doc.addons?.find((x: { addon_id: string }) => x.addon_id === "side");
+            last = JSON.stringify(a);
+            if (a?.state === "running") {
+              pgid = a.pgid;
+              break;
+            }
+          } catch {
+            // not listening yet
+          }
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert(pgid > 0, `the sidecar did not reach running: ${last}`);
+      });
+    } finally {
+      agent.kill("SIGTERM");
+      const out = await agent.output();
+      await t.step("SIGTERM stops it and exits 0, leaving no process behind", () => {
+        assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+        if (pgid > 0) {
+          let alive = true;
+          try {
+            Deno.kill(-pgid, "SIGKILL");
+          } catch {
+            alive = false;
+          }
+          assert(!alive, `process group ${pgid} outlived the agent`);
+        }
+      });
     }
   });
 });

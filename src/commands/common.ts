@@ -4,7 +4,8 @@
  * @module
  */
 
-import { type AgentConfig, ConfigError, loadConfig } from "../config.ts";
+import { type AgentConfig, ConfigError } from "../config.ts";
+import { loadCheckedConfig } from "../permission_check.ts";
 import { log } from "../log.ts";
 import { openRuntimeRoot, type RuntimeRoot, RuntimeRootError } from "../runtime_root.ts";
 
@@ -22,7 +23,7 @@ export class UsageError extends Error {
 
 /** Load the config, or throw {@linkcode ConfigError}. */
 export function configFrom(path: string): Promise<AgentConfig> {
-  return loadConfig(path);
+  return loadCheckedConfig(path);
 }
 
 /** Open the runtime root; a refused root (owner, mode) is a configuration error. */
