@@ -16,7 +16,9 @@
  * - `sync` from the filesystem store;
  * - `cp FILE COPY && openssl dgst -sha256 COPY`.
  *
- * Every timed run starts after `sync(1)`, so none pays for the write-back
+ * A 1 KiB artifact, synced the same way, shows the fixed cost of a `sync`
+ * (process start, module loading, the S3 client, staging) that every ratio
+ * carries. Every timed run starts after `sync(1)`, so none pays for the write-back
  * of the files an earlier one left dirty.
  *
  * Targets: (a) S3 sync ÷ operator ≤ 1.0, (b) S3 sync ÷ curl ≤ 1.3,
@@ -72,9 +74,40 @@ interface _SizeResult {
   fsRssKiB: number[];
 }
 
+/** The fixed cost: `sync` of a 1 KiB artifact (process start, imports, S3 client, staging). */
+interface _FixedResult {
+  s3Sync: number[];
+  fsSync: number[];
+  s3RssKiB: number[];
+  fsRssKiB: number[];
+}
+
 interface _S3Process {
   port: number;
   stop(): Promise<void>;
+}
+
+/** What every run of one size shares. */
+interface _Ctx {
+  dir: string;
+  rounds: number;
+  port: number;
+  key: { secret: Uint8Array; publicBase64: string };
+  haveTime: boolean;
+}
+
+/** An artifact in both stores, signed, and a way to `sync` it into a fresh runtime root. */
+interface _Published {
+  objectKey: string;
+  storeFile: string;
+  url: string;
+  sha256: string;
+  /** `sync` the artifact from `store` (the S3 store when omitted) into a fresh runtime root. */
+  sync(store?: Record<string, unknown>): Promise<_Run>;
+  /** A fresh empty directory below the bench's temp dir. */
+  runDir(): Promise<string>;
+  /** Remove the artifact from both stores. */
+  remove(): Promise<void>;
 }
 
 /** Run the delivery benchmark and return printable result lines. */
@@ -87,12 +120,11 @@ export async function benchDelivery(opts: BenchDeliveryOptions = {}): Promise<st
   let s3: _S3Process | null = null;
   try {
     s3 = await _startS3rver(`${dir}/s3data`);
-    const key = await generateKey();
+    const ctx: _Ctx = { dir, rounds, port: s3.port, key: await generateKey(), haveTime };
+    const fixed = await _benchFixed(ctx);
     const results: _SizeResult[] = [];
-    for (const mib of sizes) {
-      results.push(await _benchSize({ dir, mib, rounds, port: s3.port, key, haveTime }));
-    }
-    const lines = _report(results, rounds, haveTime);
+    for (const mib of sizes) results.push(await _benchSize(ctx, mib));
+    const lines = _report(fixed, results, rounds, haveTime);
     if (opts.verbose) lines.push("", ..._samples(results));
     return lines;
   } finally {
@@ -101,31 +133,16 @@ export async function benchDelivery(opts: BenchDeliveryOptions = {}): Promise<st
   }
 }
 
-async function _benchSize(p: {
-  dir: string;
-  mib: number;
-  rounds: number;
-  port: number;
-  key: { secret: Uint8Array; publicBase64: string };
-  haveTime: boolean;
-}): Promise<_SizeResult> {
-  const { dir, mib, port } = p;
-  const objectKey = `bench/${mib}/artifact`;
-  const store = `${dir}/store`;
+/** Write, upload and sign an artifact of `bytes` random bytes named `name`. */
+async function _publish(ctx: _Ctx, name: string, bytes: number): Promise<_Published> {
+  const objectKey = `bench/${name}/artifact`;
+  const store = `${ctx.dir}/store`;
   const storeFile = `${store}/${objectKey}`;
-  await Deno.mkdir(`${store}/bench/${mib}`, { recursive: true });
-  const sha256 = await _writeRandomFile(storeFile, mib * MIB);
-  const url = `http://127.0.0.1:${port}/addons/${objectKey}`;
+  await Deno.mkdir(`${store}/bench/${name}`, { recursive: true });
+  const sha256 = await _writeRandomFile(storeFile, bytes);
+  const url = `http://127.0.0.1:${ctx.port}/addons/${objectKey}`;
   await _sh(`curl -sSf -o /dev/null -T ${_q(storeFile)} ${_q(url)}`);
-
-  const target = platformString(hostPlatform());
-  const version = `1.0.${mib}`;
-  const signature = await signStatement(p.key.secret, {
-    addon_id: "bench",
-    version,
-    target,
-    sha256,
-  });
+  const version = `1.0.0-${name}`;
   const assignment = {
     addon_id: "bench",
     version,
@@ -134,20 +151,74 @@ async function _benchSize(p: {
     binary_path: "/usr/lib/bench/bench",
     artifact_object_key: objectKey,
     artifact_sha256: sha256,
-    artifact_signature: signature,
+    artifact_signature: await signStatement(ctx.key.secret, {
+      addon_id: "bench",
+      version,
+      target: platformString(hostPlatform()),
+      sha256,
+    }),
   };
   const common = {
-    trust: { public_keys: [p.key.publicBase64], require_signature: true },
-    limits: { max_artifact_bytes: mib * MIB + MIB },
+    trust: { public_keys: [ctx.key.publicBase64], require_signature: true },
+    limits: { max_artifact_bytes: bytes + MIB },
   };
   const s3Store = {
     kind: "s3",
     bucket: "addons",
     region: "us-east-1",
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `http://127.0.0.1:${ctx.port}`,
     force_path_style: true,
   };
+  let n = 0;
+  const runDir = async (): Promise<string> => {
+    const d = `${ctx.dir}/run-${name}-${n++}`;
+    await Deno.mkdir(d, { mode: 0o755 });
+    await Deno.chmod(d, 0o755);
+    return d;
+  };
+  return {
+    objectKey,
+    storeFile,
+    url,
+    sha256,
+    runDir,
+    sync: async (storeCfg = s3Store) => {
+      const d = await runDir();
+      try {
+        const cfg = await writeConfig(d, { object_store: storeCfg, ...common });
+        await writeAssignments(d, [assignment], "bench");
+        await _settle();
+        return await _runSync(cfg, ctx.haveTime);
+      } finally {
+        await Deno.remove(d, { recursive: true });
+      }
+    },
+    remove: async () => {
+      await Deno.remove(storeFile);
+      await Deno.remove(`${ctx.dir}/s3data/addons/bench/${name}`, { recursive: true }).catch(
+        () => {},
+      );
+    },
+  };
+}
 
+async function _benchFixed(ctx: _Ctx): Promise<_FixedResult> {
+  const a = await _publish(ctx, "1KiB", 1024);
+  const r: _FixedResult = { s3Sync: [], fsSync: [], s3RssKiB: [], fsRssKiB: [] };
+  for (let round = 0; round < ctx.rounds; round++) {
+    const s3 = await a.sync();
+    r.s3Sync.push(s3.ms);
+    if (s3.rssKiB !== null) r.s3RssKiB.push(s3.rssKiB);
+    const fs = await a.sync({ kind: "filesystem", root: `${ctx.dir}/store` });
+    r.fsSync.push(fs.ms);
+    if (fs.rssKiB !== null) r.fsRssKiB.push(fs.rssKiB);
+  }
+  await a.remove();
+  return r;
+}
+
+async function _benchSize(ctx: _Ctx, mib: number): Promise<_SizeResult> {
+  const a = await _publish(ctx, `${mib}MiB`, mib * MIB);
   const r: _SizeResult = {
     mib,
     s3Sync: [],
@@ -160,42 +231,23 @@ async function _benchSize(p: {
     s3RssKiB: [],
     fsRssKiB: [],
   };
-  let n = 0;
-  const runDir = async (): Promise<string> => {
-    const d = `${dir}/run-${mib}-${n++}`;
-    await Deno.mkdir(d, { mode: 0o755 });
-    await Deno.chmod(d, 0o755);
-    return d;
-  };
-  const sync = async (storeCfg: Record<string, unknown>): Promise<_Run> => {
-    const d = await runDir();
-    try {
-      const cfg = await writeConfig(d, { object_store: storeCfg, ...common });
-      await writeAssignments(d, [assignment], "bench");
-      await _settle();
-      return await _runSync(cfg, p.haveTime);
-    } finally {
-      await Deno.remove(d, { recursive: true });
-    }
-  };
-
-  for (let round = 0; round < p.rounds; round++) {
+  for (let round = 0; round < ctx.rounds; round++) {
     // 1. sync from S3
-    const s3Run = await sync(s3Store);
+    const s3Run = await a.sync();
     r.s3Sync.push(s3Run.ms);
     if (s3Run.rssKiB !== null) r.s3RssKiB.push(s3Run.rssKiB);
 
     // 2. the operator: curl | tee FILE | openssl, then sync FILE from a filesystem store
-    const op = await runDir();
+    const op = await a.runDir();
     try {
-      const opFile = `${op}/store/${objectKey}`;
-      await Deno.mkdir(`${op}/store/bench/${mib}`, { recursive: true });
+      const opFile = `${op}/store/${a.objectKey}`;
+      await Deno.mkdir(opFile.slice(0, opFile.lastIndexOf("/")), { recursive: true });
       await _settle();
       const fetch = await _timed(
-        `set -o pipefail; curl -sSf ${_q(url)} | tee ${_q(opFile)} | openssl dgst -sha256`,
+        `set -o pipefail; curl -sSf ${_q(a.url)} | tee ${_q(opFile)} | openssl dgst -sha256`,
       );
-      if (!fetch.out.includes(sha256)) throw new Error(`curl|tee|openssl printed ${fetch.out}`);
-      const opSync = await sync({ kind: "filesystem", root: `${op}/store` });
+      if (!fetch.out.includes(a.sha256)) throw new Error(`curl|tee|openssl printed ${fetch.out}`);
+      const opSync = await a.sync({ kind: "filesystem", root: `${op}/store` });
       r.opFetch.push(fetch.ms);
       r.opSync.push(opSync.ms);
       r.opTotal.push(fetch.ms + opSync.ms);
@@ -205,27 +257,28 @@ async function _benchSize(p: {
 
     // 3. the floor: curl -o /dev/null
     await _settle();
-    r.curl.push((await _timed(`curl -sSf -o /dev/null ${_q(url)}`)).ms);
+    r.curl.push((await _timed(`curl -sSf -o /dev/null ${_q(a.url)}`)).ms);
 
     // 4. sync from the filesystem store
-    const fsRun = await sync({ kind: "filesystem", root: store });
+    const fsRun = await a.sync({ kind: "filesystem", root: `${ctx.dir}/store` });
     r.fsSync.push(fsRun.ms);
     if (fsRun.rssKiB !== null) r.fsRssKiB.push(fsRun.rssKiB);
 
     // 5. cp + openssl dgst
-    const cp = await runDir();
+    const cp = await a.runDir();
     try {
       const copy = `${cp}/artifact`;
       await _settle();
-      const t = await _timed(`cp ${_q(storeFile)} ${_q(copy)} && openssl dgst -sha256 ${_q(copy)}`);
-      if (!t.out.includes(sha256)) throw new Error(`cp+openssl printed ${t.out}`);
+      const t = await _timed(
+        `cp ${_q(a.storeFile)} ${_q(copy)} && openssl dgst -sha256 ${_q(copy)}`,
+      );
+      if (!t.out.includes(a.sha256)) throw new Error(`cp+openssl printed ${t.out}`);
       r.cpHash.push(t.ms);
     } finally {
       await Deno.remove(cp, { recursive: true });
     }
   }
-  await Deno.remove(storeFile);
-  await Deno.remove(`${dir}/s3data/addons/bench/${mib}`, { recursive: true }).catch(() => {});
+  await a.remove();
   return r;
 }
 
@@ -394,7 +447,12 @@ function _verdict(value: number, target: number): string {
   return value <= target ? "✔" : "✘";
 }
 
-function _report(results: _SizeResult[], rounds: number, haveTime: boolean): string[] {
+function _report(
+  fixed: _FixedResult,
+  results: _SizeResult[],
+  rounds: number,
+  haveTime: boolean,
+): string[] {
   const lines = [
     `delivery: s3rver in its own process on 127.0.0.1; best of ${rounds} alternating rounds; peak RSS ${
       haveTime ? "from /usr/bin/time" : "from polling VmHWM"
@@ -403,6 +461,11 @@ function _report(results: _SizeResult[], rounds: number, haveTime: boolean): str
     `  ${"size".padEnd(9)}${"sync s3".padStart(9)}${"curl|tee|openssl + sync file".padStart(32)}${
       "curl -o /dev/null".padStart(19)
     }${"sync fs".padStart(9)}${"cp+openssl".padStart(12)}${"peak RSS s3/fs".padStart(17)}`,
+    `  ${"1 KiB".padEnd(9)}${_secs(_best(fixed.s3Sync)).padStart(9)}${"".padStart(32)}${
+      "".padStart(19)
+    }${_secs(_best(fixed.fsSync)).padStart(9)}${"".padStart(12)}${
+      `${_mib(Math.max(...fixed.s3RssKiB))}/${_mib(Math.max(...fixed.fsRssKiB))} MiB`.padStart(17)
+    }   ← fixed cost of a sync (start, imports, S3 client, stage)`,
   ];
   for (const r of results) {
     const k = r.opTotal.indexOf(_best(r.opTotal));

@@ -620,6 +620,7 @@ class _Slot {
         if (this.running !== running) return;
         const s = this.st;
         s.pid = null;
+        delete s.address;
         s.restarts = running.runner.restarts + 1;
         const why = error ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
         log.warn("add-on exited; restarting", {

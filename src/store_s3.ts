@@ -48,7 +48,7 @@ interface _Response {
   statusCode: number;
   reason?: string;
   headers: Record<string, string>;
-  body: ReadableStream<Uint8Array> | Blob;
+  body: ReadableStream<Uint8Array>;
 }
 
 /** Whether a proxy variable is set (or the environment cannot be read). */
@@ -87,6 +87,10 @@ function _queryString(query: Record<string, string | string[] | null>): string {
   return parts.join("&");
 }
 
+function _emptyStream(): ReadableStream<Uint8Array> {
+  return new ReadableStream({ type: "bytes", start: (c) => c.close() });
+}
+
 /** An SDK request handler on Deno's `fetch`: bodies are byte streams, never decompressed. */
 class _FetchHandler {
   /** Send the signed request; the response body stays a stream. */
@@ -120,7 +124,7 @@ class _FetchHandler {
         statusCode: res.status,
         reason: res.statusText,
         headers: out,
-        body: res.body ?? await res.blob(),
+        body: res.body ?? _emptyStream(),
       },
     };
   }

@@ -551,14 +551,15 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
     const root = `${dir}/root`;
     const config = { targets: ["10.0.0.1", "10.0.0.2"], nested: { deep: true, n: 3 } };
     const body = [
+      // Files first: once the lines below are in the log, these are complete.
+      'cp "$ADDON_CONFIG_FILE" "$ADDON_DATA_DIR/config-seen.json"',
+      'env > "$ADDON_DATA_DIR/env"',
       'echo "id=$ADDON_ID"',
       'echo "version=$ADDON_VERSION"',
       'echo "config_file=$ADDON_CONFIG_FILE"',
       'echo "data_dir=$ADDON_DATA_DIR"',
       'echo "mode=$PROBE_MODE"',
       'echo "to stderr" >&2',
-      'cp "$ADDON_CONFIG_FILE" "$ADDON_DATA_DIR/config-seen.json"',
-      'env > "$ADDON_DATA_DIR/env"',
       `exec "${sleepBin}" 1000`,
     ].join("\n");
     await writeAssignments(dir, [
