@@ -7,24 +7,32 @@
  * @module
  */
 
-/** Count passed and failed test cases in a JUnit XML report. */
-export function summarize(xml: string): { passed: number; failed: number; skipped: number } {
+/** Count passed and failed top-level tests (steps, named `test > step`, are counted apart). */
+export function summarize(
+  xml: string,
+): { passed: number; failed: number; skipped: number; steps: number } {
   let passed = 0;
   let failed = 0;
   let skipped = 0;
-  const re = /<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g;
+  let steps = 0;
+  const re = /<testcase\b([^>]*?)(\/>|>([\s\S]*?)<\/testcase>)/g;
   for (const m of xml.matchAll(re)) {
-    const body = m[2] ?? "";
+    if (/\bname="[^"]* &gt; /.test(m[1] ?? "")) {
+      steps++;
+      continue;
+    }
+    const body = m[3] ?? "";
     if (/<failure\b|<error\b/.test(body)) failed++;
     else if (/<skipped\b/.test(body)) skipped++;
     else passed++;
   }
-  return { passed, failed, skipped };
+  return { passed, failed, skipped, steps };
 }
 
 if (import.meta.main) {
   const path = Deno.args[0] ?? ".test-results/junit.xml";
   const s = summarize(await Deno.readTextFile(path));
+  console.log(`(${s.steps} steps inside these tests)`);
   console.log(`${s.passed} passed, ${s.failed} failed${s.skipped ? `, ${s.skipped} skipped` : ""}`);
   if (s.failed > 0 || s.passed === 0) Deno.exit(1);
 }
