@@ -36,6 +36,18 @@ function _script(version: string): string {
   ].join("\n");
 }
 
+/** A fresh work dir: a temp dir, or (under the agent's permission set) one below the runtime root. */
+async function _workDir(): Promise<string> {
+  try {
+    return await Deno.makeTempDir({ prefix: "addon-agent-dev-" });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable)) throw e;
+  }
+  const dir = `/var/lib/addon-agent/dev-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  return dir;
+}
+
 function _say(text: string): void {
   console.log(`\n==> ${text}`);
 }
@@ -44,7 +56,7 @@ function _say(text: string): void {
 export async function devCommand(opts: { forSeconds?: number }): Promise<number> {
   configureLog({ format: "text" });
   const platform = hostPlatform();
-  const dir = await Deno.makeTempDir({ prefix: "addon-agent-dev-" });
+  const dir = await _workDir();
   await Deno.chmod(dir, 0o755);
   let stopRequested = false;
   let wake: () => void = () => {};
