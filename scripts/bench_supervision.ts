@@ -16,9 +16,8 @@ import { createHash } from "node:crypto";
 import { decodeDocument } from "../src/assignment.ts";
 import { decodeConfig } from "../src/config.ts";
 import { startControlPlane } from "../src/control_plane_server.ts";
-import { Downloads } from "../src/download.ts";
 import { configureLog } from "../src/log.ts";
-import { openObjectStore } from "../src/object_store.ts";
+import { deliveryContext } from "../src/delivery.ts";
 import { hostPlatform } from "../src/platform.ts";
 import { Reconciler } from "../src/reconciler.ts";
 import { openRuntimeRoot } from "../src/runtime_root.ts";
@@ -153,14 +152,7 @@ async function _noopReconcile(dir: string): Promise<string[]> {
   const rec = new Reconciler({
     cfg,
     layout: root,
-    delivery: {
-      layout: root,
-      store: await openObjectStore(cfg.object_store),
-      downloads: new Downloads(),
-      trust: cfg.trust,
-      limits: cfg.limits,
-      platform,
-    },
+    delivery: await deliveryContext(cfg, root, platform),
     platform,
     state,
     runner: { units: new SystemdUnits(`${dir}`, commandSystemctl("true")) },

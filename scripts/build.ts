@@ -26,8 +26,8 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
+import { sha256File } from "../src/sha256_file.ts";
 import { decodeSecretKey, publicKeyOf, signStatement } from "../src/signature.ts";
 import { AGENT_VERSION } from "../src/version.ts";
 
@@ -88,22 +88,6 @@ export interface ReleaseSignatures {
   files: SignedFile[];
 }
 
-async function _sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(1 << 20);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      hash.update(buf.subarray(0, n));
-    }
-  } finally {
-    f.close();
-  }
-  return hash.digest("hex");
-}
-
 /**
  * Write `dir/SHA256SUMS` (`sha256sum` format, sorted by name) over `files`
  * (names in `dir`), and with `releaseKey` (a 32-byte ed25519 seed) sign each
@@ -119,7 +103,7 @@ export async function writeChecksums(
   const digests = new Map<string, string>();
   for (const name of names) {
     if (name.includes("/")) throw new BuildError(`${name}: give file names inside ${dir}`);
-    digests.set(name, await _sha256File(`${dir}/${name}`));
+    digests.set(name, await sha256File(`${dir}/${name}`));
   }
   const sums = names.map((n) => `${digests.get(n)}  ${n}\n`).join("");
   await Deno.writeTextFile(`${dir}/SHA256SUMS`, sums);

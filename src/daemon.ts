@@ -17,10 +17,9 @@
 import { decodeDocument, type Entry } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
 import { DecodeError, type Json } from "./decode.ts";
-import type { DeliveryContext } from "./delivery.ts";
-import { Downloads } from "./download.ts";
+import { type DeliveryContext, deliveryContext } from "./delivery.ts";
 import { log } from "./log.ts";
-import { openObjectStore } from "./object_store.ts";
+import { WakeableSleep } from "./wake_sleep.ts";
 import { applyOverride, OVERRIDE_FILE, readOverride } from "./override.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
@@ -57,7 +56,7 @@ export class Daemon {
   readonly #platform: Platform;
   readonly #started = Date.now();
   #stopping = false;
-  #wake: (() => void) | null = null;
+  readonly #pause = new WakeableSleep();
   #saveTimer: ReturnType<typeof setTimeout> | null = null;
   #reportTimer: ReturnType<typeof setTimeout> | null = null;
   #dirty = false;
@@ -109,14 +108,7 @@ export class Daemon {
     const state = await loadState(root);
     state.agent_id = cfg.agent_id;
     const source = await openSource(cfg, platform);
-    const delivery: DeliveryContext = {
-      layout: root,
-      store: await openObjectStore(cfg.object_store),
-      downloads: new Downloads(),
-      trust: cfg.trust,
-      limits: cfg.limits,
-      platform,
-    };
+    const delivery = await deliveryContext(cfg, root, platform);
     return new Daemon(cfg, root, state, source, delivery, platform, opts);
   }
 
@@ -172,7 +164,7 @@ export class Daemon {
           this.#scheduleReport(0);
         }
         const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
-        await this.#sleep(wait);
+        await this.#pause.sleep(wait);
       }
     } finally {
       clearInterval(tick);
@@ -309,21 +301,10 @@ export class Daemon {
     }
   }
 
-  async #sleep(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.#wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-    this.#wake = null;
-  }
-
   /** Ask the daemon to stop: add-ons get SIGTERM (SIGKILL after 10 s), then `run` returns. */
   stop(): void {
     this.#stopping = true;
-    this.#wake?.();
+    this.#pause.wake();
   }
 
   async #shutdown(): Promise<void> {

@@ -18,7 +18,7 @@
 
 import type { Assignment } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
-import { DownloadError, type Downloads } from "./download.ts";
+import { DownloadError, Downloads } from "./download.ts";
 import {
   assertRealDir,
   ensureRealDir,
@@ -29,7 +29,7 @@ import {
   writeFileAtomic,
 } from "./fs_atomic.ts";
 import { log } from "./log.ts";
-import type { ObjectStore } from "./object_store.ts";
+import { type ObjectStore, openObjectStore } from "./object_store.ts";
 import { type Platform, platformString } from "./platform.ts";
 import type { Layout } from "./runtime_root.ts";
 import { verifyStatement } from "./signature.ts";
@@ -59,6 +59,22 @@ export interface DeliveryContext {
   onProgress?: (addonId: string, bytes: number, total: number) => void;
   /** The delivery moved on to a new phase. */
   onPhase?: (addonId: string, phase: "downloading" | "verifying") => void;
+}
+
+/** Build the delivery context for a configuration (the S3 SDK loads only for an S3 store). */
+export async function deliveryContext(
+  cfg: AgentConfig,
+  layout: Layout,
+  platform: Platform,
+): Promise<DeliveryContext> {
+  return {
+    layout,
+    store: await openObjectStore(cfg.object_store),
+    downloads: new Downloads(),
+    trust: cfg.trust,
+    limits: cfg.limits,
+    platform,
+  };
 }
 
 /** The `artifact.json` of a staged version. */

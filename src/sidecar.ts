@@ -17,6 +17,7 @@
  */
 
 import { log } from "./log.ts";
+import { WakeableSleep } from "./wake_sleep.ts";
 import { type GroupProcess, reapGroup, spawnGroup, stopGroup } from "./process_group.ts";
 
 /** What to launch. */
@@ -85,7 +86,7 @@ export class Sidecar {
   #proc: GroupProcess | null = null;
   #stopping = false;
   #loop: Promise<void> | null = null;
-  #wake: (() => void) | null = null;
+  readonly #pause = new WakeableSleep();
   #backoffMs: number;
   #minBackoffMs = 0;
   /** Number of restarts since `start`. */
@@ -121,21 +122,10 @@ export class Sidecar {
   /** Stop the process group (SIGTERM, SIGKILL after the grace) and stop restarting. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    this.#wake?.();
+    this.#pause.wake();
     const proc = this.#proc;
     if (proc) await stopGroup(proc, this.timing.graceMs);
     await this.#loop;
-  }
-
-  async #sleep(ms: number): Promise<void> {
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.#wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
-    this.#wake = null;
   }
 
   async #run(): Promise<void> {
@@ -168,7 +158,7 @@ export class Sidecar {
       } catch (e) {
         const wait = this.#nextDelay(0);
         this.onEvent({ type: "spawn_failed", error: (e as Error).message, restartInMs: wait });
-        await this.#sleep(wait);
+        await this.#pause.sleep(wait);
         continue;
       }
       this.#proc = proc;
@@ -193,7 +183,7 @@ export class Sidecar {
         uptimeMs,
         restartInMs: wait,
       });
-      await this.#sleep(wait);
+      await this.#pause.sleep(wait);
       if (!this.#stopping) this.restarts++;
     }
     this.onEvent({ type: "stopped" });

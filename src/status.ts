@@ -14,7 +14,7 @@
 
 import { linkedVersion, type StagedArtifact } from "./delivery.ts";
 import type { Layout } from "./runtime_root.ts";
-import type { AddonState, AgentState } from "./state.ts";
+import { type AddonState, type AgentState, emptyAddonState } from "./state.ts";
 
 /** One add-on in the status document. */
 export interface AddonStatus extends Omit<AddonState, "pgid_identity"> {
@@ -73,20 +73,8 @@ export async function buildStatus(layout: Layout, state: AgentState): Promise<St
   const addons: AddonStatus[] = [];
   for (const id of [...ids].sort()) {
     const s = Object.hasOwn(state.addons, id) ? state.addons[id] : undefined;
-    const { pgid_identity: _drop, ...rest } = s ?? {
-      addon_id: id,
-      state: "stopped" as const,
-      message: "not assigned",
-      version: null,
-      desired_version: null,
-      supervision: null,
-      pid: null,
-      pgid: null,
-      pgid_identity: null,
-      restarts: 0,
-      since: null,
-      failed_versions: [],
-    };
+    const { pgid_identity: _drop, ...rest } = s ??
+      { ...emptyAddonState(id), state: "stopped" as const, message: "not assigned" };
     addons.push({
       ...rest,
       current: await linkedVersion(layout, id, "current"),

@@ -16,7 +16,9 @@ import type { StatusDocument } from "./status.ts";
 
 /** What the endpoint reads from. */
 export interface StatusSource {
+  /** The current status document. */
   status(): Promise<StatusDocument>;
+  /** Seconds since the agent started. */
   readonly uptimeSeconds: number;
 }
 
@@ -24,6 +26,7 @@ export interface StatusSource {
 export interface StatusServer {
   /** The bound port. */
   port: number;
+  /** Stop serving. */
   close(): Promise<void>;
 }
 

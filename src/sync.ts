@@ -15,10 +15,8 @@
 import { type Assignment, decodeDocument, supervisionName } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
 import { DecodeError } from "./decode.ts";
-import { activate, deliver, type DeliveryContext } from "./delivery.ts";
-import { Downloads } from "./download.ts";
+import { activate, deliver, type DeliveryContext, deliveryContext } from "./delivery.ts";
 import { log } from "./log.ts";
-import { openObjectStore } from "./object_store.ts";
 import { applyOverride, OVERRIDE_FILE, readOverride } from "./override.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import type { RuntimeRoot } from "./runtime_root.ts";
@@ -72,14 +70,7 @@ export async function syncOnce(
     if (!(e instanceof DecodeError)) throw e;
     return { config_version: null, document_error: e.message, results: [], ok: false };
   }
-  const ctx: DeliveryContext = {
-    layout: root,
-    store: await openObjectStore(cfg.object_store),
-    downloads: new Downloads(),
-    trust: cfg.trust,
-    limits: cfg.limits,
-    platform,
-  };
+  const ctx = await deliveryContext(cfg, root, platform);
   const results: SyncResult[] = [];
   const work: Assignment[] = [];
   for (const e of doc.entries) {

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { isSafeSegment } from "../assignment.ts";
+import { sha256File } from "../sha256_file.ts";
 import { ARCHES, OSES } from "../platform.ts";
 import { decodeSecretKey, signStatement, verifyStatement, writeKeyPair } from "../signature.ts";
 import { EXIT, UsageError } from "./common.ts";
@@ -17,23 +17,6 @@ export interface StatementFlags {
   os: string;
   arch: string;
   file: string;
-}
-
-/** Stream a file through sha256; returns lowercase hex. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(1 << 20);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      hash.update(buf.subarray(0, n));
-    }
-  } finally {
-    f.close();
-  }
-  return hash.digest("hex");
 }
 
 function _checkStatement(f: StatementFlags): void {
