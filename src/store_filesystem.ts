@@ -8,7 +8,7 @@
  * (`getReader({ mode: "byob" })`, as the download does) gets the file read
  * straight into it; iterating it yields fresh 1 MiB chunks.
  *
- * @example
+ * @example Open an object
  * ```ts
  * const store = new FilesystemStore("/srv/artifacts");
  * const obj = await store.open("net-probe/1.4.2/net-probe", 0);

@@ -7,11 +7,12 @@
  * retries and parses them): its body is a byte stream that the download
  * reads straight into its own buffers, several times faster and with far
  * less memory than the SDK's default `node:http` handler under Deno. That
- * handler is kept when a proxy variable (`HTTP_PROXY`, `HTTPS_PROXY`,
- * `ALL_PROXY`) is set, because `fetch` would honour it and the SDK does not,
- * and for keys with `.` path segments, which a URL would collapse.
+ * handler is kept where `fetch` would behave differently: when a proxy
+ * variable (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) is set (`fetch` honours
+ * it, the SDK does not), for an endpoint on a port `fetch` refuses, and for
+ * keys with `.` path segments, which a URL would collapse.
  *
- * @example
+ * @example Open an object
  * ```ts
  * const store = new S3Store({ kind: "s3", bucket: "addons", region: "us-east-1", force_path_style: true, prefix: "" });
  * const obj = await store.open("net-probe/1.4.2/linux-amd64/net-probe", 0);
@@ -65,6 +66,7 @@ function _urlSafeKey(key: string): boolean {
   return !key.split("/").some((s) => s === "." || s === "..");
 }
 
+/** RFC 3986 escaping, as the SDK's signer applies it to query strings. */
 function _escape(s: string): string {
   return encodeURIComponent(s).replace(
     /[!'()*]/g,
@@ -87,6 +89,55 @@ function _queryString(query: Record<string, string | string[] | null>): string {
   return parts.join("&");
 }
 
+/** Node error codes (which the SDK's retry policy knows) for fetch's connection failures. */
+const _ERROR_CODES: [RegExp, string][] = [
+  [/connection refused/i, "ECONNREFUSED"],
+  [/connection reset|connection closed before message completed/i, "ECONNRESET"],
+  [/broken pipe/i, "EPIPE"],
+  [/timed out/i, "ETIMEDOUT"],
+  [/no route to host/i, "EHOSTUNREACH"],
+  [/network is unreachable/i, "ENETUNREACH"],
+  [/temporary failure in name resolution/i, "EAI_AGAIN"],
+  [/dns error|failed to lookup address/i, "ENOTFOUND"],
+];
+
+/**
+ * A failed `fetch` as the SDK's Node handler would have reported it: the
+ * underlying reason (not just "fetch failed") and, where it is one, the Node
+ * error code, so the same failures are retried. Aborts pass through.
+ */
+function _networkError(e: unknown): unknown {
+  if (!(e instanceof TypeError)) return e;
+  let reason = e.message;
+  for (let c = e.cause; c instanceof Error; c = c.cause) reason = c.message;
+  const err: Error & { code?: string } = new Error(reason, { cause: e });
+  const code = _ERROR_CODES.find(([re]) => re.test(reason))?.[1];
+  if (code) err.code = code;
+  return err;
+}
+
+/** Ports `fetch` refuses to connect to (the Fetch standard's "bad ports"). */
+const _BAD_PORTS = new Set(
+  (
+    "1 7 9 11 13 15 17 19 20 21 22 23 25 37 42 43 53 69 77 79 87 95 101 102 103 104 109 110 111 " +
+    "113 115 117 119 123 135 137 139 143 161 179 389 427 465 512 513 514 515 526 530 531 532 540 " +
+    "548 554 556 563 587 601 636 989 990 993 995 1719 1720 1723 2049 3659 4045 4190 5060 5061 " +
+    "6000 6566 6665 6666 6667 6668 6669 6679 6697 10080"
+  ).split(" ").map(Number),
+);
+
+/** Whether `fetch` can reach `endpoint` (none: the AWS default, on 443). */
+function _fetchablePort(endpoint: string | undefined): boolean {
+  if (!endpoint) return true;
+  try {
+    const port = new URL(endpoint).port; // "" for the scheme's default port
+    return port === "" || !_BAD_PORTS.has(Number(port));
+  } catch {
+    return false;
+  }
+}
+
+/** The body of a response that has none. */
 function _emptyStream(): ReadableStream<Uint8Array> {
   return new ReadableStream({ type: "bytes", start: (c) => c.close() });
 }
@@ -111,12 +162,17 @@ class _FetchHandler {
     const hasBody = request.method !== "GET" && request.method !== "HEAD" &&
       request.body != null;
     const signal = options?.abortSignal instanceof AbortSignal ? options.abortSignal : undefined;
-    const res = await fetch(url, {
-      method: request.method,
-      headers,
-      ...(hasBody ? { body: request.body as BodyInit, duplex: "half" } : {}),
-      ...(signal ? { signal } : {}),
-    });
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: request.method,
+        headers,
+        ...(hasBody ? { body: request.body as BodyInit, duplex: "half" } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    } catch (e) {
+      throw _networkError(e);
+    }
     const out: Record<string, string> = {};
     for (const [name, value] of res.headers) out[name] = value;
     return {
@@ -153,14 +209,16 @@ function _release(body: unknown, abort: AbortController): void {
 
 /** Reads objects from one bucket of an S3-compatible store. */
 export class S3Store implements ObjectStore {
-  /** Through `fetch`; null when a proxy is configured. */
+  /** Through `fetch`; null where `fetch` would behave differently (a proxy, a refused port). */
   readonly #fast: S3Client | null;
   /** Through the SDK's default handler, made when first needed. */
   #default: S3Client | null = null;
 
   /** Connect to the bucket described by `cfg`. */
   constructor(readonly cfg: S3Config) {
-    this.#fast = _proxyConfigured() ? null : this.#newClient(new _FetchHandler());
+    this.#fast = _proxyConfigured() || !_fetchablePort(cfg.endpoint)
+      ? null
+      : this.#newClient(new _FetchHandler());
   }
 
   #newClient(requestHandler?: _FetchHandler): S3Client {
