@@ -5,15 +5,26 @@
  */
 
 import { startControlPlane } from "../control_plane_server.ts";
-import { log } from "../log.ts";
-import { EXIT } from "./common.ts";
+import { DecodeError } from "../decode.ts";
+import { EXIT, UsageError } from "./common.ts";
 
 /** Serve `catalog` on `listen` until SIGINT or SIGTERM. */
 export async function controlPlaneCommand(
   opts: { catalog: string; listen: string },
 ): Promise<number> {
-  const cp = await startControlPlane({ catalogPath: opts.catalog, listen: opts.listen });
-  log.info("control plane listening", { url: cp.url, catalog: opts.catalog });
+  let cp;
+  try {
+    cp = await startControlPlane({ catalogPath: opts.catalog, listen: opts.listen });
+  } catch (e) {
+    // A catalog that does not decode or a bad --listen is bad usage: exit 2, naming it.
+    if (e instanceof DecodeError || /^--listen/.test((e as Error).message)) {
+      throw new UsageError((e as Error).message);
+    }
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+      throw new UsageError(`--catalog ${opts.catalog}: cannot read it: ${(e as Error).message}`);
+    }
+    throw e;
+  }
   await new Promise<void>((resolve) => {
     Deno.addSignalListener("SIGINT", resolve);
     Deno.addSignalListener("SIGTERM", resolve);
