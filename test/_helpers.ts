@@ -1,6 +1,7 @@
 /**
  * Shared test fixtures: temp dirs, a real S3 server (s3rver), publishing
- * signed artifacts, agent configs, and running the agent as a subprocess.
+ * signed artifacts, agent configs, running the agent (or any deno script) as
+ * a subprocess, and small file and port helpers.
  *
  * @module
  */
@@ -73,6 +74,22 @@ export const S3_ENV: Record<string, string> = {
   AWS_EC2_METADATA_DISABLED: "true",
 };
 
+/**
+ * `agent.json` keys for the store `s3` (path-style, at its endpoint) and a
+ * trust root of `key` that requires signatures.
+ */
+export function s3SignedStore(s3: S3Fixture, key: KeyPair): Record<string, unknown> {
+  return {
+    object_store: {
+      kind: "s3",
+      bucket: s3.bucket,
+      endpoint: s3.endpoint,
+      force_path_style: true,
+    },
+    trust: { public_keys: [key.publicBase64], require_signature: true },
+  };
+}
+
 /** sha256 hex of bytes. */
 export function sha256Hex(b: Uint8Array | string): string {
   return createHash("sha256").update(b).digest("hex");
@@ -104,6 +121,18 @@ export async function signFor(
 /** Text of a small add-on script that prints its version and sleeps. */
 export function scriptAddon(body = 'echo "up $ADDON_ID $ADDON_VERSION"; exec sleep 300'): string {
   return `#!/bin/sh\n${body}\n`;
+}
+
+/** Write `bytes` to `<dir>/store/<key>` (a filesystem object store), creating its directories. */
+export async function publishFs(
+  dir: string,
+  key: string,
+  bytes: Uint8Array | string,
+): Promise<void> {
+  const path = `${dir}/store/${key}`;
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  if (typeof bytes === "string") await Deno.writeTextFile(path, bytes);
+  else await Deno.writeFile(path, bytes);
 }
 
 /** Write `agent.json` into `dir` with sensible test defaults merged with `extra`. */
@@ -143,20 +172,37 @@ export interface AgentRun {
   stderr: string;
 }
 
-/** Run `addon-agent <args>` as a subprocess with every permission. */
-export async function runAgent(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<AgentRun> {
+/** How {@linkcode runDeno} runs deno: environment, whether only that environment, directory. */
+export interface RunDenoOptions {
+  /** Variables set for the child (over ours, unless `clearEnv`). */
+  env?: Record<string, string>;
+  /** Give the child only `env`. */
+  clearEnv?: boolean;
+  /** Working directory of the child. */
+  cwd?: string;
+}
+
+/** Run `deno <args>` to completion with stdin closed; its exit code and decoded output. */
+export async function runDeno(args: string[], opts: RunDenoOptions = {}): Promise<AgentRun> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN_TS, ...args],
-    env: { ...S3_ENV, ...env },
+    args,
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.clearEnv ? { clearEnv: true } : {}),
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    stdin: "null",
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Run `addon-agent <args>` as a subprocess with every permission. */
+export function runAgent(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<AgentRun> {
+  return runDeno(["run", "-A", "--quiet", MAIN_TS, ...args], { env: { ...S3_ENV, ...env } });
 }
 
 /** Parse the `--json` output of `sync`. */
@@ -190,6 +236,35 @@ export async function listTree(dir: string): Promise<string[]> {
   }
   await walk(dir, "");
   return out.sort();
+}
+
+/** Whether anything (a symlink included) is at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** The non-empty lines of the file at `path`; none when it does not exist (yet). */
+export async function fileLines(path: string): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+/** A port on 127.0.0.1 that nothing listens on (bound, then released). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
 }
 
 /** Bytes of a base64 public key, for building trust roots in configs. */

@@ -13,7 +13,7 @@ import {
   assertRejects,
   assertStringIncludes,
 } from "./_assert.ts";
-import { REPO, runAgent, withTempDir } from "./_helpers.ts";
+import { type AgentRun, freePort, REPO, runAgent, runDeno, withTempDir } from "./_helpers.ts";
 import {
   BuildError,
   type ReleaseSignatures,
@@ -27,28 +27,14 @@ import { AGENT_VERSION } from "../src/version.ts";
 const BUILD = `${REPO}/scripts/build.ts`;
 
 /** Run the build script as `deno task compile` does, with `env` over a copy of ours minus DENORT_BIN. */
-async function _build(args: string[], env: Record<string, string> = {}) {
+function _build(args: string[], env: Record<string, string> = {}): Promise<AgentRun> {
   const base = Deno.env.toObject();
   delete base.DENORT_BIN;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", BUILD, ...args],
+  return runDeno(["run", "-A", BUILD, ...args], {
     env: { ...base, ...env },
     clearEnv: true,
     cwd: REPO,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-/** A loopback port nothing listens on: a proxy there makes every download fail at once. */
-function _closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  });
 }
 
 /** Whether deno has the runtime for `target` cached already (then nothing fails offline). */
@@ -77,7 +63,8 @@ Deno.test("build.ts stops with a clear message when the Deno runtime cannot be o
       name: "no network and no DENORT_BIN: exit 1 naming the target and DENORT_BIN",
       ignore: cached,
       fn: async () => {
-        const proxy = `http://127.0.0.1:${_closedPort()}`;
+        // Nothing listens on the proxy's port: every download fails at once.
+        const proxy = `http://127.0.0.1:${freePort()}`;
         const run = await _build(["--target", target, "--out", `${dir}/dist`], {
           HTTPS_PROXY: proxy,
           HTTP_PROXY: proxy,

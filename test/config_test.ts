@@ -18,6 +18,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "./_assert.ts";
+import { exists } from "./_helpers.ts";
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -65,16 +66,6 @@ async function _withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
     await fn(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function _exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
   }
 }
 
@@ -255,24 +246,19 @@ Deno.test("decodeConfig() names the file and field of a missing required key", a
       _refused(_with({ [key]: undefined }), key, "is required");
     });
   }
-  await t.step("source.url", () => {
-    _refused(_with({ source: { kind: "control_plane" } }), "source.url", "is required");
-  });
-  await t.step("source.kind", () => {
-    _refused(_with({ source: { url: "https://cp" } }), "source.kind", "is required");
-  });
-  await t.step("source.path for a file source", () => {
-    _refused(_with({ source: { kind: "file" } }), "source.path", "is required");
-  });
-  await t.step("object_store.bucket", () => {
-    _refused(_with({ object_store: { kind: "s3" } }), "object_store.bucket", "is required");
-  });
-  await t.step("object_store.root", () => {
-    _refused(_with({ object_store: { kind: "filesystem" } }), "object_store.root", "is required");
-  });
-  await t.step("status.listen", () => {
-    _refused(_with({ status: {} }), "status.listen", "is required");
-  });
+  const nested: [string, _Obj, string][] = [
+    ["source.url", _with({ source: { kind: "control_plane" } }), "source.url"],
+    ["source.kind", _with({ source: { url: "https://cp" } }), "source.kind"],
+    ["source.path for a file source", _with({ source: { kind: "file" } }), "source.path"],
+    ["object_store.bucket", _with({ object_store: { kind: "s3" } }), "object_store.bucket"],
+    ["object_store.root", _with({ object_store: { kind: "filesystem" } }), "object_store.root"],
+    ["status.listen", _with({ status: {} }), "status.listen"],
+  ];
+  for (const [name, value, path] of nested) {
+    await t.step(name, () => {
+      _refused(value, path, "is required");
+    });
+  }
   await t.step("a value that is not an object", () => {
     const e = assertThrows(() => decodeConfig([], FILE), DecodeError);
     assertStringIncludes(e.message, FILE);
@@ -312,64 +298,62 @@ Deno.test("decodeConfig() refuses unknown keys, naming their path", async (t) =>
 });
 
 Deno.test("decodeConfig() refuses wrong types, naming the path and the type", async (t) => {
-  await t.step('"poll_interval_s": "30"', () => {
-    _refused(
+  const cases: [string, _Obj, string, string][] = [
+    [
+      '"poll_interval_s": "30"',
       _with({ source: { kind: "control_plane", url: "https://cp", poll_interval_s: "30" } }),
       "source.poll_interval_s",
       "must be a number",
-    );
-  });
-  await t.step("limits.max_artifact_bytes as a string", () => {
-    _refused(
+    ],
+    [
+      "limits.max_artifact_bytes as a string",
       _with({ limits: { max_artifact_bytes: "1024" } }),
       "limits.max_artifact_bytes",
       "must be a number",
-    );
-  });
-  await t.step("limits.keep_versions as a string", () => {
-    _refused(_with({ limits: { keep_versions: "3" } }), "limits.keep_versions", "must be a number");
-  });
-  await t.step("agent_id as a number", () => {
-    _refused(_with({ agent_id: 7 }), "agent_id", "must be a string");
-  });
-  await t.step("trust.require_signature as a string", () => {
-    _refused(
+    ],
+    [
+      "limits.keep_versions as a string",
+      _with({ limits: { keep_versions: "3" } }),
+      "limits.keep_versions",
+      "must be a number",
+    ],
+    ["agent_id as a number", _with({ agent_id: 7 }), "agent_id", "must be a string"],
+    [
+      "trust.require_signature as a string",
       _with({ trust: { require_signature: "yes" } }),
       "trust.require_signature",
       "must be true or false",
-    );
-  });
-  await t.step("trust.public_keys as a string", () => {
-    _refused(_with({ trust: { public_keys: KEY_A } }), "trust.public_keys", "must be an array");
-  });
-  await t.step("limits as an array", () => {
-    _refused(_with({ limits: [] }), "limits", "must be an object");
-  });
-  await t.step("source as a string", () => {
-    _refused(_with({ source: "https://cp" }), "source", "must be an object");
-  });
-  await t.step("an unknown source.kind", () => {
-    _refused(
+    ],
+    [
+      "trust.public_keys as a string",
+      _with({ trust: { public_keys: KEY_A } }),
+      "trust.public_keys",
+      "must be an array",
+    ],
+    ["limits as an array", _with({ limits: [] }), "limits", "must be an object"],
+    ["source as a string", _with({ source: "https://cp" }), "source", "must be an object"],
+    [
+      "an unknown source.kind",
       _with({ source: { kind: "kafka", url: "https://cp" } }),
       "source.kind",
       "must be one of",
-    );
-  });
-  await t.step("a relative runtime_root", () => {
-    _refused(_with({ runtime_root: "var/lib/x" }), "runtime_root", "absolute");
-  });
+    ],
+    ["a relative runtime_root", _with({ runtime_root: "var/lib/x" }), "runtime_root", "absolute"],
+  ];
+  for (const [name, value, path, reason] of cases) {
+    await t.step(name, () => {
+      _refused(value, path, reason);
+    });
+  }
 });
 
 Deno.test("decodeConfig() enforces limits.keep_versions >= 2", async (t) => {
-  await t.step("1 is refused", () => {
-    _refused(_with({ limits: { keep_versions: 1 } }), "limits.keep_versions", "at least 2");
-  });
-  await t.step("0 is refused", () => {
-    _refused(_with({ limits: { keep_versions: 0 } }), "limits.keep_versions", "at least 2");
-  });
-  await t.step("2.5 is refused", () => {
-    _refused(_with({ limits: { keep_versions: 2.5 } }), "limits.keep_versions", "whole number");
-  });
+  const refused: [number, string][] = [[1, "at least 2"], [0, "at least 2"], [2.5, "whole number"]];
+  for (const [keep_versions, reason] of refused) {
+    await t.step(`${keep_versions} is refused`, () => {
+      _refused(_with({ limits: { keep_versions } }), "limits.keep_versions", reason);
+    });
+  }
   await t.step("2 is accepted", () => {
     assertEquals(
       decodeConfig(_with({ limits: { keep_versions: 2 } }), FILE).limits.keep_versions,
@@ -534,7 +518,7 @@ Deno.test("checkRuntimeRootOwnership() refuses unsafe runtime roots", async (t) 
         const e = await assertRejects(() => checkRuntimeRootOwnership(root), RuntimeRootError);
         assertStringIncludes(e.message, "owned by uid 65534");
         await assertRejects(() => openRuntimeRoot(root), RuntimeRootError, "owned by");
-        assert(!(await _exists(`${root}/agent.lock`)), "no lock taken in a refused root");
+        assert(!(await exists(`${root}/agent.lock`)), "no lock taken in a refused root");
       } finally {
         await Deno.chown(root, 0, 0);
       }

@@ -15,145 +15,23 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
+import { markedProcesses, pidAlive, readAgentState, sleep, waitFor } from "./_agent_process.ts";
 import {
-  type AgentProcess,
-  killMarked,
-  markedProcesses,
-  pidAlive,
-  readAgentState,
-  sleep,
-  startAgent,
-  waitFor,
-} from "./_agent_process.ts";
-import { scriptAddon, sha256Hex, withTempDir, writeAssignments, writeConfig } from "./_helpers.ts";
-import type { AddonState, AgentState } from "../src/state.ts";
+  daemonConfig,
+  entry,
+  sleepLink,
+  VERSION,
+  waitAddon,
+  waitState,
+  withAgent,
+} from "./_daemon_fixtures.ts";
+import { exists, fileLines, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
 import type { StatusDocument } from "../src/status.ts";
 
 // ---------------------------------------------------------------------------
 // helpers
 
-const VERSION = "1.0.0";
 const decoder = new TextDecoder();
-
-/** Make `<dir>/bin/sleep` (a symlink to sleep) so long sleeps carry `dir` in their cmdline. */
-async function _sleepLink(dir: string): Promise<string> {
-  await Deno.mkdir(`${dir}/bin`, { recursive: true });
-  const target = await Deno.realPath("/bin/sleep");
-  await Deno.symlink(target, `${dir}/bin/sleep`);
-  return `${dir}/bin/sleep`;
-}
-
-/** Publish `bytes` into the filesystem store; returns the artifact reference fields. */
-async function _publish(
-  dir: string,
-  id: string,
-  version: string,
-  bytes: string | Uint8Array,
-): Promise<{ artifact_object_key: string; artifact_sha256: string }> {
-  const key = `${id}/${version}/${id}`;
-  await Deno.mkdir(`${dir}/store/${id}/${version}`, { recursive: true });
-  if (typeof bytes === "string") await Deno.writeTextFile(`${dir}/store/${key}`, bytes);
-  else await Deno.writeFile(`${dir}/store/${key}`, bytes);
-  return { artifact_object_key: key, artifact_sha256: sha256Hex(bytes) };
-}
-
-/** An entry supervised as `supervision` whose artifact is `bytes` (a script body when a string). */
-async function _entry(
-  dir: string,
-  id: string,
-  supervision: string,
-  bytes: string | Uint8Array,
-  extra: Record<string, unknown> = {},
-): Promise<Record<string, unknown>> {
-  return {
-    addon_id: id,
-    version: VERSION,
-    delivery: "pushed_artifact",
-    supervision,
-    ...(await _publish(dir, id, VERSION, typeof bytes === "string" ? scriptAddon(bytes) : bytes)),
-    ...extra,
-  };
-}
-
-/** `agent.json` with a file source polled every 0.5 s and a filesystem store. */
-function _config(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
-  return writeConfig(dir, {
-    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 0.5 },
-    object_store: { kind: "filesystem", root: `${dir}/store` },
-    ...extra,
-  });
-}
-
-/**
- * Start the agent, run `body`, and always stop it (SIGTERM) and kill
- * whatever of the test is still alive. When `body` succeeded, the agent must
- * have exited 0 and no process carrying `dir` may have survived.
- */
-async function _withAgent(
-  dir: string,
-  cfgPath: string,
-  body: (agent: AgentProcess) => Promise<void>,
-  env: Record<string, string> = {},
-): Promise<void> {
-  const agent = startAgent(cfgPath, env);
-  let ok = false;
-  try {
-    await body(agent);
-    ok = true;
-  } finally {
-    let code: number | Error;
-    try {
-      code = await agent.stop();
-    } catch (e) {
-      code = e as Error;
-    }
-    const left = await killMarked(dir);
-    if (ok) {
-      assertEquals(code, 0, `agent exit code; log:\n${agent.tail()}`);
-      assertEquals(left, [], "processes of the test that outlived the agent");
-    }
-  }
-}
-
-/** Wait until `pred` holds for add-on `id` in `state.json`; returns that add-on's state. */
-function _waitAddon(
-  root: string,
-  agent: AgentProcess,
-  id: string,
-  what: string,
-  pred: (a: AddonState, s: AgentState) => boolean,
-  timeoutMs = 20_000,
-): Promise<AddonState> {
-  return waitFor(async () => {
-    agent.assertAlive();
-    const s = await readAgentState(root);
-    const a = s?.addons[id];
-    return a && s && pred(a, s) ? a : null;
-  }, {
-    timeoutMs,
-    what: `${id}: ${what}`,
-    context: () => agent.tail(),
-  });
-}
-
-async function _lines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "");
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
-async function _exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
 
 /** Run a command; its exit code and stdout+stderr. */
 async function _cmd(cmd: string, args: string[]): Promise<{ code: number; output: string }> {
@@ -170,9 +48,9 @@ async function _cmd(cmd: string, args: string[]): Promise<{ code: number; output
 
 Deno.test("run kills an overrunning helper with its group and runs a completed one once", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
-    const overrun = await _entry(
+    const overrun = await entry(
       dir,
       "overrun",
       "ephemeral_helper",
@@ -184,7 +62,7 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
       ].join("\n"),
       { timeout_s: 1 },
     );
-    const once = await _entry(
+    const once = await entry(
       dir,
       "once",
       "ephemeral_helper",
@@ -192,16 +70,16 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
       { config: { mode: "setup" } },
     );
     await writeAssignments(dir, [overrun, once]);
-    const cfg = await _config(dir);
+    const cfg = await daemonConfig(dir);
     let completedMessage = "";
 
-    await _withAgent(dir, cfg, async (agent) => {
+    await withAgent(dir, cfg, async (agent) => {
       await t.step("a helper that overruns its timeout fails and its group is killed", async () => {
-        const s = await _waitAddon(root, agent, "overrun", "failed", (a) => a.state === "failed");
+        const s = await waitState(root, agent, "overrun", "failed");
         assertStringIncludes(s.message, "timed out");
         assertStringIncludes(s.message, "working", "the message carries the output's tail");
         assertEquals([s.pid, s.pgid], [null, null]);
-        const gcs = (await _lines(`${root}/addons/overrun/data/grandchildren`)).map(Number);
+        const gcs = (await fileLines(`${root}/addons/overrun/data/grandchildren`)).map(Number);
         assertEquals(gcs.length, 1, "grandchildren recorded");
         assert(!pidAlive(gcs[0]!), `the helper's grandchild ${gcs[0]} is alive`);
         assertEquals(
@@ -212,26 +90,20 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
       });
 
       await t.step("a helper that exits 0 is completed", async () => {
-        const s = await _waitAddon(
-          root,
-          agent,
-          "once",
-          "completed",
-          (a) => a.state === "completed",
-        );
+        const s = await waitState(root, agent, "once", "completed");
         assertEquals(s.exit_code, 0);
         assertStringIncludes(s.message, "all done");
         completedMessage = s.message;
         await sleep(1_500); // more polls: it is not run again
-        assertEquals(await _lines(`${root}/addons/once/data/runs`), ["run"]);
+        assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"]);
       });
     });
 
-    await _withAgent(dir, cfg, async (agent) => {
+    await withAgent(dir, cfg, async (agent) => {
       await t.step(
         "after an agent restart with the same version and config it is not run again",
         async () => {
-          const s = await _waitAddon(
+          const s = await waitAddon(
             root,
             agent,
             "once",
@@ -240,7 +112,7 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
           );
           assertEquals(s.exit_code, 0);
           await sleep(1_500);
-          assertEquals(await _lines(`${root}/addons/once/data/runs`), ["run"], "runs");
+          assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"], "runs");
         },
       );
     });
@@ -249,10 +121,10 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
 
 Deno.test("run marks a go-plugin add-on running on its handshake and serves the status endpoint", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     await writeAssignments(dir, [
-      await _entry(
+      await entry(
         dir,
         "plugin",
         "agent_sidecar",
@@ -260,13 +132,13 @@ Deno.test("run marks a go-plugin add-on running on its handshake and serves the 
       ),
       // Up for half a second only: it can be `running` through its handshake alone,
       // never through the 2 s uptime rule.
-      await _entry(
+      await entry(
         dir,
         "brief-plugin",
         "agent_sidecar",
         `echo "1|1|tcp|127.0.0.1:4322|grpc"\n"${sleepBin}" 0.5\nexit 1`,
       ),
-      await _entry(dir, "plain", "agent_sidecar", `exec "${sleepBin}" 1000`),
+      await entry(dir, "plain", "agent_sidecar", `exec "${sleepBin}" 1000`),
       {
         addon_id: "pkg-missing",
         version: VERSION,
@@ -274,7 +146,7 @@ Deno.test("run marks a go-plugin add-on running on its handshake and serves the 
         supervision: "agent_sidecar",
         binary_path: `${dir}/not-installed/pkg-missing`,
       },
-      await _entry(dir, "exotic", "docker_container", "exit 0"),
+      await entry(dir, "exotic", "docker_container", "exit 0"),
       {
         addon_id: "toggle",
         version: VERSION,
@@ -282,11 +154,11 @@ Deno.test("run marks a go-plugin add-on running on its handshake and serves the 
         config: { feature_x: true },
       },
     ]);
-    const cfg = await _config(dir, { status: { listen: "127.0.0.1:0" } });
+    const cfg = await daemonConfig(dir, { status: { listen: "127.0.0.1:0" } });
 
-    await _withAgent(dir, cfg, async (agent) => {
+    await withAgent(dir, cfg, async (agent) => {
       await t.step("a handshake line makes it running with its address", async () => {
-        const s = await _waitAddon(
+        const s = await waitAddon(
           root,
           agent,
           "plugin",
@@ -309,30 +181,18 @@ Deno.test("run marks a go-plugin add-on running on its handshake and serves the 
       });
 
       await t.step("os_package with a missing binary_path is failed with that reason", async () => {
-        const s = await _waitAddon(
-          root,
-          agent,
-          "pkg-missing",
-          "failed",
-          (a) => a.state === "failed",
-        );
+        const s = await waitState(root, agent, "pkg-missing", "failed");
         assertStringIncludes(s.message, `${dir}/not-installed/pkg-missing does not exist`);
         assertEquals(s.pid, null);
       });
 
       await t.step("an unknown supervision is unsupported while the others run", async () => {
-        const s = await _waitAddon(
-          root,
-          agent,
-          "exotic",
-          "unsupported",
-          (a) => a.state === "unsupported",
-        );
+        const s = await waitState(root, agent, "exotic", "unsupported");
         assertStringIncludes(s.message, "docker_container");
         assertEquals(s.pid, null);
-        const p = await _waitAddon(root, agent, "plain", "running", (a) => a.state === "running");
+        const p = await waitState(root, agent, "plain", "running");
         assert(p.pid !== null && pidAlive(p.pid), "plain runs");
-        const tg = await _waitAddon(root, agent, "toggle", "running", (a) => a.state === "running");
+        const tg = await waitState(root, agent, "toggle", "running");
         assertEquals(tg.toggles, { feature_x: true });
       });
 
@@ -411,25 +271,25 @@ Deno.test("run writes systemd units that verify and drives systemctl to enable a
     await Deno.chmod(`${dir}/fakebin/systemctl`, 0o755);
     const env = { PATH: `${dir}/fakebin:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}` };
 
-    const svc = await _entry(dir, "svc", "systemd_service", "exec sleep 1000", {
+    const svc = await entry(dir, "svc", "systemd_service", "exec sleep 1000", {
       args: ["--port", "8080"],
       env: { MODE: "fast" },
     });
-    const tmr = await _entry(dir, "tmr", "systemd_timer", "echo tick", { schedule: "*:0/5" });
+    const tmr = await entry(dir, "tmr", "systemd_timer", "echo tick", { schedule: "*:0/5" });
     await writeAssignments(dir, [svc, tmr], "v1");
-    const cfg = await _config(dir, { systemd: { unit_dir: unitDir } });
-    const calls = () => _lines(callLog);
+    const cfg = await daemonConfig(dir, { systemd: { unit_dir: unitDir } });
+    const calls = () => fileLines(callLog);
     const files = {
       svc: `${unitDir}/addon-agent-svc.service`,
       tmrService: `${unitDir}/addon-agent-tmr.service`,
       tmrTimer: `${unitDir}/addon-agent-tmr.timer`,
     };
 
-    await _withAgent(dir, cfg, async (agent) => {
+    await withAgent(dir, cfg, async (agent) => {
       await t.step("the unit files are written and pass systemd-analyze verify", async () => {
-        await _waitAddon(root, agent, "svc", "running", (a) => a.state === "running");
-        await _waitAddon(root, agent, "tmr", "running", (a) => a.state === "running");
-        for (const f of Object.values(files)) assert(await _exists(f), `${f} exists`);
+        await waitState(root, agent, "svc", "running");
+        await waitState(root, agent, "tmr", "running");
+        for (const f of Object.values(files)) assert(await exists(f), `${f} exists`);
         assertEquals(
           [...Deno.readDirSync(unitDir)].map((e) => e.name).sort(),
           ["addon-agent-svc.service", "addon-agent-tmr.service", "addon-agent-tmr.timer"],
@@ -480,27 +340,42 @@ Deno.test("run writes systemd units that verify and drives systemctl to enable a
         );
       });
 
+      /**
+       * Assign `addons` as `version`, wait until `gone()` (the unit files are
+       * deleted) and `n` more systemctl calls, and, 1 s later (no further
+       * calls), return the calls made since the assignment.
+       */
+      const removal = async (
+        addons: Record<string, unknown>[],
+        version: string,
+        what: string,
+        gone: () => Promise<boolean> | boolean,
+        n: number,
+      ): Promise<string[]> => {
+        const before = (await calls()).length;
+        await writeAssignments(dir, addons, version);
+        await waitFor(gone, { timeoutMs: 10_000, what, context: () => agent.tail() });
+        await waitFor(async () => (await calls()).length >= before + n, {
+          timeoutMs: 5_000,
+          what: "systemctl calls for the removal",
+        });
+        await sleep(1_000);
+        return (await calls()).slice(before);
+      };
+
       await t.step(
         "removing the service: disable --now, files deleted, daemon-reload",
         async () => {
-          const before = (await calls()).length;
-          await writeAssignments(dir, [tmr], "v2");
-          await waitFor(async () => !(await _exists(files.svc)), {
-            timeoutMs: 10_000,
-            what: "the svc unit file to be deleted",
-            context: () => agent.tail(),
-          });
-          await waitFor(async () => (await calls()).length >= before + 2, {
-            timeoutMs: 5_000,
-            what: "systemctl calls for the removal",
-          });
-          await sleep(1_000); // no further calls
-          assertEquals(
-            (await calls()).slice(before),
-            ["disable --now addon-agent-svc.service", "daemon-reload"],
+          const made = await removal(
+            [tmr],
+            "v2",
+            "the svc unit file to be deleted",
+            async () => !(await exists(files.svc)),
+            2,
           );
+          assertEquals(made, ["disable --now addon-agent-svc.service", "daemon-reload"]);
           assert(
-            await _exists(files.tmrTimer) && await _exists(files.tmrService),
+            await exists(files.tmrTimer) && await exists(files.tmrService),
             "tmr's units stay",
           );
           const s = await readAgentState(root);
@@ -511,19 +386,14 @@ Deno.test("run writes systemd units that verify and drives systemctl to enable a
       await t.step(
         "removing the timer: disable --now timer and service, files deleted",
         async () => {
-          const before = (await calls()).length;
-          await writeAssignments(dir, [], "v3");
-          await waitFor(() => [...Deno.readDirSync(unitDir)].length === 0, {
-            timeoutMs: 10_000,
-            what: "the tmr unit files to be deleted",
-            context: () => agent.tail(),
-          });
-          await waitFor(async () => (await calls()).length >= before + 3, {
-            timeoutMs: 5_000,
-            what: "systemctl calls for the removal",
-          });
-          await sleep(1_000);
-          assertEquals((await calls()).slice(before), [
+          const made = await removal(
+            [],
+            "v3",
+            "the tmr unit files to be deleted",
+            () => [...Deno.readDirSync(unitDir)].length === 0,
+            3,
+          );
+          assertEquals(made, [
             "disable --now addon-agent-tmr.timer",
             "disable --now addon-agent-tmr.service",
             "daemon-reload",
@@ -539,15 +409,15 @@ Deno.test("run applies file capabilities with setcap to a staged executable", as
     const root = `${dir}/root`;
     const sleepBytes = await Deno.readFile(await Deno.realPath("/bin/sleep"));
     await writeAssignments(dir, [
-      await _entry(dir, "pinger", "agent_sidecar", sleepBytes, {
+      await entry(dir, "pinger", "agent_sidecar", sleepBytes, {
         args: ["1000"],
         capabilities: ["CAP_NET_RAW"],
       }),
     ]);
-    const cfg = await _config(dir);
-    await _withAgent(dir, cfg, async (agent) => {
+    const cfg = await daemonConfig(dir);
+    await withAgent(dir, cfg, async (agent) => {
       const staged = `${root}/addons/pinger/versions/${VERSION}/pinger`;
-      const s = await _waitAddon(root, agent, "pinger", "running", (a) => a.state === "running");
+      const s = await waitState(root, agent, "pinger", "running");
 
       await t.step("getcap shows cap_net_raw=ep on the staged binary", async () => {
         const r = await _cmd("getcap", [staged]);

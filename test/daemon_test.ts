@@ -20,7 +20,6 @@ import {
   assertStringIncludes,
 } from "./_assert.ts";
 import {
-  type AgentProcess,
   killMarked,
   markedProcesses,
   newMarker,
@@ -30,139 +29,24 @@ import {
   startAgent,
   waitFor,
 } from "./_agent_process.ts";
-import { scriptAddon, sha256Hex, withTempDir, writeAssignments, writeConfig } from "./_helpers.ts";
-import type { AddonState, AgentState } from "../src/state.ts";
+import {
+  daemonConfig,
+  sidecar,
+  sleepLink,
+  VERSION,
+  waitAddon,
+  waitState,
+  withAgent,
+} from "./_daemon_fixtures.ts";
+import { fileLines, withTempDir, writeAssignments } from "./_helpers.ts";
+import type { AddonState } from "../src/state.ts";
 
 // ---------------------------------------------------------------------------
 // helpers
 
-const VERSION = "1.0.0";
-
-/** Make `<dir>/bin/sleep` (a symlink to sleep) so long sleeps carry `dir` in their cmdline. */
-async function _sleepLink(dir: string): Promise<string> {
-  await Deno.mkdir(`${dir}/bin`, { recursive: true });
-  const target = await Deno.realPath("/bin/sleep");
-  await Deno.symlink(target, `${dir}/bin/sleep`);
-  return `${dir}/bin/sleep`;
-}
-
-/** Publish `bytes` into the filesystem store; returns the artifact reference fields. */
-async function _publish(
-  dir: string,
-  id: string,
-  version: string,
-  bytes: string | Uint8Array,
-): Promise<{ artifact_object_key: string; artifact_sha256: string }> {
-  const key = `${id}/${version}/${id}`;
-  await Deno.mkdir(`${dir}/store/${id}/${version}`, { recursive: true });
-  if (typeof bytes === "string") await Deno.writeTextFile(`${dir}/store/${key}`, bytes);
-  else await Deno.writeFile(`${dir}/store/${key}`, bytes);
-  return { artifact_object_key: key, artifact_sha256: sha256Hex(bytes) };
-}
-
-/** An `agent_sidecar` entry whose artifact is the shell script `body` (published at once). */
-async function _sidecar(
-  dir: string,
-  id: string,
-  body: string,
-  extra: Record<string, unknown> = {},
-): Promise<Record<string, unknown>> {
-  const version = (extra.version as string | undefined) ?? VERSION;
-  return {
-    addon_id: id,
-    version,
-    delivery: "pushed_artifact",
-    supervision: "agent_sidecar",
-    ...(await _publish(dir, id, version, scriptAddon(body))),
-    ...extra,
-  };
-}
-
-/** `agent.json` with a file source polled every 0.5 s and a filesystem store. */
-function _config(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
-  return writeConfig(dir, {
-    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 0.5 },
-    object_store: { kind: "filesystem", root: `${dir}/store` },
-    ...extra,
-  });
-}
-
-/**
- * Start the agent, run `body`, and always stop it (SIGTERM) and kill
- * whatever of the test is still alive. When `body` succeeded, the agent must
- * have exited 0 and no process carrying `dir` may have survived.
- */
-async function _withAgent(
-  dir: string,
-  cfgPath: string,
-  body: (agent: AgentProcess) => Promise<void>,
-  env: Record<string, string> = {},
-): Promise<void> {
-  const agent = startAgent(cfgPath, env);
-  let ok = false;
-  try {
-    await body(agent);
-    ok = true;
-  } finally {
-    let code: number | Error;
-    try {
-      code = await agent.stop();
-    } catch (e) {
-      code = e as Error;
-    }
-    const left = await killMarked(dir);
-    if (ok) {
-      assertEquals(code, 0, `agent exit code; log:\n${agent.tail()}`);
-      assertEquals(left, [], "processes of the test that outlived the agent");
-    }
-  }
-}
-
-/** Wait until `pred` holds for add-on `id` in `state.json`; returns that add-on's state. */
-function _waitAddon(
-  root: string,
-  agent: AgentProcess,
-  id: string,
-  what: string,
-  pred: (a: AddonState, s: AgentState) => boolean,
-  timeoutMs = 20_000,
-): Promise<AddonState> {
-  return waitFor(async () => {
-    agent.assertAlive();
-    const s = await readAgentState(root);
-    const a = s?.addons[id];
-    return a && s && pred(a, s) ? a : null;
-  }, {
-    timeoutMs,
-    what: `${id}: ${what}`,
-    context: () => agent.tail(),
-  });
-}
-
 /** `state === "running"` with a pid. */
 function _running(a: AddonState): boolean {
   return a.state === "running" && a.pid !== null;
-}
-
-async function _lines(path: string): Promise<string[]> {
-  try {
-    return (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "");
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
-
-/** `/proc/<pid>/stat` state letter and ppid, or null when there is no such process. */
-function _procState(pid: number): { state: string; ppid: number } | null {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  } catch {
-    return null;
-  }
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { state: f[0] ?? "", ppid: Number(f[1]) };
 }
 
 // ---------------------------------------------------------------------------
@@ -170,24 +54,24 @@ function _procState(pid: number): { state: string; ppid: number } | null {
 
 Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const data = (id: string) => `${root}/addons/${id}/data`;
     // Crashes at once, noting when it started.
-    const crasher = await _sidecar(
+    const crasher = await sidecar(
       dir,
       "crasher",
       'date +%s.%N >> "$ADDON_DATA_DIR/starts"\nexit 1',
     );
     // Exits 0 at once: a clean exit is restarted too, but never in a hot loop.
-    const quitter = await _sidecar(
+    const quitter = await sidecar(
       dir,
       "quitter",
       'echo start >> "$ADDON_DATA_DIR/starts"\nexit 0',
     );
     // Leaves a grandchild behind and crashes; each start records what became of the
     // grandchild of the start before (so the check happens exactly at the restart).
-    const orphaner = await _sidecar(
+    const orphaner = await sidecar(
       dir,
       "orphaner",
       [
@@ -204,18 +88,18 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
       ].join("\n"),
     );
     await writeAssignments(dir, [crasher, quitter, orphaner]);
-    const cfg = await _config(dir);
+    const cfg = await daemonConfig(dir);
 
-    await _withAgent(dir, cfg, async (agent) => {
+    await withAgent(dir, cfg, async (agent) => {
       await t.step("an add-on that exits at once lands in backoff, not a hot loop", async () => {
-        await waitFor(async () => (await _lines(`${data("quitter")}/starts`)).length >= 1, {
+        await waitFor(async () => (await fileLines(`${data("quitter")}/starts`)).length >= 1, {
           timeoutMs: 20_000,
           what: "quitter's first start",
           context: () => agent.tail(),
         });
         await sleep(3_000);
         // Backoff 1 s then 2 s: starts at ~0, ~1 and ~3 s. A hot loop would make hundreds.
-        const starts = (await _lines(`${data("quitter")}/starts`)).length;
+        const starts = (await fileLines(`${data("quitter")}/starts`)).length;
         assert(starts >= 2 && starts <= 4, `quitter started ${starts} times in ~3 s`);
         const st = (await readAgentState(root))?.addons.quitter;
         assert(st, "quitter is in state.json");
@@ -231,10 +115,10 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
 
       await t.step("a grandchild of a crashed add-on is gone before the restart", async () => {
         const seen = await waitFor(async () => {
-          const s = await _lines(`${data("orphaner")}/seen`);
+          const s = await fileLines(`${data("orphaner")}/seen`);
           return s.length >= 2 ? s : null;
         }, { timeoutMs: 20_000, what: "orphaner restarted twice", context: () => agent.tail() });
-        const grandchildren = (await _lines(`${data("orphaner")}/grandchildren`)).map(Number);
+        const grandchildren = (await fileLines(`${data("orphaner")}/grandchildren`)).map(Number);
         assert(grandchildren.length >= 3, `grandchildren recorded: ${grandchildren}`);
         for (const line of seen) {
           // "<pid> gone", or "<pid> Z <ppid>": a zombie that is not the agent's child.
@@ -252,7 +136,7 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
 
       await t.step("the intervals between restarts grow", async () => {
         const starts = await waitFor(async () => {
-          const s = (await _lines(`${data("crasher")}/starts`)).map(Number);
+          const s = (await fileLines(`${data("crasher")}/starts`)).map(Number);
           return s.length >= 4 ? s : null;
         }, { timeoutMs: 30_000, what: "crasher started 4 times", context: () => agent.tail() });
         const intervals = starts.slice(1, 4).map((s, i) => s - starts[i]!);
@@ -271,16 +155,16 @@ Deno.test("run restarts a crashed add-on with growing backoff", async (t) => {
 
 Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs once", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const markers = { alpha: newMarker("alpha"), beta: newMarker("beta") };
     // A shell (carrying the marker in its args) with a grandchild sleep.
     const body = `"${sleepBin}" 1000 &\necho $! >> "$ADDON_DATA_DIR/grandchildren"\nwait`;
     await writeAssignments(dir, [
-      await _sidecar(dir, "alpha", body, { args: [markers.alpha] }),
-      await _sidecar(dir, "beta", body, { args: [markers.beta] }),
+      await sidecar(dir, "alpha", body, { args: [markers.alpha] }),
+      await sidecar(dir, "beta", body, { args: [markers.beta] }),
     ]);
-    const cfg = await _config(dir);
+    const cfg = await daemonConfig(dir);
     const count = (id: "alpha" | "beta") => markedProcesses(markers[id]).length;
 
     const first = startAgent(cfg);
@@ -288,7 +172,7 @@ Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs on
     try {
       await t.step("the first agent runs each add-on once", async () => {
         for (const id of ["alpha", "beta"] as const) {
-          const a = await _waitAddon(root, first, id, "running", _running);
+          const a = await waitAddon(root, first, id, "running", _running);
           firstPids[id] = a.pid!;
           assertEquals(count(id), 1, `${id} processes`);
         }
@@ -303,10 +187,10 @@ Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs on
       throw e;
     }
 
-    await _withAgent(dir, cfg, async (second) => {
+    await withAgent(dir, cfg, async (second) => {
       await t.step("the second agent ends the leftovers and runs each add-on once", async () => {
         for (const id of ["alpha", "beta"] as const) {
-          const a = await _waitAddon(
+          const a = await waitAddon(
             root,
             second,
             id,
@@ -319,7 +203,7 @@ Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs on
         }
         // The old grandchildren went with their groups.
         for (const id of ["alpha", "beta"]) {
-          const gcs = (await _lines(`${root}/addons/${id}/data/grandchildren`)).map(Number);
+          const gcs = (await fileLines(`${root}/addons/${id}/data/grandchildren`)).map(Number);
           assertEquals(gcs.length, 2, `${id} grandchildren recorded`);
           assert(!pidAlive(gcs[0]!), `the old ${id} grandchild ${gcs[0]} is alive`);
           assert(pidAlive(gcs[1]!), `the new ${id} grandchild ${gcs[1]} is not running`);
@@ -335,12 +219,12 @@ Deno.test("run ends the add-ons of an agent killed with SIGKILL, so each runs on
 
 Deno.test("run ends an add-on started just before the agent was killed with SIGKILL", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const marker = newMarker("early");
     const body = `"${sleepBin}" 1000 &\nwait`;
-    await writeAssignments(dir, [await _sidecar(dir, "early", body, { args: [marker] })]);
-    const cfg = await _config(dir);
+    await writeAssignments(dir, [await sidecar(dir, "early", body, { args: [marker] })]);
+    const cfg = await daemonConfig(dir);
 
     const first = startAgent(cfg);
     let firstPid = 0;
@@ -365,9 +249,9 @@ Deno.test("run ends an add-on started just before the agent was killed with SIGK
     assert(pidAlive(firstPid), "the add-on survived the agent");
     const recorded = (await readAgentState(root))?.addons.early?.pgid ?? null;
 
-    await _withAgent(dir, cfg, async (second) => {
+    await withAgent(dir, cfg, async (second) => {
       await t.step("the next agent runs it once", async () => {
-        const a = await _waitAddon(
+        const a = await waitAddon(
           root,
           second,
           "early",
@@ -388,23 +272,23 @@ Deno.test("run ends an add-on started just before the agent was killed with SIGK
 
 Deno.test("run restarts only the add-on whose assignment changed; enabled false stops it", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const marker = newMarker();
     const body = `echo "args: $*"\n"${sleepBin}" 1000 &\nwait`;
-    const a1 = await _sidecar(dir, "changing", body, { args: [marker, "--mode", "one"] });
-    const b1 = await _sidecar(dir, "steady", body, { args: [marker] });
+    const a1 = await sidecar(dir, "changing", body, { args: [marker, "--mode", "one"] });
+    const b1 = await sidecar(dir, "steady", body, { args: [marker] });
     await writeAssignments(dir, [a1, b1], "v1");
-    const cfg = await _config(dir);
+    const cfg = await daemonConfig(dir);
 
-    await _withAgent(dir, cfg, async (agent) => {
-      const a = await _waitAddon(root, agent, "changing", "running", _running);
-      const b = await _waitAddon(root, agent, "steady", "running", _running);
+    await withAgent(dir, cfg, async (agent) => {
+      const a = await waitAddon(root, agent, "changing", "running", _running);
+      const b = await waitAddon(root, agent, "steady", "running", _running);
 
       let newA = a;
       await t.step("changing one add-on's args restarts it under a new pid", async () => {
         await writeAssignments(dir, [{ ...a1, args: [marker, "--mode", "two"] }, b1], "v2");
-        newA = await _waitAddon(
+        newA = await waitAddon(
           root,
           agent,
           "changing",
@@ -439,13 +323,7 @@ Deno.test("run restarts only the add-on whose assignment changed; enabled false 
           [{ ...a1, args: [marker, "--mode", "two"] }, { ...b1, enabled: false }],
           "v3",
         );
-        const s = await _waitAddon(
-          root,
-          agent,
-          "steady",
-          "disabled",
-          (x) => x.state === "disabled",
-        );
+        const s = await waitState(root, agent, "steady", "disabled");
         assertEquals(s.pid, null);
         assert(!pidAlive(b.pid!), `steady ${b.pid} is still running`);
         const procs = markedProcesses(marker).filter((p) => !p.cmdline.includes("--mode"));
@@ -465,7 +343,7 @@ Deno.test("run restarts only the add-on whose assignment changed; enabled false 
 
 Deno.test("run stops every add-on and grandchild on SIGTERM and exits 0", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const marker = newMarker();
     // One grandchild directly, one two levels down (a shell running a sleep).
@@ -477,19 +355,19 @@ Deno.test("run stops every add-on and grandchild on SIGTERM and exits 0", async 
       "wait",
     ].join("\n");
     await writeAssignments(dir, [
-      await _sidecar(dir, "one", body, { args: [marker] }),
-      await _sidecar(dir, "two", body, { args: [marker] }),
+      await sidecar(dir, "one", body, { args: [marker] }),
+      await sidecar(dir, "two", body, { args: [marker] }),
     ]);
-    const cfg = await _config(dir);
+    const cfg = await daemonConfig(dir);
     const agent = startAgent(cfg);
     try {
       const pids: number[] = [];
       await t.step("the add-ons and their descendants run", async () => {
         for (const id of ["one", "two"]) {
-          const a = await _waitAddon(root, agent, id, "running", _running);
+          const a = await waitAddon(root, agent, id, "running", _running);
           pids.push(a.pid!);
           const d = await waitFor(async () => {
-            const l = (await _lines(`${root}/addons/${id}/data/descendants`)).map(Number);
+            const l = (await fileLines(`${root}/addons/${id}/data/descendants`)).map(Number);
             return l.length >= 3 ? l : null;
           }, { timeoutMs: 5_000, what: `${id}'s descendants` });
           pids.push(...d);
@@ -515,16 +393,16 @@ Deno.test("run stops every add-on and grandchild on SIGTERM and exits 0", async 
 
 Deno.test("run kills an add-on that ignores SIGTERM after the grace period", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const marker = newMarker();
     // SIGTERM is ignored by the shell and (inherited) by its sleeps.
     const body = `trap '' TERM\n"${sleepBin}" 1000 &\nwait\necho "still here"\n"${sleepBin}" 1000`;
-    await writeAssignments(dir, [await _sidecar(dir, "stubborn", body, { args: [marker] })]);
-    const cfg = await _config(dir);
+    await writeAssignments(dir, [await sidecar(dir, "stubborn", body, { args: [marker] })]);
+    const cfg = await daemonConfig(dir);
     const agent = startAgent(cfg);
     try {
-      const a = await _waitAddon(root, agent, "stubborn", "running", _running);
+      const a = await waitAddon(root, agent, "stubborn", "running", _running);
       const stopping = agent.stop("SIGTERM");
       await t.step("SIGTERM alone does not end it: the agent waits", async () => {
         await sleep(3_000);
@@ -547,7 +425,7 @@ Deno.test("run kills an add-on that ignores SIGTERM after the grace period", asy
 
 Deno.test("run gives an add-on its environment and logs its output tagged with its id", async (t) => {
   await withTempDir(async (dir) => {
-    const sleepBin = await _sleepLink(dir);
+    const sleepBin = await sleepLink(dir);
     const root = `${dir}/root`;
     const config = { targets: ["10.0.0.1", "10.0.0.2"], nested: { deep: true, n: 3 } };
     const body = [
@@ -563,10 +441,10 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
       `exec "${sleepBin}" 1000`,
     ].join("\n");
     await writeAssignments(dir, [
-      await _sidecar(dir, "envy", body, { env: { PROBE_MODE: "fast" }, config }),
+      await sidecar(dir, "envy", body, { env: { PROBE_MODE: "fast" }, config }),
     ]);
-    const cfg = await _config(dir);
-    await _withAgent(dir, cfg, async (agent) => {
+    const cfg = await daemonConfig(dir);
+    await withAgent(dir, cfg, async (agent) => {
       const want = [
         "id=envy",
         `version=${VERSION}`,
@@ -598,7 +476,7 @@ Deno.test("run gives an add-on its environment and logs its output tagged with i
         assertEquals([err.addon_id, err.stream], ["envy", "stderr"]);
       });
       await t.step("the agent's own AWS credentials are not passed to it", async () => {
-        const env = (await _lines(`${root}/addons/envy/data/env`)).map((l) => l.split("=")[0]);
+        const env = (await fileLines(`${root}/addons/envy/data/env`)).map((l) => l.split("=")[0]);
         assert(env.includes("ADDON_ID") && env.includes("PROBE_MODE"), `env: ${env}`);
         // The agent runs with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (startAgent sets them).
         assertEquals(

@@ -14,7 +14,15 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
-import { newKey, type S3Fixture, signFor, startS3, withTempDir, writeConfig } from "./_helpers.ts";
+import {
+  newKey,
+  type S3Fixture,
+  s3SignedStore,
+  signFor,
+  startS3,
+  withTempDir,
+  writeConfig,
+} from "./_helpers.ts";
 import {
   type AgentProcess,
   killMarked,
@@ -151,6 +159,47 @@ async function waitAddon(
     w.lastSeen = a;
     return a !== null && pred(a) ? a : null;
   }, { timeoutMs, what, context: context(w) });
+}
+
+/** Wait until `version` of the add-on is running with a pid; `what` names the wait. */
+function waitRunning(w: World, version: string, what: string): Promise<AddonState> {
+  return waitAddon(
+    w,
+    what,
+    (a) => a.state === "running" && a.version === version && a.pid !== null,
+  );
+}
+
+/** Wait until `last-good.json` records `version`. */
+async function waitLastGood(w: World, version: string): Promise<void> {
+  await waitFor(async () => (await lastGoodVersion(w)) === version, {
+    timeoutMs: WAIT_MS,
+    what: `last-good.json to record ${version}`,
+  });
+}
+
+/**
+ * Install `goodAddon("local-1")` as the executable `local-bin/probe-local`,
+ * pin it with the local override file (os_package at that path), and wait
+ * until it runs; returns its path and the add-on's state.
+ */
+async function pinLocal(w: World): Promise<{ local: string; pinned: AddonState }> {
+  const local = `${w.dir}/local-bin/probe-local`;
+  await Deno.mkdir(`${w.dir}/local-bin`);
+  await Deno.writeTextFile(local, goodAddon("local-1"));
+  await Deno.chmod(local, 0o755);
+  await Deno.writeTextFile(
+    w.overridePath,
+    JSON.stringify({
+      addons: [{
+        addon_id: ADDON,
+        delivery: "os_package",
+        binary_path: local,
+        version: "local-1",
+      }],
+    }),
+  );
+  return { local, pinned: await waitRunning(w, "local-1", "the local binary running") };
 }
 
 /** `<version> <pid>` lines the add-on wrote at each start. */
@@ -294,13 +343,7 @@ async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {
           poll_interval_s: POLL_S,
           token_file: `${dir}/token`,
         },
-        object_store: {
-          kind: "s3",
-          bucket: s3.bucket,
-          endpoint: s3.endpoint,
-          force_path_style: true,
-        },
-        trust: { public_keys: [w.key.publicBase64], require_signature: true },
+        ...s3SignedStore(s3, w.key),
       });
       w.agent = startAgent(w.configPath);
       await fn(world);
@@ -353,11 +396,7 @@ Deno.test({
     let pidV2 = 0;
 
     await step("1.0.0 is delivered, verified, staged and running", async () => {
-      const a = await waitAddon(
-        w,
-        "1.0.0 running",
-        (a) => a.state === "running" && a.version === "1.0.0" && a.pid !== null,
-      );
+      const a = await waitRunning(w, "1.0.0", "1.0.0 running");
       assertEquals(a.desired_version, "1.0.0");
       assertEquals(await link(w, "current"), "versions/1.0.0");
       assertEquals(await link(w, "previous"), null);
@@ -369,19 +408,12 @@ Deno.test({
     await step("rollout 1.0.0 → 2.0.0: current flips, previous kept, one restart", async () => {
       const [pidV1] = (await starts(w)).map((s) => s.pid);
       await assign(w, "2.0.0", await publish(w, "2.0.0", goodAddon("2.0.0")));
-      const a = await waitAddon(
-        w,
-        "2.0.0 running",
-        (a) => a.state === "running" && a.version === "2.0.0" && a.pid !== null,
-      );
+      const a = await waitRunning(w, "2.0.0", "2.0.0 running");
       pidV2 = a.pid!;
       assertEquals(a.desired_version, "2.0.0");
       assertEquals(await link(w, "current"), "versions/2.0.0");
       assertEquals(await link(w, "previous"), "versions/1.0.0");
-      await waitFor(async () => (await lastGoodVersion(w)) === "2.0.0", {
-        timeoutMs: WAIT_MS,
-        what: "last-good.json to record 2.0.0",
-      });
+      await waitLastGood(w, "2.0.0");
       await waitPolls(w, 3);
       // Exactly one restart: 1.0.0 started once, 2.0.0 started once, and nothing since.
       assertEquals(await starts(w), [
@@ -509,26 +541,7 @@ Deno.test({
     // SPEC 7 + 8: a local pin is in force only while the override says so, and the
     // rolled-back 4.0.0 (still the pushed assignment) is not tried again meanwhile.
     await step("a local pin and its removal do not bring back the rolled-back 4.0.0", async () => {
-      const local = `${w.dir}/local-bin/probe-local`;
-      await Deno.mkdir(`${w.dir}/local-bin`);
-      await Deno.writeTextFile(local, goodAddon("local-1"));
-      await Deno.chmod(local, 0o755);
-      await Deno.writeTextFile(
-        w.overridePath,
-        JSON.stringify({
-          addons: [{
-            addon_id: ADDON,
-            delivery: "os_package",
-            binary_path: local,
-            version: "local-1",
-          }],
-        }),
-      );
-      const pinned = await waitAddon(
-        w,
-        "the local binary running",
-        (a) => a.state === "running" && a.version === "local-1" && a.pid !== null,
-      );
+      const { local, pinned } = await pinLocal(w);
       assertRuns(w, pinned.pid, local);
 
       await Deno.writeTextFile(w.overridePath, "{"); // malformed: treated as absent
@@ -564,17 +577,10 @@ Deno.test({
     let pid = 0;
 
     await step("1.0.0 is running and reported", async () => {
-      const a = await waitAddon(
-        w,
-        "1.0.0 running",
-        (a) => a.state === "running" && a.version === "1.0.0" && a.pid !== null,
-      );
+      const a = await waitRunning(w, "1.0.0", "1.0.0 running");
       pid = a.pid!;
       assertRuns(w, pid, `/addons/${ADDON}/versions/1.0.0/${ADDON}`);
-      await waitFor(async () => (await lastGoodVersion(w)) === "1.0.0", {
-        timeoutMs: WAIT_MS,
-        what: "last-good.json to record 1.0.0",
-      });
+      await waitLastGood(w, "1.0.0");
       await waitReport(w, { state: "running", version: "1.0.0", desired_version: "1.0.0", pid });
     });
 
@@ -632,28 +638,9 @@ Deno.test({
     });
 
     let localPid = 0;
-    const local = `${w.dir}/local-bin/probe-local`;
 
     await step("a local override pins a local binary", async () => {
-      await Deno.mkdir(`${w.dir}/local-bin`);
-      await Deno.writeTextFile(local, goodAddon("local-1"));
-      await Deno.chmod(local, 0o755);
-      await Deno.writeTextFile(
-        w.overridePath,
-        JSON.stringify({
-          addons: [{
-            addon_id: ADDON,
-            delivery: "os_package",
-            binary_path: local,
-            version: "local-1",
-          }],
-        }),
-      );
-      const a = await waitAddon(
-        w,
-        "the local binary running",
-        (a) => a.state === "running" && a.version === "local-1" && a.pid !== null,
-      );
+      const { local, pinned: a } = await pinLocal(w);
       localPid = a.pid!;
       assertEquals(a.desired_version, "local-1");
       assertRuns(w, localPid, local); // pushed args (the marker) are kept: the override patches
@@ -671,11 +658,7 @@ Deno.test({
     await step("a malformed override is ignored: the pushed assignment runs again", async () => {
       const warnFrom = w.agent.logs().length;
       await Deno.writeTextFile(w.overridePath, '{"addons": [{"addon_id": "probe", ');
-      const a = await waitAddon(
-        w,
-        "the pushed 1.0.0 running again",
-        (a) => a.state === "running" && a.version === "1.0.0" && a.pid !== null,
-      );
+      const a = await waitRunning(w, "1.0.0", "the pushed 1.0.0 running again");
       pid = a.pid!;
       assertEquals(a.desired_version, "1.0.0");
       assertRuns(w, pid, `/addons/${ADDON}/versions/1.0.0/${ADDON}`);

@@ -9,9 +9,14 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
 import {
+  type AgentRun,
+  freePort,
   MAIN_TS,
   newKey,
+  publishFs,
   REPO,
+  runDeno,
+  s3SignedStore,
   scriptAddon,
   sha256Hex,
   signFor,
@@ -87,17 +92,11 @@ async function _runP(
   script: string,
   args: string[],
   env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--no-lock", script, ...args],
-    env: { AWS_EC2_METADATA_DISABLED: "true", ...env },
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+): Promise<AgentRun> {
+  return await runDeno(
+    ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--no-lock", script, ...args],
+    { env: { AWS_EC2_METADATA_DISABLED: "true", ...env }, clearEnv: true },
+  );
 }
 
 /** Environment every agent run needs: PATH (for `ln`, `setcap`…), HOME, DENO_DIR's default. */
@@ -134,15 +133,7 @@ Deno.test("the agent permission set runs sync from s3rver", async (t) => {
       const key = await newKey();
       const bytes = scriptAddon('echo "v1"');
       await s3.put("probe/1.0.0/probe", bytes);
-      const cfg = await _config(sb, {
-        object_store: {
-          kind: "s3",
-          bucket: s3.bucket,
-          endpoint: s3.endpoint,
-          force_path_style: true,
-        },
-        trust: { public_keys: [key.publicBase64], require_signature: true },
-      });
+      const cfg = await _config(sb, s3SignedStore(s3, key));
       const entry = async (version: string) => ({
         addon_id: "probe",
         version,
@@ -195,8 +186,7 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
   await withTempDir(async (dir) => {
     const sb = await _sandbox(dir);
     const bytes = scriptAddon('echo "up $ADDON_ID"; exec sleep 300');
-    await Deno.mkdir(`${sb.etc}/store/side/1`, { recursive: true });
-    await Deno.writeTextFile(`${sb.etc}/store/side/1/side`, bytes);
+    await publishFs(sb.etc, "side/1/side", bytes);
     await writeAssignments(sb.etc, [{
       addon_id: "side",
       version: "1",
@@ -205,9 +195,7 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
       artifact_object_key: "side/1/side",
       artifact_sha256: sha256Hex(bytes),
     }]);
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
+    const port = freePort();
     const cfg = await _config(sb, {
       source: { kind: "file", path: `${sb.etc}/assignments.json`, poll_interval_s: 1 },
       object_store: { kind: "filesystem", root: `${sb.etc}/store` },

@@ -128,6 +128,19 @@ function _sh(script: string, onLine: (s: "stdout" | "stderr", l: string) => void
   });
 }
 
+/** Run `script` to its end, collecting its forwarded lines (cut at `max` bytes); then clean up. */
+async function _lines(script: string, max?: number): Promise<[string, string][]> {
+  const c = _collector();
+  const proc = _sh(script, c.onLine, max);
+  try {
+    await proc.status;
+    await proc.output;
+    return c.lines;
+  } finally {
+    await _cleanup(proc);
+  }
+}
+
 /** Run `fn` with the module's log lines swallowed. */
 async function _quiet<T>(fn: () => Promise<T>): Promise<T> {
   const restore = captureLog(() => {});
@@ -196,74 +209,43 @@ Deno.test("spawnGroup() makes the child a session and process-group leader", asy
 
 Deno.test("spawnGroup() forwards output line by line", async (t) => {
   await t.step("lines arrive in order, tagged by stream", async () => {
-    const c = _collector();
-    const proc = _sh(
+    const lines = await _lines(
       'i=1; while [ $i -le 300 ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done',
-      c.onLine,
     );
-    try {
-      await proc.status;
-      await proc.output;
-      const out = c.lines.filter(([s]) => s === "stdout").map(([, l]) => l);
-      const err = c.lines.filter(([s]) => s === "stderr").map(([, l]) => l);
-      _assertEquals(out, Array.from({ length: 300 }, (_, i) => `out ${i + 1}`), "stdout");
-      _assertEquals(err, Array.from({ length: 300 }, (_, i) => `err ${i + 1}`), "stderr");
-    } finally {
-      await _cleanup(proc);
-    }
+    const out = lines.filter(([s]) => s === "stdout").map(([, l]) => l);
+    const err = lines.filter(([s]) => s === "stderr").map(([, l]) => l);
+    _assertEquals(out, Array.from({ length: 300 }, (_, i) => `out ${i + 1}`), "stdout");
+    _assertEquals(err, Array.from({ length: 300 }, (_, i) => `err ${i + 1}`), "stderr");
   });
 
   await t.step("CRLF, empty lines and a last line without newline", async () => {
-    const c = _collector();
-    const proc = _sh(String.raw`printf 'a\r\n\nb\nno newline'`, c.onLine);
-    try {
-      await proc.status;
-      await proc.output;
-      _assertEquals(c.lines.map(([, l]) => l), ["a", "", "b", "no newline"], "lines");
-    } finally {
-      await _cleanup(proc);
-    }
+    const lines = await _lines(String.raw`printf 'a\r\n\nb\nno newline'`);
+    _assertEquals(lines.map(([, l]) => l), ["a", "", "b", "no newline"], "lines");
   });
 
   await t.step("an overlong line is cut at maxLineBytes, the next line is intact", async () => {
-    const c = _collector();
     // 3 MB in one line, more than pipe buffers and chunks, then a normal line.
-    const proc = _sh(
+    const lines = await _lines(
       "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo after; head -c 5000 /dev/zero | tr '\\0' b",
-      c.onLine,
       1000,
     );
-    try {
-      await proc.status;
-      await proc.output;
-      _assertEquals(
-        c.lines,
-        [
-          ["stdout", "a".repeat(1000) + TRUNCATION_MARKER],
-          ["stdout", "after"],
-          ["stdout", "b".repeat(1000) + TRUNCATION_MARKER],
-        ],
-        "lines",
-      );
-    } finally {
-      await _cleanup(proc);
-    }
+    _assertEquals(
+      lines,
+      [
+        ["stdout", "a".repeat(1000) + TRUNCATION_MARKER],
+        ["stdout", "after"],
+        ["stdout", "b".repeat(1000) + TRUNCATION_MARKER],
+      ],
+      "lines",
+    );
   });
 
   await t.step("a cut never splits a UTF-8 character", async () => {
-    const c = _collector();
-    const proc = _sh(
+    const lines = await _lines(
       "i=0; while [ $i -lt 100 ]; do printf 'é'; i=$((i+1)); done; echo",
-      c.onLine,
       7,
     );
-    try {
-      await proc.status;
-      await proc.output;
-      _assertEquals(c.lines, [["stdout", "ééé" + TRUNCATION_MARKER]], "lines");
-    } finally {
-      await _cleanup(proc);
-    }
+    _assertEquals(lines, [["stdout", "ééé" + TRUNCATION_MARKER]], "lines");
   });
 
   await t.step("a throwing line handler does not stop forwarding", async () => {

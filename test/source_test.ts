@@ -36,7 +36,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "./_assert.ts";
-import { withTempDir } from "./_helpers.ts";
+import { freePort, withTempDir } from "./_helpers.ts";
 
 // ---------------------------------------------------------------------------
 // helpers
@@ -103,14 +103,6 @@ function _serve(handler: Handler, tls?: { cert: string; key: string }): TestServ
     return await handler(s);
   });
   return { port: server.addr.port, seen, close: () => server.shutdown() };
-}
-
-/** A port on 127.0.0.1 that nothing listens on (bound, then released). */
-function _closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** Open a control-plane source for `url` with extra source keys. */
@@ -404,7 +396,7 @@ Deno.test("ControlPlaneSource.poll() turns failures into SourceErrors", async (t
       });
 
       await t.step("an unreachable port is a SourceError saying unreachable", async () => {
-        const port = _closedPort();
+        const port = freePort();
         await _using(await _open(dir, `http://127.0.0.1:${port}`), async (src) => {
           const e = await assertRejects(() => src.poll(), SourceError, "unreachable");
           assertStringIncludes(e.message, `127.0.0.1:${port}`);
@@ -458,7 +450,7 @@ Deno.test("ControlPlaneSource.report() POSTs JSON to the status path", async (t)
       });
 
       await t.step("an unreachable status endpoint rejects with a SourceError", async () => {
-        await _using(await _open(dir, `http://127.0.0.1:${_closedPort()}`), async (src) => {
+        await _using(await _open(dir, `http://127.0.0.1:${freePort()}`), async (src) => {
           await assertRejects(() => src.report(report), SourceError);
         });
       });

@@ -7,8 +7,10 @@ import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import {
   listTree,
   newKey,
+  publishFs,
   randomBytes,
   runAgent,
+  s3SignedStore,
   scriptAddon,
   sha256Hex,
   signFor,
@@ -24,17 +26,6 @@ import { hostPlatform } from "../src/platform.ts";
 const HOST = hostPlatform();
 const OTHER_ARCH = HOST.arch === "amd64" ? "arm64" : "amd64";
 
-async function _publishFs(
-  dir: string,
-  key: string,
-  bytes: Uint8Array | string,
-): Promise<void> {
-  const path = `${dir}/store/${key}`;
-  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
-  if (typeof bytes === "string") await Deno.writeTextFile(path, bytes);
-  else await Deno.writeFile(path, bytes);
-}
-
 async function _sha256File(path: string): Promise<string> {
   return sha256Hex(await Deno.readFile(path));
 }
@@ -48,15 +39,7 @@ Deno.test("sync delivers a signed artifact from S3 and switches current", async 
       const v2 = scriptAddon('echo "v2"');
       await s3.put("net-probe/1.0.0/net-probe", v1);
       await s3.put("net-probe/2.0.0/net-probe", v2);
-      const cfg = await writeConfig(dir, {
-        object_store: {
-          kind: "s3",
-          bucket: s3.bucket,
-          endpoint: s3.endpoint,
-          force_path_style: true,
-        },
-        trust: { public_keys: [key.publicBase64], require_signature: true },
-      });
+      const cfg = await writeConfig(dir, s3SignedStore(s3, key));
       const entry = async (version: string, bytes: string) => ({
         addon_id: "net-probe",
         version,
@@ -127,7 +110,7 @@ Deno.test("sync refuses bad input, names the reason, and keeps current", async (
     const key = await newKey();
     const stranger = await newKey();
     const good = scriptAddon('echo "good"');
-    await _publishFs(dir, "a/1.0.0/a", good);
+    await publishFs(dir, "a/1.0.0/a", good);
     const root = `${dir}/root`;
     const baseCfg = {
       object_store: { kind: "filesystem", root: `${dir}/store` },
@@ -171,7 +154,7 @@ Deno.test("sync refuses bad input, names the reason, and keeps current", async (
     }
 
     const bad = scriptAddon('echo "bad"');
-    await _publishFs(dir, "a/2.0.0/a", bad);
+    await publishFs(dir, "a/2.0.0/a", bad);
     const v2 = { ...base, version: "2.0.0", artifact_object_key: "a/2.0.0/a" };
 
     await t.step("digest mismatch", async () => {
@@ -294,7 +277,7 @@ Deno.test("sync refuses bad input, names the reason, and keeps current", async (
       assertMatch(run.stderr, /bad\.json: source\.extra: unknown key/);
     });
     await t.step("one bad entry refuses only itself", async () => {
-      await _publishFs(dir, "b/1.0.0/b", good);
+      await publishFs(dir, "b/1.0.0/b", good);
       await writeAssignments(dir, [
         { ...base, ...(await signFor(key, "a", "1.0.0", good)) },
         { ...base, addon_id: "b", artifact_object_key: "b/1.0.0/b", artifact_sha256: "zz" },
@@ -429,8 +412,8 @@ Deno.test("sync killed with SIGKILL at any moment leaves current whole", async (
     const key = await newKey();
     const v1 = randomBytes(1 << 20);
     const v2 = randomBytes(96 << 20);
-    await _publishFs(dir, "big/1/big", v1);
-    await _publishFs(dir, "big/2/big", v2);
+    await publishFs(dir, "big/1/big", v1);
+    await publishFs(dir, "big/2/big", v2);
     const digests = new Set([sha256Hex(v1), sha256Hex(v2)]);
     const cfg = await writeConfig(dir, {
       object_store: { kind: "filesystem", root: `${dir}/store` },
