@@ -101,7 +101,6 @@ interface _Probation {
   prevLastGood: LastGood | null;
   needsHandshake: boolean;
   timer?: ReturnType<typeof setTimeout>;
-  confirmed: boolean;
 }
 
 /** Reconciles desired add-ons against what runs. */
@@ -226,7 +225,6 @@ class _Slot {
   #queue: Promise<void> = Promise.resolve();
   #retry = new Map<string, { attempt: number; nextAt: number }>();
   #probation: _Probation | null = null;
-  #lastDelivery: { version: string; error: string } | null = null;
 
   constructor(readonly id: string, readonly rec: Reconciler) {}
 
@@ -412,7 +410,6 @@ class _Slot {
       return;
     }
     this.#retry.delete(key);
-    this.#lastDelivery = null;
     await this.#activateAndStart(a, launch);
   }
 
@@ -423,7 +420,6 @@ class _Slot {
     const t = this.#deps.resilience ?? DEFAULT_RESILIENCE;
     const delay = Math.min(t.retryInitialMs * 2 ** (attempt - 1), t.retryMaxMs);
     this.#retry.set(key, { attempt, nextAt: Date.now() + delay });
-    this.#lastDelivery = { version: a.version, error: e.message };
     const reason = `${a.version} could not be delivered: ${e.message} (retry in ${
       Math.round(delay / 1000)
     } s)`;
@@ -558,7 +554,6 @@ class _Slot {
         exits: [],
         prevLastGood: lg,
         needsHandshake: lg?.handshake ?? false,
-        confirmed: false,
       };
       if (lg?.handshake && a.supervision === "agent_sidecar") {
         const p = this.#probation;
