@@ -16,6 +16,7 @@ import { type Assignment, decodeDocument, supervisionName } from "./assignment.t
 import type { AgentConfig } from "./config.ts";
 import { DecodeError } from "./decode.ts";
 import { activate, deliver, type DeliveryContext, deliveryContext } from "./delivery.ts";
+import { collectVersions } from "./gc.ts";
 import { log } from "./log.ts";
 import { applyOverride, OVERRIDE_FILE, readOverride } from "./override.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
@@ -107,7 +108,9 @@ export async function syncOnce(
   }
   const queue = [...work];
   const runOne = async (): Promise<void> => {
-    for (let a = queue.shift(); a; a = queue.shift()) results.push(await _syncOne(ctx, a));
+    for (let a = queue.shift(); a; a = queue.shift()) {
+      results.push(await _syncOne(ctx, a, cfg.limits.keep_versions));
+    }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, runOne));
 
@@ -137,7 +140,11 @@ export async function syncOnce(
   return { config_version: doc.config_version, document_error: null, results, ok };
 }
 
-async function _syncOne(ctx: DeliveryContext, a: Assignment): Promise<SyncResult> {
+async function _syncOne(
+  ctx: DeliveryContext,
+  a: Assignment,
+  keepVersions: number,
+): Promise<SyncResult> {
   const started = Date.now();
   try {
     const d = await deliver(ctx, a);
@@ -150,6 +157,7 @@ async function _syncOne(ctx: DeliveryContext, a: Assignment): Promise<SyncResult
       };
     }
     const sw = await activate(ctx.layout, a.addon_id, a.version);
+    if (sw.changed) await collectVersions(ctx.layout, a.addon_id, keepVersions);
     const r: SyncResult = {
       addon_id: a.addon_id,
       version: a.version,
