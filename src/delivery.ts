@@ -194,9 +194,13 @@ async function _hostBinary(ctx: DeliveryContext, a: Assignment): Promise<Deliver
   try {
     const st = await Deno.stat(path);
     if (!st.isFile) throw new Error("not a file");
-  } catch {
+  } catch (e) {
     throw new DeliveryError(
-      `no artifact for ${platformString(ctx.platform)} and no binary at ${path} on this host`,
+      e instanceof Deno.errors.NotCapable
+        ? `no artifact for ${
+          platformString(ctx.platform)
+        }, and ${path} is outside what this build may read (permissions.agent.read in deno.json)`
+        : `no artifact for ${platformString(ctx.platform)} and no binary at ${path} on this host`,
       false,
     );
   }

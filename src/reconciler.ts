@@ -752,7 +752,13 @@ async function _checkExecutable(path: string): Promise<string> {
   let st: Deno.FileInfo;
   try {
     st = await Deno.stat(path);
-  } catch {
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      throw new DeliveryError(
+        `binary_path ${path} is outside what this build may read; add it to permissions.agent.read in deno.json and rebuild`,
+        false,
+      );
+    }
     throw new DeliveryError(`binary_path ${path} does not exist`, false);
   }
   if (!st.isFile || st.mode === null || (st.mode & 0o111) === 0) {
