@@ -66,6 +66,7 @@ export class Daemon {
   #lastOverrideText: string | null = null;
   #server: StatusServer | null = null;
   #reporting: Promise<void> = Promise.resolve();
+  #applying: Promise<void> = Promise.resolve();
   #lastError: string | null = null;
 
   private constructor(
@@ -241,7 +242,9 @@ export class Daemon {
       return;
     }
     this.#lastApplied = key;
-    await this.#rec.apply(entries, pushed);
+    // Not awaited: a long download must not stop polling, override re-reads or reports.
+    // Each add-on's own queue keeps its work in order; shutdown waits for it.
+    this.#applying = this.#rec.apply(entries, pushed).then(() => this.#changed());
     this.#changed();
   }
 
@@ -310,6 +313,7 @@ export class Daemon {
   async #shutdown(): Promise<void> {
     log.info("stopping: ending every add-on");
     await this.#rec.stopAll();
+    await this.#applying;
     if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
     if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
     await this.#reporting;
