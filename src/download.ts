@@ -58,6 +58,8 @@ export interface DownloadRequest {
   maxBytes: number;
   /** Called now and then while bytes arrive. */
   onProgress?: (bytes: number, total: number) => void;
+  /** Stops the download between batches (the partial stays for a resume). */
+  signal?: AbortSignal;
 }
 
 /** A verified partial file that stays in place until every user released it. */
@@ -244,12 +246,18 @@ function _freeBytes(dir: string): number {
 /** Runs downloads, one per sha256 at a time. */
 export class Downloads {
   readonly #flights = new Map<string, _Flight>();
+  readonly #abort = new AbortController();
+
+  /** Stop every running download between batches (the agent is stopping); partials stay. */
+  abortAll(): void {
+    this.#abort.abort();
+  }
 
   /** Download (or resume, or join the running download of) the object; the digest is checked. */
   async fetch(req: DownloadRequest): Promise<DownloadLease> {
     let flight = this.#flights.get(req.sha256);
     if (!flight) {
-      flight = { promise: _download(req), users: 0 };
+      flight = { promise: _download({ ...req, signal: this.#abort.signal }), users: 0 };
       this.#flights.set(req.sha256, flight);
       const f = flight;
       f.promise.catch(() => {
@@ -384,6 +392,14 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
           }
         }
         if (got.done) break;
+        if (req.signal?.aborted) {
+          throw new DownloadError(
+            `${
+              req.store.describe(req.key)
+            }: stopped after ${total} bytes because the agent is stopping; the next start resumes it`,
+            true,
+          );
+        }
       }
       await writer.finish();
     } finally {

@@ -182,6 +182,7 @@ export class Reconciler {
   /** Stop every add-on (SIGTERM to each group, SIGKILL after the grace). */
   async stopAll(): Promise<void> {
     this.stopping = true;
+    this.deps.delivery.downloads.abortAll();
     await Promise.all([...this.#slots.values()].map((s) => s.stopForShutdown()));
   }
 
@@ -414,6 +415,7 @@ class _Slot {
   }
 
   async #deliveryFailed(a: Assignment, e: Error): Promise<void> {
+    if (this.rec.stopping) return; // a download cut short by the stop: nothing to fall back to
     const key = this.#retryKey(a);
     const prev = this.#retry.get(key);
     const attempt = (prev?.attempt ?? 0) + 1;
@@ -440,6 +442,7 @@ class _Slot {
 
   /** Run `last-good.json` (after a reboot, a failed delivery, a rollback); else `failed`. */
   async #runLastGood(state: "fallback" | "rolled_back", reason: string): Promise<void> {
+    if (this.rec.stopping) return;
     const lg = await readLastGood(this.#deps.layout, this.id, this.#deps.platform);
     const desired = this.desired;
     if (
@@ -534,6 +537,7 @@ class _Slot {
   }
 
   async #activateAndStart(a: Assignment, launch: Launch): Promise<void> {
+    if (this.rec.stopping) return;
     const layout = this.#deps.layout;
     const lg = await readLastGood(layout, this.id, this.#deps.platform);
     let changed = false;

@@ -610,3 +610,29 @@ Deno.test("status reports: a report is sent at least every 10 polls when nothing
     assertRuns(w, running.pid);
   });
 });
+
+Deno.test("run stops during a download without finishing it, and keeps the partial", async () => {
+  const RATE = 1 << 20; // bytes a second, server → agent: the download would take ~24 s
+  await withWorld({ throttleBytesPerSecond: RATE }, async (w) => {
+    await waitRunning(w, "1.0.0");
+    const script = addonScript("2.0.0", encodeBase64(randomBytes(18 << 20)));
+    const size = new TextEncoder().encode(script).length;
+    const entry = await publish(w, "2.0.0", script);
+    w.cp.setAddons([entry]);
+    await waitFor(async () => {
+      w.agent.assertAlive();
+      const a = (await readAgentState(w.root))?.addons[ADDON] ?? null;
+      w.lastSeen = a;
+      return a?.state === "downloading" && (a.progress?.bytes ?? 0) > 0;
+    }, { timeoutMs: 30_000, what: "2.0.0 downloading", context: context(w) });
+    assertEquals(await w.agent.stop(), 0, "exit code on SIGTERM during a download");
+    assert(
+      w.proxy !== null && w.proxy.bytesDown < size,
+      "the agent stopped before the download ended",
+    );
+    const partial = `${w.root}/tmp/${entry.artifact_sha256}.partial`;
+    const kept = (await Deno.stat(partial)).size;
+    assert(kept > 0 && kept < size, `the partial (${kept} of ${size} bytes) stays for a resume`);
+    assertEquals(await Deno.readLink(`${w.root}/addons/${ADDON}/current`), "versions/1.0.0");
+  });
+});
