@@ -185,9 +185,6 @@ export class Daemon {
         log.error("assignments document refused; keeping the current desired state", {
           error: e.message,
         });
-        if (this.#source instanceof Object && "forgetEtag" in this.#source) {
-          (this.#source as { forgetEtag(): void }).forgetEtag();
-        }
         this.#dirty = true;
         return;
       }

@@ -191,11 +191,6 @@ export class ControlPlaneSource implements Source {
     return etag ? { kind: "document", json, etag } : { kind: "document", json };
   }
 
-  /** Forget the ETag so the next poll fetches the whole document. */
-  forgetEtag(): void {
-    this.#etag = null;
-  }
-
   /** POST a status report; rejects with a {@linkcode SourceError} when it fails. */
   async report(body: StatusReport): Promise<void> {
     let res: Response;
