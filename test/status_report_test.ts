@@ -636,3 +636,36 @@ Deno.test("run stops during a download without finishing it, and keeps the parti
     assertEquals(await Deno.readLink(`${w.root}/addons/${ADDON}/current`), "versions/1.0.0");
   });
 });
+
+Deno.test("run keeps its desired state when a document is refused, and reports why", async () => {
+  await withWorld({}, async (w) => {
+    const v1 = await waitRunning(w, "1.0.0");
+    const entry = await publish(w, "1.0.0", addonScript("1.0.0"));
+    const from = w.cp.posts.length;
+    w.cp.setAddons([entry, entry]); // two entries for one addon_id refuse the whole document
+    const refused = await waitPost(
+      w,
+      "a report that names the refused document",
+      (p) => /duplicate addon_id/.test((p.body as { error?: string } | null)?.error ?? ""),
+      from,
+    );
+    assertEquals(refused.entry.state, "running");
+    assertEquals(refused.entry.pid, v1.pid, "the add-on keeps running as it was");
+    const gets = w.cp.gets;
+    await waitGets(w, gets, 3, "polls after the refusal");
+    assertRuns(w, v1.pid);
+    assertEquals((await readAgentState(w.root))?.addons[ADDON]?.pid, v1.pid);
+
+    const fixed = w.cp.posts.length;
+    w.cp.setAddons([{ ...entry, args: [...(entry.args as string[]), "--fixed"] }]);
+    const after = await waitPost(
+      w,
+      "a report without the error once a good document arrives",
+      (p, e) =>
+        (p.body as { error?: string } | null)?.error === undefined && e?.state === "running" &&
+        e.pid !== v1.pid,
+      fixed,
+    );
+    assertRuns(w, after.entry.pid);
+  });
+});
