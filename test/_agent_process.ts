@@ -327,6 +327,30 @@ export async function killMarked(marker: string): Promise<{ pid: number; cmdline
   return found;
 }
 
+/**
+ * Stop `agent` with SIGTERM and kill every process still carrying `marker`; returns what went
+ * wrong (a non-zero exit, a stop that failed, survivors), for teardowns that must run every step.
+ */
+export async function stopAndSweep(
+  agent: AgentProcess | undefined,
+  marker: string,
+): Promise<string[]> {
+  const problems: string[] = [];
+  if (agent) {
+    try {
+      const code = await agent.stop();
+      if (code !== 0) problems.push(`the agent exited with ${code} on SIGTERM:\n${agent.tail()}`);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  const left = await killMarked(marker);
+  if (left.length > 0) {
+    problems.push(`add-on processes survived the agent: ${JSON.stringify(left)}`);
+  }
+  return problems;
+}
+
 /** Sleep `ms` (for letting polls pass; assert on outcomes, not on timing). */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -31,6 +31,7 @@ import {
   pidAlive,
   readAgentState,
   startAgent,
+  stopAndSweep,
   waitFor,
 } from "./_agent_process.ts";
 import { type ControlPlane, startControlPlane } from "../src/control_plane_server.ts";
@@ -351,21 +352,7 @@ async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {
       failure = e;
     }
     // Teardown: every step runs even when an earlier one fails.
-    const problems: string[] = [];
-    if (w.agent) {
-      try {
-        const code = await w.agent.stop();
-        if (code !== 0) {
-          problems.push(`the agent exited with ${code} on SIGTERM:\n${w.agent.tail()}`);
-        }
-      } catch (e) {
-        problems.push((e as Error).message);
-      }
-    }
-    const left = await killMarked(marker);
-    if (left.length > 0) {
-      problems.push(`add-on processes survived the agent: ${JSON.stringify(left)}`);
-    }
+    const problems = await stopAndSweep(w.agent, marker);
     await w.cp?.close().catch(() => {});
     if (cp !== w.cp) await cp?.close().catch(() => {});
     await w.s3?.stop().catch(() => {});

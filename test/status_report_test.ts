@@ -31,11 +31,11 @@ import {
 } from "./_helpers.ts";
 import {
   type AgentProcess,
-  killMarked,
   newMarker,
   pidAlive,
   readAgentState,
   startAgent,
+  stopAndSweep,
   waitFor,
 } from "./_agent_process.ts";
 import { hostPlatform, platformString } from "../src/platform.ts";
@@ -361,21 +361,7 @@ async function withWorld(opts: WorldOptions, fn: (w: World) => Promise<void>): P
       failure = e;
     }
     // Teardown: every step runs even when an earlier one fails.
-    const problems: string[] = [];
-    if (w.agent) {
-      try {
-        const code = await w.agent.stop();
-        if (code !== 0) {
-          problems.push(`the agent exited with ${code} on SIGTERM:\n${w.agent.tail()}`);
-        }
-      } catch (e) {
-        problems.push((e as Error).message);
-      }
-    }
-    const left = await killMarked(w.marker);
-    if (left.length > 0) {
-      problems.push(`add-on processes survived the agent: ${JSON.stringify(left)}`);
-    }
+    const problems = await stopAndSweep(w.agent, w.marker);
     await w.proxy?.close().catch((e) => problems.push(`proxy close: ${e}`));
     await w.cp?.close().catch((e) => problems.push(`control plane close: ${e}`));
     await w.s3?.stop().catch((e) => problems.push(`s3rver stop: ${e}`));
