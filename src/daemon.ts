@@ -14,13 +14,13 @@
  * @module
  */
 
-import { decodeDocument, type Entry } from "./assignment.ts";
+import { type AssignmentDocument, decodeDocument, type Entry } from "./assignment.ts";
 import type { AgentConfig } from "./config.ts";
 import { DecodeError, type Json } from "./decode.ts";
 import { type DeliveryContext, deliveryContext } from "./delivery.ts";
 import { log } from "./log.ts";
 import { WakeableSleep } from "./wake_sleep.ts";
-import { applyOverride, OVERRIDE_FILE, readOverride } from "./override.ts";
+import { applyOverride, OVERRIDE_FILE, parseOverride } from "./override.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
 import type { RuntimeRoot } from "./runtime_root.ts";
@@ -67,6 +67,8 @@ export class Daemon {
   #server: StatusServer | null = null;
   #reporting: Promise<void> = Promise.resolve();
   #applying: Promise<void> = Promise.resolve();
+  /** `version:sha256` the source itself assigns per add-on (rolled-back versions stay refused). */
+  #pushedKeys = new Map<string, string>();
   #lastError: string | null = null;
 
   private constructor(
@@ -133,6 +135,14 @@ export class Daemon {
     // Before the source answers, run what was last desired (a host reboots into its add-ons).
     if (this.#state.pushed !== null) {
       log.info("starting the add-ons last desired, before the source answers");
+      try {
+        this.#accept(this.#state.pushed, decodeDocument(this.#state.pushed, this.#platform));
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+        log.warn("the persisted document no longer decodes; waiting for the source", {
+          error: e.message,
+        });
+      }
       await this.#applyMerged(false);
     }
     const tick = setInterval(() => {
@@ -177,8 +187,9 @@ export class Daemon {
     this.#polls++;
     const r = await this.#source.poll();
     if (r.kind === "document") {
+      let doc: AssignmentDocument;
       try {
-        decodeDocument(r.json, this.#platform);
+        doc = decodeDocument(r.json, this.#platform);
       } catch (e) {
         if (!(e instanceof DecodeError)) throw e;
         this.#lastError = `document refused: ${e.message}`;
@@ -189,10 +200,22 @@ export class Daemon {
         return;
       }
       this.#lastError = null;
-      this.#state.pushed = r.json;
+      this.#accept(r.json, doc);
       await this.#applyMerged(true);
     } else {
       await this.#applyMerged(false);
+    }
+  }
+
+  /** Take `json` (decoded as `doc`) as the source's document: what runs at the next start. */
+  #accept(json: Json, doc: AssignmentDocument): void {
+    this.#state.pushed = json;
+    this.#pushedKeys = new Map();
+    for (const e of doc.entries) {
+      if (e.ok) {
+        const a = e.assignment;
+        this.#pushedKeys.set(a.addon_id, `${a.version}:${a.artifact?.sha256 ?? ""}`);
+      }
     }
   }
 
@@ -202,31 +225,27 @@ export class Daemon {
     let overrideText: string | null = null;
     try {
       overrideText = await Deno.readTextFile(path);
-    } catch {
-      overrideText = null;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        log.warn("local override is unreadable and ignored (treated as absent)", {
+          path,
+          reason: (e as Error).message,
+        });
+      }
     }
     if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) {
       return;
     }
     this.#lastOverrideText = overrideText;
-    const override = await readOverride(path);
+    const override = overrideText === null ? null : parseOverride(overrideText, path);
     const merged = applyOverride(this.#state.pushed as Json, override);
     const key = JSON.stringify(merged);
     if (key === this.#lastApplied) return;
     let entries: Entry[];
-    const pushed = new Map<string, string>();
     try {
       const doc = decodeDocument(merged, this.#platform);
       entries = doc.entries;
       this.#state.config_version = doc.config_version;
-      for (const e of decodeDocument(this.#state.pushed as Json, this.#platform).entries) {
-        if (e.ok) {
-          pushed.set(
-            e.assignment.addon_id,
-            `${e.assignment.version}:${e.assignment.artifact?.sha256 ?? ""}`,
-          );
-        }
-      }
       const local = new Set((override ?? []).map((o) => o.addon_id as string));
       for (const e of entries) {
         if (e.ok && local.has(e.assignment.addon_id)) e.assignment.local = true;
@@ -241,7 +260,7 @@ export class Daemon {
     this.#lastApplied = key;
     // Not awaited: a long download must not stop polling, override re-reads or reports.
     // Each add-on's own queue keeps its work in order; shutdown waits for it.
-    this.#applying = this.#rec.apply(entries, pushed).then(() => this.#changed());
+    this.#applying = this.#rec.apply(entries, this.#pushedKeys).then(() => this.#changed());
     this.#changed();
   }
 

@@ -34,6 +34,11 @@ export async function readOverride(path: string): Promise<JsonObject[] | null> {
     if (e instanceof Deno.errors.NotFound) return null;
     return _malformed(path, (e as Error).message);
   }
+  return parseOverride(text, path);
+}
+
+/** Decode the override's text (read from `path`); null when it is malformed (warned). */
+export function parseOverride(text: string, path: string): JsonObject[] | null {
   let value: unknown;
   try {
     value = JSON.parse(text);
