@@ -7,8 +7,8 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { EXIT, exitCodeFor, UsageError } from "./src/commands/common.ts";
-import { DEFAULT_CONFIG_PATH } from "./src/config.ts";
-import { configureLog, type Level } from "./src/log.ts";
+import { DEFAULT_CONFIG_PATH } from "./src/config/config.ts";
+import { configureLog, type Level } from "./src/common/log.ts";
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 type Values = Record<string, string | boolean | undefined>;
@@ -140,7 +140,7 @@ const COMMANDS: Record<string, Command> = {
     usage: "version",
     options: {},
     run: async () => {
-      const { versionInfo } = await import("./src/version.ts");
+      const { versionInfo } = await import("./src/common/version.ts");
       const i = versionInfo();
       console.log(`addon-agent ${i.version} (deno ${i.deno}, ${i.target})`);
       return EXIT.ok;

@@ -32,7 +32,7 @@ try {
   console.log(`public key: ${pub}`);
 
   _step("2. the publisher builds an add-on and signs it for linux/amd64 (addon-agent sign)");
-  const { hostPlatform } = await import("../src/platform.ts");
+  const { hostPlatform } = await import("../src/protocol/platform.ts");
   const p = hostPlatform();
   const store = `${dir}/store`;
   await Deno.mkdir(`${store}/hello/1.0.0`, { recursive: true });

@@ -11,8 +11,8 @@
  * @module
  */
 
-import { startControlPlane } from "../src/control_plane_server.ts";
-import { captureLog } from "../src/log.ts";
+import { startControlPlane } from "../src/control_plane/server.ts";
+import { captureLog } from "../src/common/log.ts";
 
 const AGENTS = 1000;
 const CONCURRENCY = 50;

@@ -33,8 +33,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { hostPlatform, platformString } from "../src/platform.ts";
-import { generateKey, signStatement } from "../src/signature.ts";
+import { hostPlatform, platformString } from "../src/protocol/platform.ts";
+import { generateKey, signStatement } from "../src/protocol/signature.ts";
 import { S3_ENV, writeAssignments, writeConfig } from "../test/_helpers.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");

@@ -13,17 +13,17 @@
  */
 
 import { createHash } from "node:crypto";
-import { decodeDocument } from "../src/assignment.ts";
-import { decodeConfig } from "../src/config.ts";
-import { startControlPlane } from "../src/control_plane_server.ts";
-import { configureLog } from "../src/log.ts";
-import { deliveryContext } from "../src/delivery.ts";
-import { hostPlatform } from "../src/platform.ts";
-import { Reconciler } from "../src/reconciler.ts";
-import { openRuntimeRoot } from "../src/runtime_root.ts";
-import { Sidecar } from "../src/sidecar.ts";
-import { emptyState } from "../src/state.ts";
-import { commandSystemctl, SystemdUnits } from "../src/systemctl.ts";
+import { decodeDocument } from "../src/protocol/assignment.ts";
+import { decodeConfig } from "../src/config/config.ts";
+import { startControlPlane } from "../src/control_plane/server.ts";
+import { configureLog } from "../src/common/log.ts";
+import { deliveryContext } from "../src/delivery/delivery.ts";
+import { hostPlatform } from "../src/protocol/platform.ts";
+import { Reconciler } from "../src/agent/reconciler.ts";
+import { openRuntimeRoot } from "../src/runtime/runtime_root.ts";
+import { Sidecar } from "../src/supervise/sidecar.ts";
+import { emptyState } from "../src/runtime/state.ts";
+import { commandSystemctl, SystemdUnits } from "../src/supervise/systemctl.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 const TICKS = 100;

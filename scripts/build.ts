@@ -27,9 +27,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { sha256File } from "../src/sha256_file.ts";
-import { decodeSecretKey, publicKeyOf, signStatement } from "../src/signature.ts";
-import { AGENT_VERSION } from "../src/version.ts";
+import { sha256File } from "../src/common/sha256_file.ts";
+import { decodeSecretKey, publicKeyOf, signStatement } from "../src/protocol/signature.ts";
+import { AGENT_VERSION } from "../src/common/version.ts";
 
 /** The targets this build knows, with the agent's names for their platform. */
 export const TARGETS = {

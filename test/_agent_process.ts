@@ -35,7 +35,7 @@
  * @module
  */
 
-import type { AgentState } from "../src/state.ts";
+import type { AgentState } from "../src/runtime/state.ts";
 import { MAIN_TS, S3_ENV } from "./_helpers.ts";
 
 /** One parsed JSON log line of the agent (`{ts, level, msg, ...fields}`). */

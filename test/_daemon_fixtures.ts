@@ -20,7 +20,7 @@ import {
   waitFor,
 } from "./_agent_process.ts";
 import { publishFs, scriptAddon, sha256Hex, writeConfig } from "./_helpers.ts";
-import type { AddonState, AddonStateName, AgentState } from "../src/state.ts";
+import type { AddonState, AddonStateName, AgentState } from "../src/runtime/state.ts";
 
 /** The version every entry gets unless its `extra` names another. */
 export const VERSION = "1.0.0";

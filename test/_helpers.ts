@@ -7,8 +7,13 @@
  */
 
 import { createHash } from "node:crypto";
-import { hostPlatform, platformString } from "../src/platform.ts";
-import { encodeBase64, generateKey, type KeyPair, signStatement } from "../src/signature.ts";
+import { hostPlatform, platformString } from "../src/protocol/platform.ts";
+import {
+  encodeBase64,
+  generateKey,
+  type KeyPair,
+  signStatement,
+} from "../src/protocol/signature.ts";
 
 /** Absolute path of the repository's `main.ts`. */
 export const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;

@@ -1,4 +1,4 @@
-// Tests of src/assignment.ts: the assignments document (SPEC 3), one verdict
+// Tests of src/protocol/assignment.ts: the assignments document (SPEC 3), one verdict
 // per entry, whole-document refusals, and the encode/decode round trip.
 
 import {
@@ -7,9 +7,9 @@ import {
   decodeDocument,
   encodeAssignment,
   type Entry,
-} from "../src/assignment.ts";
-import { DecodeError, type Json, type JsonObject } from "../src/decode.ts";
-import type { Platform } from "../src/platform.ts";
+} from "../src/protocol/assignment.ts";
+import { DecodeError, type Json, type JsonObject } from "../src/protocol/decode.ts";
+import type { Platform } from "../src/protocol/platform.ts";
 import { assert, assertEquals, assertStringIncludes, assertThrows, fail } from "./_assert.ts";
 
 // ---------------------------------------------------------------------------

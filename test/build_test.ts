@@ -21,8 +21,13 @@ import {
   TARGETS,
   writeChecksums,
 } from "../scripts/build.ts";
-import { decodeBase64, encodeBase64, generateKey, statementBytes } from "../src/signature.ts";
-import { AGENT_VERSION } from "../src/version.ts";
+import {
+  decodeBase64,
+  encodeBase64,
+  generateKey,
+  statementBytes,
+} from "../src/protocol/signature.ts";
+import { AGENT_VERSION } from "../src/common/version.ts";
 
 const BUILD = `${REPO}/scripts/build.ts`;
 

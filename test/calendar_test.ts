@@ -5,7 +5,7 @@ import {
   type Schedule,
   ScheduleError,
   SUPPORTED_SCHEDULES,
-} from "../src/calendar.ts";
+} from "../src/protocol/calendar.ts";
 
 const range = (from: number, to: number, step = 1): number[] => {
   const out: number[] = [];
@@ -205,7 +205,7 @@ Deno.test("nextRun() follows systemd across DST changes (Europe/Berlin)", async 
   // The test process's time zone is fixed at start: compute in a child with TZ set.
   const script = `
     import { nextRun, parseSchedule } from ${
-    JSON.stringify(import.meta.resolve("../src/calendar.ts"))
+    JSON.stringify(import.meta.resolve("../src/protocol/calendar.ts"))
   };
     const out = {};
     for (const e of ${JSON.stringify(exprs)}) for (const b of ${JSON.stringify(bases)}) {

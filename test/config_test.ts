@@ -1,15 +1,15 @@
-// Tests of src/config.ts (agent.json, SPEC 2) and of the runtime root checks
-// in src/runtime_root.ts (SPEC 2 and 6), with real files and directories.
+// Tests of src/config/config.ts (agent.json, SPEC 2) and of the runtime root checks
+// in src/runtime/runtime_root.ts (SPEC 2 and 6), with real files and directories.
 
-import { type AgentConfig, ConfigError, decodeConfig, loadConfig } from "../src/config.ts";
-import { DecodeError } from "../src/decode.ts";
+import { type AgentConfig, ConfigError, decodeConfig, loadConfig } from "../src/config/config.ts";
+import { DecodeError } from "../src/protocol/decode.ts";
 import {
   checkRuntimeRootOwnership,
   cleanTmp,
   Layout,
   openRuntimeRoot,
   RuntimeRootError,
-} from "../src/runtime_root.ts";
+} from "../src/runtime/runtime_root.ts";
 import {
   assert,
   assertEquals,
@@ -607,7 +607,7 @@ Deno.test("openRuntimeRoot() creates the layout and holds agent.lock", async (t)
       const first = await openRuntimeRoot(rootPath);
       const script = `
         import { openRuntimeRoot } from ${
-        JSON.stringify(new URL("../src/runtime_root.ts", import.meta.url).href)
+        JSON.stringify(new URL("../src/runtime/runtime_root.ts", import.meta.url).href)
       };
         try {
           const r = await openRuntimeRoot(${JSON.stringify(rootPath)});

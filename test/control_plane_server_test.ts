@@ -1,8 +1,13 @@
-import { type ControlPlane, startControlPlane } from "../src/control_plane_server.ts";
-import { canonicalJson, decodeCatalog, documentFor, parseCatalog } from "../src/catalog.ts";
-import { decodeDocument } from "../src/assignment.ts";
-import { DecodeError, type Json, type JsonObject } from "../src/decode.ts";
-import { captureLog } from "../src/log.ts";
+import { type ControlPlane, startControlPlane } from "../src/control_plane/server.ts";
+import {
+  canonicalJson,
+  decodeCatalog,
+  documentFor,
+  parseCatalog,
+} from "../src/control_plane/catalog.ts";
+import { decodeDocument } from "../src/protocol/assignment.ts";
+import { DecodeError, type Json, type JsonObject } from "../src/protocol/decode.ts";
+import { captureLog } from "../src/common/log.ts";
 
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
   if (!cond) throw new Error(msg);

@@ -26,7 +26,7 @@ import {
   withAgent,
 } from "./_daemon_fixtures.ts";
 import { exists, fileLines, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
-import type { StatusDocument } from "../src/status.ts";
+import type { StatusDocument } from "../src/status/status.ts";
 
 // ---------------------------------------------------------------------------
 // helpers

@@ -39,7 +39,7 @@ import {
   withAgent,
 } from "./_daemon_fixtures.ts";
 import { fileLines, withTempDir, writeAssignments } from "./_helpers.ts";
-import type { AddonState } from "../src/state.ts";
+import type { AddonState } from "../src/runtime/state.ts";
 
 // ---------------------------------------------------------------------------
 // helpers

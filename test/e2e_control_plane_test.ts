@@ -34,11 +34,11 @@ import {
   stopAndSweep,
   waitFor,
 } from "./_agent_process.ts";
-import { type ControlPlane, startControlPlane } from "../src/control_plane_server.ts";
-import { captureLog, configureLog } from "../src/log.ts";
-import { hostPlatform, platformString } from "../src/platform.ts";
-import type { KeyPair } from "../src/signature.ts";
-import type { AddonState } from "../src/state.ts";
+import { type ControlPlane, startControlPlane } from "../src/control_plane/server.ts";
+import { captureLog, configureLog } from "../src/common/log.ts";
+import { hostPlatform, platformString } from "../src/protocol/platform.ts";
+import type { KeyPair } from "../src/protocol/signature.ts";
+import type { AddonState } from "../src/runtime/state.ts";
 
 const ADDON = "probe";
 const AGENT = "edge-e2e";

@@ -16,8 +16,8 @@ import {
   writeAssignments,
   writeConfig,
 } from "./_helpers.ts";
-import { collectPartials, collectVersions } from "../src/gc.ts";
-import { Layout } from "../src/runtime_root.ts";
+import { collectPartials, collectVersions } from "../src/runtime/gc.ts";
+import { Layout } from "../src/runtime/runtime_root.ts";
 
 Deno.test("sync keeps at most keep_versions versions, never current or previous", async (t) => {
   await withTempDir(async (dir) => {

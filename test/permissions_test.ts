@@ -25,8 +25,8 @@ import {
   withTempDir,
   writeAssignments,
 } from "./_helpers.ts";
-import { checkPermissions, permissionNeeds, s3Host } from "../src/permission_check.ts";
-import type { AgentConfig } from "../src/config.ts";
+import { checkPermissions, permissionNeeds, s3Host } from "../src/config/permission_check.ts";
+import type { AgentConfig } from "../src/config/config.ts";
 
 /** The production paths the set names, and where each one lives in a test's temp dir. */
 const PROD = {

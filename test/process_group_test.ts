@@ -1,4 +1,4 @@
-// Tests of src/process_group.ts with real processes (Linux, /proc, sh, sleep, setsid).
+// Tests of src/supervise/process_group.ts with real processes (Linux, /proc, sh, sleep, setsid).
 
 import {
   endLeftoverGroup,
@@ -13,8 +13,8 @@ import {
   spawnGroup,
   stopGroup,
   TRUNCATION_MARKER,
-} from "../src/process_group.ts";
-import { captureLog } from "../src/log.ts";
+} from "../src/supervise/process_group.ts";
+import { captureLog } from "../src/common/log.ts";
 
 // ---------------------------------------------------------------------------
 // helpers

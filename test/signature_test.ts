@@ -1,4 +1,4 @@
-// Tests of src/signature.ts: every Wycheproof Ed25519 vector against strict
+// Tests of src/protocol/signature.ts: every Wycheproof Ed25519 vector against strict
 // RFC 8032 verification, the exact signed statement (SPEC 5), and the
 // sign/verify policy helpers.
 
@@ -12,7 +12,7 @@ import {
   statementBytes,
   verifyRaw,
   verifyStatement,
-} from "../src/signature.ts";
+} from "../src/protocol/signature.ts";
 import { assert, assertEquals, fail } from "./_assert.ts";
 
 // ---------------------------------------------------------------------------

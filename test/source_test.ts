@@ -1,7 +1,7 @@
-// Tests of src/source.ts (SPEC 2 and 4): the control-plane source against
+// Tests of src/source/source.ts (SPEC 2 and 4): the control-plane source against
 // real servers on 127.0.0.1:0 (plain HTTP and HTTPS with Deno.serve, mTLS
 // with `node:https` running under Deno), the file source, and the
-// "https:// except for loopback" rule of src/config.ts.
+// "https:// except for loopback" rule of src/config/config.ts.
 //
 // Certificates are made with the `openssl` command at run time in a temp
 // dir: a CA, a server certificate for 127.0.0.1 / localhost signed by it, a
@@ -17,16 +17,16 @@
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { type AgentConfig, decodeConfig } from "../src/config.ts";
-import { DecodeError } from "../src/decode.ts";
-import type { Platform } from "../src/platform.ts";
+import { type AgentConfig, decodeConfig } from "../src/config/config.ts";
+import { DecodeError } from "../src/protocol/decode.ts";
+import type { Platform } from "../src/protocol/platform.ts";
 import {
   ControlPlaneSource,
   FileSource,
   openSource,
   type Source,
   SourceError,
-} from "../src/source.ts";
+} from "../src/source/source.ts";
 import {
   assert,
   assertEquals,

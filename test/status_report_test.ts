@@ -38,9 +38,9 @@ import {
   stopAndSweep,
   waitFor,
 } from "./_agent_process.ts";
-import { hostPlatform, platformString } from "../src/platform.ts";
-import type { KeyPair } from "../src/signature.ts";
-import type { AddonState } from "../src/state.ts";
+import { hostPlatform, platformString } from "../src/protocol/platform.ts";
+import type { KeyPair } from "../src/protocol/signature.ts";
+import type { AddonState } from "../src/runtime/state.ts";
 
 const AGENT = "edge-status";
 const ADDON = "probe";

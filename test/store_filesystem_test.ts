@@ -1,8 +1,8 @@
-// Tests of src/store_filesystem.ts with real files, symlinks, a FIFO and
+// Tests of src/store/filesystem.ts with real files, symlinks, a FIFO and
 // directories: keys never leave the root, only regular files are served.
 
-import { FilesystemStore } from "../src/store_filesystem.ts";
-import { type OpenedObject, StoreError } from "../src/object_store.ts";
+import { FilesystemStore } from "../src/store/filesystem.ts";
+import { type OpenedObject, StoreError } from "../src/store/types.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes, fail } from "./_assert.ts";
 
 // ---------------------------------------------------------------------------

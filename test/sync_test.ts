@@ -20,8 +20,8 @@ import {
   writeAssignments,
   writeConfig,
 } from "./_helpers.ts";
-import { openRuntimeRoot } from "../src/runtime_root.ts";
-import { hostPlatform } from "../src/platform.ts";
+import { openRuntimeRoot } from "../src/runtime/runtime_root.ts";
+import { hostPlatform } from "../src/protocol/platform.ts";
 
 const HOST = hostPlatform();
 const OTHER_ARCH = HOST.arch === "amd64" ? "arm64" : "amd64";

@@ -1,7 +1,12 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
-import { renderService, renderTimer, unitNames, type UnitSpec } from "../src/systemd_unit.ts";
-import { commandSystemctl, SystemctlError, SystemdUnits } from "../src/systemctl.ts";
-import { captureLog } from "../src/log.ts";
+import {
+  renderService,
+  renderTimer,
+  unitNames,
+  type UnitSpec,
+} from "../src/supervise/systemd_unit.ts";
+import { commandSystemctl, SystemctlError, SystemdUnits } from "../src/supervise/systemctl.ts";
+import { captureLog } from "../src/common/log.ts";
 
 // systemd is not PID 1 here. Two offline checks stand in for it:
 // - `systemd-analyze verify --man=no --recursive-errors=no FILE...` must exit 0 and print nothing
@@ -272,7 +277,7 @@ Deno.test("renderService() grants capabilities as ambient and bounding set", asy
     await t.step("every capability name we accept is one systemd knows", async () => {
       const out = await new Deno.Command("systemd-analyze", { args: ["capability"] }).output();
       const known = decoder.decode(out.stdout).toUpperCase();
-      const { KNOWN_CAPABILITIES } = await import("../src/systemd_unit.ts");
+      const { KNOWN_CAPABILITIES } = await import("../src/supervise/systemd_unit.ts");
       for (const c of KNOWN_CAPABILITIES) ok(new RegExp(`\\b${c}\\b`).test(known), c);
     });
   });

@@ -4,10 +4,9 @@
  * @module
  */
 
-import { type AgentConfig, ConfigError } from "../config.ts";
-import { loadCheckedConfig } from "../permission_check.ts";
-import { log } from "../log.ts";
-import { openRuntimeRoot, type RuntimeRoot, RuntimeRootError } from "../runtime_root.ts";
+import { type AgentConfig, ConfigError, loadCheckedConfig } from "../config/mod.ts";
+import { log } from "../common/mod.ts";
+import { openRuntimeRoot, type RuntimeRoot, RuntimeRootError } from "../runtime/mod.ts";
 
 /** Exit codes (SPEC 9). */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;

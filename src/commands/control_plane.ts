@@ -4,8 +4,8 @@
  * @module
  */
 
-import { startControlPlane } from "../control_plane_server.ts";
-import { DecodeError } from "../decode.ts";
+import { startControlPlane } from "../control_plane/mod.ts";
+import { DecodeError } from "../protocol/mod.ts";
 import { EXIT, UsageError } from "./common.ts";
 
 /** Serve `catalog` on `listen` until SIGINT or SIGTERM. */

@@ -9,14 +9,19 @@
  */
 
 import { createHash } from "node:crypto";
-import { decodeConfig } from "../config.ts";
-import { startControlPlane } from "../control_plane_server.ts";
-import { Daemon } from "../daemon.ts";
-import { configureLog } from "../log.ts";
-import { hostPlatform, platformString } from "../platform.ts";
-import { openRuntimeRoot } from "../runtime_root.ts";
-import { encodeBase64, generateKey, signStatement } from "../signature.ts";
-import type { StatusDocument } from "../status.ts";
+import { decodeConfig } from "../config/mod.ts";
+import { startControlPlane } from "../control_plane/mod.ts";
+import { Daemon } from "../agent/mod.ts";
+import { configureLog } from "../common/mod.ts";
+import {
+  encodeBase64,
+  generateKey,
+  hostPlatform,
+  platformString,
+  signStatement,
+} from "../protocol/mod.ts";
+import { openRuntimeRoot } from "../runtime/mod.ts";
+import type { StatusDocument } from "../status/mod.ts";
 import { EXIT } from "./common.ts";
 
 const ADDON = "hello";

@@ -4,10 +4,16 @@
  * @module
  */
 
-import { isSafeSegment } from "../assignment.ts";
-import { sha256File } from "../sha256_file.ts";
-import { ARCHES, OSES } from "../platform.ts";
-import { decodeSecretKey, signStatement, verifyStatement, writeKeyPair } from "../signature.ts";
+import {
+  ARCHES,
+  decodeSecretKey,
+  isSafeSegment,
+  OSES,
+  signStatement,
+  verifyStatement,
+  writeKeyPair,
+} from "../protocol/mod.ts";
+import { sha256File } from "../common/mod.ts";
 import { EXIT, UsageError } from "./common.ts";
 
 /** The statement fields given on the command line. */

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { Daemon } from "../daemon.ts";
-import { log } from "../log.ts";
+import { Daemon } from "../agent/mod.ts";
+import { log } from "../common/mod.ts";
 import { configFrom, EXIT, rootFrom } from "./common.ts";
 
 /** Run the daemon; returns 0 after a graceful stop. */

@@ -6,10 +6,9 @@
  * @module
  */
 
-import { loadConfig } from "../config.ts";
-import { Layout } from "../runtime_root.ts";
-import { loadState } from "../state.ts";
-import { buildStatus, formatStatusTable } from "../status.ts";
+import { loadConfig } from "../config/mod.ts";
+import { Layout, loadState } from "../runtime/mod.ts";
+import { buildStatus, formatStatusTable } from "../status/mod.ts";
 import { EXIT, UsageError } from "./common.ts";
 
 /** Print the status document (a table, or JSON with `--json`); returns the exit code. */

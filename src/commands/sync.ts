@@ -4,7 +4,7 @@
  * @module
  */
 
-import { syncOnce } from "../sync.ts";
+import { syncOnce } from "../agent/mod.ts";
 import { configFrom, EXIT, rootFrom } from "./common.ts";
 
 /** Run `sync`; prints a summary (JSON with `--json`) and returns the exit code. */

@@ -1,0 +1,353 @@
+/**
+ * The daemon (`addon-agent run`): poll the source (interval ±20 % jitter,
+ * exponential backoff to 5 minutes on errors), merge the local override,
+ * hand the desired state to the reconciler, persist `state.json`, report
+ * status to the control plane (coalesced on change, at least every 10
+ * polls), and stop every add-on gracefully on SIGTERM.
+ *
+ * @example
+ * ```ts
+ * const d = await Daemon.create(cfg, root);
+ * await d.run(); // until d.stop()
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type AssignmentDocument,
+  decodeDocument,
+  DecodeError,
+  type Entry,
+  hostPlatform,
+  type Json,
+  type Platform,
+} from "../protocol/mod.ts";
+import type { AgentConfig } from "../config/mod.ts";
+import { type DeliveryContext, deliveryContext } from "../delivery/mod.ts";
+import { log, WakeableSleep } from "../common/mod.ts";
+import {
+  applyOverride,
+  openSource,
+  OVERRIDE_FILE,
+  parseOverride,
+  type Source,
+} from "../source/mod.ts";
+import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
+import { type AgentState, loadState, type RuntimeRoot, saveState } from "../runtime/mod.ts";
+import { commandSystemctl, type SidecarTiming, SystemdUnits } from "../supervise/mod.ts";
+import {
+  buildStatus,
+  startStatusServer,
+  type StatusDocument,
+  type StatusServer,
+} from "../status/mod.ts";
+
+/** Longest wait between polls after errors (SPEC 4). */
+export const MAX_POLL_BACKOFF_MS = 5 * 60_000;
+/** Status reports are sent at least every this many polls. */
+export const REPORT_EVERY_POLLS = 10;
+const RECONCILE_TICK_MS = 30_000;
+
+/** Knobs for tests and benchmarks; production uses the defaults. */
+export interface DaemonOptions {
+  platform?: Platform;
+  sidecarTiming?: SidecarTiming;
+  resilience?: ResilienceTiming;
+  /** `systemctl` binary (looked up on PATH). */
+  systemctl?: string;
+}
+
+/** The running agent. */
+export class Daemon {
+  readonly #cfg: AgentConfig;
+  readonly #root: RuntimeRoot;
+  readonly #state: AgentState;
+  readonly #source: Source;
+  readonly #rec: Reconciler;
+  readonly #platform: Platform;
+  readonly #started = Date.now();
+  #stopping = false;
+  readonly #pause = new WakeableSleep();
+  #saveTimer: ReturnType<typeof setTimeout> | null = null;
+  #reportTimer: ReturnType<typeof setTimeout> | null = null;
+  #dirty = false;
+  #polls = 0;
+  #lastReportPoll = 0;
+  #lastApplied: string | null = null;
+  #lastOverrideText: string | null = null;
+  #server: StatusServer | null = null;
+  #reporting: Promise<void> = Promise.resolve();
+  #applying: Promise<void> = Promise.resolve();
+  /** `version:sha256` the source itself assigns per add-on (rolled-back versions stay refused). */
+  #pushedKeys = new Map<string, string>();
+  #lastError: string | null = null;
+
+  private constructor(
+    cfg: AgentConfig,
+    root: RuntimeRoot,
+    state: AgentState,
+    source: Source,
+    delivery: DeliveryContext,
+    platform: Platform,
+    opts: DaemonOptions,
+  ) {
+    this.#cfg = cfg;
+    this.#root = root;
+    this.#state = state;
+    this.#source = source;
+    this.#platform = platform;
+    this.#rec = new Reconciler({
+      cfg,
+      layout: root,
+      delivery,
+      platform,
+      state,
+      runner: {
+        units: new SystemdUnits(cfg.systemd.unit_dir, commandSystemctl(opts.systemctl)),
+        ...(opts.sidecarTiming ? { timing: opts.sidecarTiming } : {}),
+      },
+      ...(opts.resilience ? { resilience: opts.resilience } : {}),
+      ...(opts.sidecarTiming ? { sidecarTiming: opts.sidecarTiming } : {}),
+      onChange: () => this.#changed(),
+    });
+  }
+
+  /** Prepare the daemon: state, source, store, reconciler. */
+  static async create(
+    cfg: AgentConfig,
+    root: RuntimeRoot,
+    opts: DaemonOptions = {},
+  ): Promise<Daemon> {
+    const platform = opts.platform ?? hostPlatform();
+    const state = await loadState(root);
+    state.agent_id = cfg.agent_id;
+    const source = await openSource(cfg, platform);
+    const delivery = await deliveryContext(cfg, root, platform);
+    return new Daemon(cfg, root, state, source, delivery, platform, opts);
+  }
+
+  /** The status document of this agent now. */
+  status(): Promise<StatusDocument> {
+    return buildStatus(this.#root, this.#state);
+  }
+
+  /** Seconds since the daemon started. */
+  get uptimeSeconds(): number {
+    return (Date.now() - this.#started) / 1000;
+  }
+
+  /** Run until {@linkcode Daemon.stop}: leftovers, persisted desired state, then the poll loop. */
+  async run(): Promise<void> {
+    if (this.#cfg.status) {
+      this.#server = startStatusServer(this.#cfg.status.listen, this);
+    }
+    await this.#rec.endLeftovers();
+    await this.#save();
+    // Before the source answers, run what was last desired (a host reboots into its add-ons).
+    if (this.#state.pushed !== null) {
+      log.info("starting the add-ons last desired, before the source answers");
+      try {
+        this.#accept(this.#state.pushed, decodeDocument(this.#state.pushed, this.#platform));
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+        log.warn("the persisted document no longer decodes; waiting for the source", {
+          error: e.message,
+        });
+      }
+      await this.#applyMerged(false);
+    }
+    const tick = setInterval(() => {
+      if (!this.#stopping) this.#rec.tick().catch(() => {});
+    }, RECONCILE_TICK_MS);
+    let backoffMs = 0;
+    try {
+      while (!this.#stopping) {
+        let ok = true;
+        try {
+          await this.#pollOnce();
+          backoffMs = 0;
+        } catch (e) {
+          ok = false;
+          const first = backoffMs === 0;
+          backoffMs = Math.min(
+            backoffMs === 0 ? this.#source.intervalS * 1000 : backoffMs * 2,
+            MAX_POLL_BACKOFF_MS,
+          );
+          this.#lastError = (e as Error).message;
+          log[first ? "error" : "warn"]("poll failed; add-ons keep running", {
+            error: e as Error,
+            retry_in_s: Math.round(backoffMs / 1000),
+          });
+        }
+        if (
+          !this.#stopping &&
+          (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)
+        ) {
+          this.#scheduleReport(0);
+        }
+        const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
+        await this.#pause.sleep(wait);
+      }
+    } finally {
+      clearInterval(tick);
+    }
+    await this.#shutdown();
+  }
+
+  async #pollOnce(): Promise<void> {
+    this.#polls++;
+    const r = await this.#source.poll();
+    if (r.kind === "document") {
+      let doc: AssignmentDocument;
+      try {
+        doc = decodeDocument(r.json, this.#platform);
+      } catch (e) {
+        if (!(e instanceof DecodeError)) throw e;
+        this.#lastError = `document refused: ${e.message}`;
+        log.error("assignments document refused; keeping the current desired state", {
+          error: e.message,
+        });
+        this.#dirty = true;
+        return;
+      }
+      this.#lastError = null;
+      this.#accept(r.json, doc);
+      await this.#applyMerged(true);
+    } else {
+      await this.#applyMerged(false);
+    }
+  }
+
+  /** Take `json` (decoded as `doc`) as the source's document: what runs at the next start. */
+  #accept(json: Json, doc: AssignmentDocument): void {
+    this.#state.pushed = json;
+    this.#pushedKeys = new Map();
+    for (const e of doc.entries) {
+      if (e.ok) {
+        const a = e.assignment;
+        this.#pushedKeys.set(a.addon_id, `${a.version}:${a.artifact?.sha256 ?? ""}`);
+      }
+    }
+  }
+
+  /** Merge the override into the last accepted document; reconcile when the result changed. */
+  async #applyMerged(newDocument: boolean): Promise<void> {
+    const path = `${this.#cfg.config_dir}/${OVERRIDE_FILE}`;
+    let overrideText: string | null = null;
+    try {
+      overrideText = await Deno.readTextFile(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        log.warn("local override is unreadable and ignored (treated as absent)", {
+          path,
+          reason: (e as Error).message,
+        });
+      }
+    }
+    if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) {
+      return;
+    }
+    this.#lastOverrideText = overrideText;
+    const override = overrideText === null ? null : parseOverride(overrideText, path);
+    const merged = applyOverride(this.#state.pushed as Json, override);
+    const key = JSON.stringify(merged);
+    if (key === this.#lastApplied) return;
+    let entries: Entry[];
+    try {
+      const doc = decodeDocument(merged, this.#platform);
+      entries = doc.entries;
+      this.#state.config_version = doc.config_version;
+      const local = new Set((override ?? []).map((o) => o.addon_id as string));
+      for (const e of entries) {
+        if (e.ok && local.has(e.assignment.addon_id)) e.assignment.local = true;
+      }
+    } catch (e) {
+      if (!(e instanceof DecodeError)) throw e;
+      log.error("the merged document is refused; keeping the current desired state", {
+        error: e.message,
+      });
+      return;
+    }
+    this.#lastApplied = key;
+    // Not awaited: a long download must not stop polling, override re-reads or reports.
+    // Each add-on's own queue keeps its work in order; shutdown waits for it.
+    this.#applying = this.#rec.apply(entries, this.#pushedKeys).then(() => this.#changed());
+    this.#changed();
+  }
+
+  #changed(): void {
+    this.#dirty = true;
+    if (this.#saveTimer === null) {
+      this.#saveTimer = setTimeout(() => {
+        this.#saveTimer = null;
+        this.#save().catch((e) => log.error("could not write state.json", { error: e as Error }));
+      }, 100);
+    }
+    this.#scheduleReport(500);
+  }
+
+  async #save(): Promise<void> {
+    await saveState(this.#root, this.#state);
+  }
+
+  #scheduleReport(delayMs: number): void {
+    if (this.#cfg.source.kind !== "control_plane" || this.#stopping) return;
+    if (this.#reportTimer !== null) {
+      if (delayMs > 0) return;
+      clearTimeout(this.#reportTimer);
+    }
+    this.#reportTimer = setTimeout(() => {
+      this.#reportTimer = null;
+      this.#reporting = this.#reporting.then(() => this.#report());
+    }, delayMs);
+  }
+
+  async #report(): Promise<void> {
+    this.#dirty = false;
+    this.#lastReportPoll = this.#polls;
+    const doc = await this.status();
+    const body = {
+      agent_id: this.#cfg.agent_id,
+      config_version: this.#state.config_version,
+      reported_at: new Date().toISOString(),
+      addons: doc.addons.map((a) => ({
+        addon_id: a.addon_id,
+        version: a.version,
+        desired_version: a.desired_version,
+        state: a.state,
+        message: a.message,
+        pid: a.pid,
+        restarts: a.restarts,
+        since: a.since,
+        progress: a.progress ?? null,
+      })),
+      ...(this.#lastError ? { error: this.#lastError } : {}),
+    };
+    try {
+      await this.#source.report(body);
+    } catch (e) {
+      this.#dirty = true;
+      log.warn("status report failed; delivery goes on", { error: e as Error });
+    }
+  }
+
+  /** Ask the daemon to stop: add-ons get SIGTERM (SIGKILL after 10 s), then `run` returns. */
+  stop(): void {
+    this.#stopping = true;
+    this.#pause.wake();
+  }
+
+  async #shutdown(): Promise<void> {
+    log.info("stopping: ending every add-on");
+    await this.#rec.stopAll();
+    await this.#applying;
+    if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
+    if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
+    await this.#reporting;
+    await this.#save();
+    await this.#server?.close();
+    this.#source.close();
+    log.info("stopped");
+  }
+}

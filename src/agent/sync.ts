@@ -1,0 +1,189 @@
+/**
+ * One delivery pass (`addon-agent sync`): read the document, merge the local
+ * override, and deliver, verify, stage and switch `current` for every
+ * enabled pushed add-on. No supervision.
+ *
+ * @example
+ * ```ts
+ * const report = await syncOnce(cfg, root);
+ * Deno.exit(report.ok ? 0 : 1);
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type Assignment,
+  decodeDocument,
+  DecodeError,
+  hostPlatform,
+  type Platform,
+  supervisionName,
+} from "../protocol/mod.ts";
+import type { AgentConfig } from "../config/mod.ts";
+import { deliver, type DeliveryContext, deliveryContext } from "../delivery/mod.ts";
+import {
+  activate,
+  collectVersions,
+  emptyAddonState,
+  loadState,
+  type RuntimeRoot,
+  saveState,
+} from "../runtime/mod.ts";
+import { log } from "../common/mod.ts";
+import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
+
+/** What happened to one entry. */
+export interface SyncResult {
+  addon_id: string | null;
+  version: string | null;
+  outcome: "current" | "host_binary" | "disabled" | "skipped" | "refused" | "failed";
+  message: string;
+  sha256?: string;
+  fetched_bytes?: number;
+}
+
+/** The outcome of a whole pass; `ok` is false when `sync` must exit 1. */
+export interface SyncReport {
+  config_version: string | null;
+  document_error: string | null;
+  results: SyncResult[];
+  ok: boolean;
+}
+
+const CONCURRENCY = 4;
+
+/** Run one delivery pass against the configured source and store. */
+export async function syncOnce(
+  cfg: AgentConfig,
+  root: RuntimeRoot,
+  platform: Platform = hostPlatform(),
+): Promise<SyncReport> {
+  const source = await openSource(cfg, platform);
+  let json;
+  try {
+    const r = await source.poll();
+    if (r.kind !== "document") {
+      throw new Error("the source answered 'not modified' to a first poll");
+    }
+    json = r.json;
+  } catch (e) {
+    return { config_version: null, document_error: (e as Error).message, results: [], ok: false };
+  } finally {
+    source.close();
+  }
+  const merged = applyOverride(json, await readOverride(`${cfg.config_dir}/${OVERRIDE_FILE}`));
+  let doc;
+  try {
+    doc = decodeDocument(merged, platform);
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    return { config_version: null, document_error: e.message, results: [], ok: false };
+  }
+  const ctx = await deliveryContext(cfg, root, platform);
+  const results: SyncResult[] = [];
+  const work: Assignment[] = [];
+  for (const e of doc.entries) {
+    if (!e.ok) {
+      results.push({
+        addon_id: e.addon_id ?? null,
+        version: null,
+        outcome: "refused",
+        message: e.error,
+      });
+      log.error("assignment refused", { addon_id: e.addon_id, error: e.error });
+      continue;
+    }
+    const a = e.assignment;
+    if (!a.enabled) {
+      results.push({
+        addon_id: a.addon_id,
+        version: a.version,
+        outcome: "disabled",
+        message: "enabled is false",
+      });
+    } else if (a.delivery !== "pushed_artifact" || typeof a.supervision !== "string") {
+      results.push({
+        addon_id: a.addon_id,
+        version: a.version,
+        outcome: "skipped",
+        message: typeof a.supervision !== "string"
+          ? `supervision ${JSON.stringify(supervisionName(a))} is unsupported`
+          : `nothing to fetch (${a.delivery ?? "config_toggle"})`,
+      });
+    } else {
+      work.push(a);
+    }
+  }
+  const queue = [...work];
+  const runOne = async (): Promise<void> => {
+    for (let a = queue.shift(); a; a = queue.shift()) {
+      results.push(await _syncOne(ctx, a, cfg.limits.keep_versions));
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, runOne));
+
+  const state = await loadState(root);
+  state.agent_id = cfg.agent_id;
+  state.config_version = doc.config_version;
+  for (const r of results) {
+    if (!r.addon_id) continue;
+    const s = (Object.hasOwn(state.addons, r.addon_id) ? state.addons[r.addon_id] : undefined) ??
+      emptyAddonState(r.addon_id);
+    s.desired_version = r.version;
+    if (r.outcome === "current" || r.outcome === "host_binary") {
+      s.state = "staged";
+      s.version = r.version;
+      s.message = r.message;
+    } else if (r.outcome === "disabled") {
+      s.state = "disabled";
+      s.message = r.message;
+    } else if (r.outcome === "refused" || r.outcome === "failed") {
+      s.state = "failed";
+      s.message = r.message;
+    }
+    state.addons[r.addon_id] = s;
+  }
+  await saveState(root, state);
+  const ok = results.every((r) => r.outcome !== "refused" && r.outcome !== "failed");
+  return { config_version: doc.config_version, document_error: null, results, ok };
+}
+
+async function _syncOne(
+  ctx: DeliveryContext,
+  a: Assignment,
+  keepVersions: number,
+): Promise<SyncResult> {
+  const started = Date.now();
+  try {
+    const d = await deliver(ctx, a);
+    if (d.source === "host_binary") {
+      return {
+        addon_id: a.addon_id,
+        version: a.version,
+        outcome: "host_binary",
+        message: `no artifact for this platform; the host binary ${d.binary} is used`,
+      };
+    }
+    const sw = await activate(ctx.layout, a.addon_id, a.version);
+    if (sw.changed) await collectVersions(ctx.layout, a.addon_id, keepVersions);
+    const r: SyncResult = {
+      addon_id: a.addon_id,
+      version: a.version,
+      outcome: "current",
+      message: sw.changed ? "staged and current" : "already current",
+      fetched_bytes: d.fetched,
+    };
+    if (d.sha256) r.sha256 = d.sha256;
+    log.info(r.message, { addon_id: a.addon_id, version: a.version, ms: Date.now() - started });
+    return r;
+  } catch (e) {
+    log.error("delivery failed", { addon_id: a.addon_id, version: a.version, error: e as Error });
+    return {
+      addon_id: a.addon_id,
+      version: a.version,
+      outcome: "failed",
+      message: (e as Error).message,
+    };
+  }
+}

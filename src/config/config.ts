@@ -1,0 +1,274 @@
+/**
+ * Agent configuration (`agent.json`, SPEC 2): decoded once into typed values.
+ *
+ * @example Load a config
+ * ```ts
+ * const cfg = await loadConfig("/etc/addon-agent/agent.json");
+ * console.log(cfg.runtime_root);
+ * ```
+ *
+ * @module
+ */
+
+import { DecodeError, ObjectReader, parseJson } from "../protocol/mod.ts";
+
+/** Where assignments come from. */
+export type SourceConfig =
+  | {
+    kind: "control_plane";
+    url: string;
+    poll_interval_s: number;
+    token_file?: string;
+    ca_file?: string;
+    cert_file?: string;
+    key_file?: string;
+  }
+  | { kind: "file"; path: string; poll_interval_s: number };
+
+/** Where artifacts are stored. */
+export type ObjectStoreConfig =
+  | {
+    kind: "s3";
+    bucket: string;
+    region: string;
+    endpoint?: string;
+    force_path_style: boolean;
+    prefix: string;
+  }
+  | { kind: "filesystem"; root: string };
+
+/** The decoded `agent.json`. */
+export interface AgentConfig {
+  /** Path of the file this came from. */
+  file: string;
+  agent_id: string;
+  runtime_root: string;
+  config_dir: string;
+  source: SourceConfig;
+  object_store: ObjectStoreConfig;
+  trust: { public_keys: string[]; require_signature: boolean };
+  limits: { max_artifact_bytes: number; keep_versions: number };
+  status?: { listen: string };
+  /** Directory for `systemd_*` unit files (an extension of SPEC 2). */
+  systemd: { unit_dir: string };
+}
+
+/** Default location of the agent configuration. */
+export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
+
+/** Whether `host` is a loopback host name or address. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+function _dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  return i === 0 ? "/" : path.slice(0, i);
+}
+
+function _absolute(r: ObjectReader, key: string, value: string): string {
+  if (!value.startsWith("/")) {
+    throw new DecodeError(r.at(key), `must be an absolute path, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+/** Decode a parsed `agent.json` found at `file`; throws {@linkcode DecodeError} naming the field. */
+export function decodeConfig(value: unknown, file: string): AgentConfig {
+  try {
+    return _decode(value, file);
+  } catch (e) {
+    if (e instanceof DecodeError) throw e.inFile(file);
+    throw e;
+  }
+}
+
+function _decode(value: unknown, file: string): AgentConfig {
+  const r = ObjectReader.of(value, "");
+  const agent_id = r.string("agent_id");
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(agent_id)) {
+    throw new DecodeError("agent_id", "must be letters, digits, '.', '_' or '-'");
+  }
+  const runtime_root = _absolute(
+    r,
+    "runtime_root",
+    r.optString("runtime_root") ?? "/var/lib/addon-agent",
+  ).replace(/(.)\/+$/, "$1");
+  const configDirRaw = r.optString("config_dir");
+  let config_dir: string;
+  if (configDirRaw !== undefined) {
+    config_dir = _absolute(r, "config_dir", configDirRaw);
+  } else {
+    const dir = _dirname(file);
+    config_dir = dir.startsWith("/") ? dir : dir === "." ? Deno.cwd() : `${Deno.cwd()}/${dir}`;
+  }
+
+  const s = r.object("source");
+  const kind = s.oneOf("kind", ["control_plane", "file"] as const);
+  let source: SourceConfig;
+  if (kind === "control_plane") {
+    const url = s.string("url");
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new DecodeError(s.at("url"), `${JSON.stringify(url)} is not a URL`);
+    }
+    if (parsed.protocol !== "https:") {
+      if (!(parsed.protocol === "http:" && isLoopbackHost(parsed.hostname))) {
+        throw new DecodeError(
+          s.at("url"),
+          "must be https:// (http:// is allowed only for loopback hosts)",
+        );
+      }
+    }
+    source = {
+      kind,
+      url: url.replace(/\/+$/, ""),
+      poll_interval_s: s.optNumber("poll_interval_s", { min: 0.1 }) ?? 30,
+    };
+    for (const k of ["token_file", "ca_file", "cert_file", "key_file"] as const) {
+      const v = s.optString(k);
+      if (v !== undefined) source[k] = v.startsWith("/") ? v : `${config_dir}/${v}`;
+    }
+    if ((source.cert_file === undefined) !== (source.key_file === undefined)) {
+      throw new DecodeError(s.at("cert_file"), "cert_file and key_file must be given together");
+    }
+  } else {
+    const path = s.string("path");
+    source = {
+      kind,
+      path: path.startsWith("/") ? path : `${config_dir}/${path}`,
+      poll_interval_s: s.optNumber("poll_interval_s", { min: 0.1 }) ?? 5,
+    };
+  }
+  s.done();
+
+  const o = r.object("object_store");
+  const okind = o.oneOf("kind", ["s3", "filesystem"] as const);
+  let object_store: ObjectStoreConfig;
+  if (okind === "s3") {
+    const endpoint = o.optString("endpoint");
+    if (endpoint !== undefined) {
+      try {
+        new URL(endpoint);
+      } catch {
+        throw new DecodeError(o.at("endpoint"), `${JSON.stringify(endpoint)} is not a URL`);
+      }
+    }
+    object_store = {
+      kind: okind,
+      bucket: o.string("bucket"),
+      region: o.optString("region") ?? "us-east-1",
+      force_path_style: o.optBool("force_path_style") ?? false,
+      prefix: o.optString("prefix", true) ?? "",
+    };
+    if (endpoint !== undefined) object_store.endpoint = endpoint;
+  } else {
+    const root = o.string("root");
+    object_store = {
+      kind: okind,
+      root: root.startsWith("/") ? root : `${config_dir}/${root}`,
+    };
+  }
+  o.done();
+
+  const t = r.optObject("trust");
+  const public_keys = t?.optStringArray("public_keys") ?? [];
+  public_keys.forEach((k, i) => {
+    if (_base64Length(k) !== 32) {
+      throw new DecodeError(
+        `trust.public_keys[${i}]`,
+        "must be standard base64 of a raw 32-byte ed25519 key",
+      );
+    }
+  });
+  const trust = { public_keys, require_signature: t?.optBool("require_signature") ?? false };
+  t?.done();
+
+  const l = r.optObject("limits");
+  const limits = {
+    max_artifact_bytes: l?.optNumber("max_artifact_bytes", { min: 1, integer: true }) ??
+      268435456,
+    keep_versions: l?.optNumber("keep_versions", { min: 2, integer: true }) ?? 3,
+  };
+  l?.done();
+
+  const st = r.optObject("status");
+  let status: AgentConfig["status"];
+  if (st) {
+    const listen = st.string("listen");
+    const m = /^(.*):(\d{1,5})$/.exec(listen);
+    if (!m || !isLoopbackHost(m[1]!)) {
+      throw new DecodeError(
+        st.at("listen"),
+        `must be a loopback address with a port, like 127.0.0.1:7420, got ${
+          JSON.stringify(listen)
+        }`,
+      );
+    }
+    status = { listen };
+    st.done();
+  }
+
+  const sd = r.optObject("systemd");
+  const systemd = {
+    unit_dir: _absolute(
+      sd ?? r,
+      "unit_dir",
+      sd?.optString("unit_dir") ?? "/etc/systemd/system",
+    ),
+  };
+  sd?.done();
+  r.done();
+
+  const cfg: AgentConfig = {
+    file,
+    agent_id,
+    runtime_root,
+    config_dir,
+    source,
+    object_store,
+    trust,
+    limits,
+    systemd,
+  };
+  if (status) cfg.status = status;
+  return cfg;
+}
+
+function _base64Length(s: string): number {
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || s.length % 4 !== 0) return -1;
+  try {
+    return atob(s).length;
+  } catch {
+    return -1;
+  }
+}
+
+/** An error that means bad configuration: the CLI exits 2. */
+export class ConfigError extends Error {
+  /** Make a configuration error with a message naming the file and field. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Read and decode the config file at `path`; errors name the file and field. */
+export async function loadConfig(path: string): Promise<AgentConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read the configuration: ${(e as Error).message}`);
+  }
+  try {
+    return decodeConfig(parseJson(text, path), path);
+  } catch (e) {
+    if (e instanceof DecodeError) throw new ConfigError(e.message);
+    throw e;
+  }
+}

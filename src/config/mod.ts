@@ -1,0 +1,8 @@
+/**
+ * The agent's configuration (`agent.json`, SPEC 2) and the check that the Deno permission set grants what it names.
+ *
+ * @module
+ */
+
+export * from "./config.ts";
+export * from "./permission_check.ts";

@@ -1,0 +1,334 @@
+/**
+ * Delivery of one assignment: store → verify → stage → switch `current`.
+ *
+ * Bytes reach `versions/<version>/` only after their sha256 and signature
+ * checks passed on exactly those bytes; a version already staged with the
+ * same sha256 is never downloaded again, and one staged with other bytes is
+ * a conflict, never overwritten.
+ *
+ * @example Deliver and activate
+ * ```ts
+ * const d = await deliver(ctx, assignment);
+ * const switched = await activate(ctx.layout, assignment.addon_id, assignment.version);
+ * // on trouble: await switched.revert();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type Assignment,
+  type Platform,
+  platformString,
+  verifyStatement,
+} from "../protocol/mod.ts";
+import type { AgentConfig } from "../config/mod.ts";
+import { DownloadError, Downloads } from "./download.ts";
+import {
+  assertRealDir,
+  ensureRealDir,
+  fsyncDir,
+  type Layout,
+  removeIfExists,
+  type StagedArtifact,
+  writeFileAtomic,
+} from "../runtime/mod.ts";
+import { log } from "../common/mod.ts";
+import { type ObjectStore, openObjectStore } from "../store/mod.ts";
+
+/** Why an assignment could not be delivered; `transient` failures may succeed on retry. */
+export class DeliveryError extends Error {
+  /** Make a delivery error; `conflict` marks a version staged with other bytes. */
+  constructor(
+    message: string,
+    readonly transient: boolean,
+    readonly conflict = false,
+  ) {
+    super(message);
+    this.name = "DeliveryError";
+  }
+}
+
+/** What delivery needs from the rest of the agent. */
+export interface DeliveryContext {
+  layout: Layout;
+  store: ObjectStore;
+  downloads: Downloads;
+  trust: AgentConfig["trust"];
+  limits: AgentConfig["limits"];
+  platform: Platform;
+  /** Progress of a running download, for status reports. */
+  onProgress?: (addonId: string, bytes: number, total: number) => void;
+  /** The delivery moved on to a new phase. */
+  onPhase?: (addonId: string, phase: "downloading" | "verifying") => void;
+}
+
+/** Build the delivery context for a configuration (the S3 SDK loads only for an S3 store). */
+export async function deliveryContext(
+  cfg: AgentConfig,
+  layout: Layout,
+  platform: Platform,
+): Promise<DeliveryContext> {
+  return {
+    layout,
+    store: await openObjectStore(cfg.object_store),
+    downloads: new Downloads(),
+    trust: cfg.trust,
+    limits: cfg.limits,
+    platform,
+  };
+}
+
+/** The executable an assignment runs, once delivered. */
+export interface Delivered {
+  /** Absolute path of the executable to run. */
+  binary: string;
+  /** sha256 of the staged bytes, when the agent staged them. */
+  sha256?: string;
+  /** Bytes fetched from the store by this delivery (0 when already staged). */
+  fetched: number;
+  /** How the binary got here. */
+  source: "staged" | "downloaded" | "host_binary";
+}
+
+/** The add-on's staged artifact record, or null when that version is not staged. */
+export async function readStaged(
+  layout: Layout,
+  addonId: string,
+  version: string,
+): Promise<StagedArtifact | null> {
+  const dir = layout.versionDir(addonId, version);
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.lstat(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+  if (!st.isDirectory || st.isSymlink) {
+    throw new DeliveryError(
+      `${dir} is not a real directory (a symlink or a file was planted there); refusing to use or overwrite it`,
+      false,
+      true,
+    );
+  }
+  try {
+    return JSON.parse(await Deno.readTextFile(`${dir}/artifact.json`)) as StagedArtifact;
+  } catch (e) {
+    throw new DeliveryError(
+      `${dir} exists but its artifact.json is unreadable (${
+        (e as Error).message
+      }); remove the directory or publish a new version`,
+      false,
+      true,
+    );
+  }
+}
+
+/** Apply the signature policy (SPEC 5) to `a` with bytes of digest `sha256`; returns the verifying key. */
+export async function checkSignature(
+  ctx: Pick<DeliveryContext, "trust" | "platform">,
+  a: Assignment,
+  sha256: string | null,
+): Promise<string | null> {
+  const sig = a.artifact?.signature;
+  if (sig !== undefined && ctx.trust.public_keys.length === 0) {
+    throw new DeliveryError(
+      "the artifact is signed but trust.public_keys is empty; refusing (fail closed): add the publisher's key",
+      false,
+    );
+  }
+  if (sig === undefined) {
+    if (ctx.trust.require_signature) {
+      throw new DeliveryError(
+        sha256 === null
+          ? `no artifact for ${
+            platformString(ctx.platform)
+          } and trust.require_signature is true; the host binary ${
+            a.binary_path ?? ""
+          } is not run unsigned`
+          : "the artifact is unsigned and trust.require_signature is true",
+        false,
+      );
+    }
+    return null;
+  }
+  if (sha256 === null) return null;
+  const key = await verifyStatement(
+    {
+      addon_id: a.addon_id,
+      version: a.version,
+      target: platformString(ctx.platform),
+      sha256,
+    },
+    sig,
+    ctx.trust.public_keys,
+  );
+  if (key === null) {
+    throw new DeliveryError(
+      `the signature does not verify for ${a.addon_id} ${a.version} ${
+        platformString(ctx.platform)
+      } sha256=${sha256} with any trusted key`,
+      false,
+    );
+  }
+  return key;
+}
+
+async function _hostBinary(ctx: DeliveryContext, a: Assignment): Promise<Delivered> {
+  await checkSignature(ctx, a, null);
+  const path = a.binary_path;
+  if (path === undefined) {
+    throw new DeliveryError(`no artifact for ${platformString(ctx.platform)}`, false);
+  }
+  try {
+    const st = await Deno.stat(path);
+    if (!st.isFile) throw new Error("not a file");
+  } catch (e) {
+    throw new DeliveryError(
+      e instanceof Deno.errors.NotCapable
+        ? `no artifact for ${
+          platformString(ctx.platform)
+        }, and ${path} is outside what this build may read (permissions.agent.read in deno.json)`
+        : `no artifact for ${platformString(ctx.platform)} and no binary at ${path} on this host`,
+      false,
+    );
+  }
+  log.warn("no artifact for this platform; running the binary already on the host", {
+    addon_id: a.addon_id,
+    binary_path: path,
+  });
+  return { binary: path, fetched: 0, source: "host_binary" };
+}
+
+/** Deliver `a` (pushed_artifact): reuse a staged version or download, verify and stage it. Idempotent. */
+export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Delivered> {
+  const ref = a.artifact;
+  if (!ref) return _hostBinary(ctx, a);
+  const staged = await readStaged(ctx.layout, a.addon_id, a.version);
+  const binary = `${ctx.layout.versionDir(a.addon_id, a.version)}/${a.binary_name}`;
+  if (staged) {
+    if (staged.sha256 !== ref.sha256) {
+      throw new DeliveryError(
+        `${a.version} is staged with sha256 ${staged.sha256}; publish a new version (the assignment says ${ref.sha256})`,
+        false,
+        true,
+      );
+    }
+    const key = await checkSignature(ctx, a, staged.sha256);
+    if (staged.key !== null && key === null) {
+      throw new DeliveryError(
+        `${a.version} was verified by a key that the assignment no longer proves; refusing to run it`,
+        false,
+      );
+    }
+    if (staged.key !== null && !ctx.trust.public_keys.includes(staged.key)) {
+      throw new DeliveryError(
+        `${a.version} was signed by a key that is no longer in trust.public_keys; not running it`,
+        false,
+      );
+    }
+    return {
+      binary: await _stagedBinary(ctx.layout, a),
+      sha256: staged.sha256,
+      fetched: 0,
+      source: "staged",
+    };
+  }
+  // Refuse early what the policy would refuse after the download.
+  const refusedUnseen = ref.signature !== undefined
+    ? ctx.trust.public_keys.length === 0
+    : ctx.trust.require_signature;
+  if (refusedUnseen) await checkSignature(ctx, a, ref.sha256);
+  let lease;
+  ctx.onPhase?.(a.addon_id, "downloading");
+  try {
+    lease = await ctx.downloads.fetch({
+      store: ctx.store,
+      layout: ctx.layout,
+      key: ref.object_key,
+      sha256: ref.sha256,
+      maxBytes: ctx.limits.max_artifact_bytes,
+      onProgress: (b, t) => ctx.onProgress?.(a.addon_id, b, t),
+    });
+  } catch (e) {
+    if (e instanceof DownloadError) throw new DeliveryError(e.message, e.transient);
+    throw e;
+  }
+  ctx.onPhase?.(a.addon_id, "verifying");
+  try {
+    const key = await checkSignature(ctx, a, ref.sha256);
+    if (key === null) {
+      log.warn("the artifact is unsigned; staging it because trust.require_signature is false", {
+        addon_id: a.addon_id,
+        version: a.version,
+      });
+    }
+    await _stage(ctx.layout, a, lease.path, {
+      addon_id: a.addon_id,
+      version: a.version,
+      sha256: ref.sha256,
+      size: lease.size,
+      object_key: ref.object_key,
+      key,
+      staged_at: new Date().toISOString(),
+    });
+  } finally {
+    await lease.release();
+  }
+  log.info("staged", {
+    addon_id: a.addon_id,
+    version: a.version,
+    sha256: ref.sha256,
+    bytes: lease.size,
+    fetched: lease.fetched,
+  });
+  return { binary, sha256: ref.sha256, fetched: lease.fetched, source: "downloaded" };
+}
+
+async function _stagedBinary(layout: Layout, a: Assignment): Promise<string> {
+  const path = `${layout.versionDir(a.addon_id, a.version)}/${a.binary_name}`;
+  const st = await Deno.lstat(path).catch(() => null);
+  if (!st || !st.isFile) {
+    throw new DeliveryError(
+      `${path} is missing or not a regular file; the staged version is damaged`,
+      false,
+      true,
+    );
+  }
+  return path;
+}
+
+async function _stage(
+  layout: Layout,
+  a: Assignment,
+  partial: string,
+  record: StagedArtifact,
+): Promise<void> {
+  await ensureRealDir(layout.addonDir(a.addon_id));
+  await ensureRealDir(layout.versionsDir(a.addon_id));
+  const stageDir = `${layout.tmp}/stage-${a.addon_id}-${a.version}-${
+    crypto.randomUUID().slice(0, 8)
+  }`;
+  await Deno.mkdir(stageDir, { mode: 0o755 });
+  try {
+    const bin = `${stageDir}/${a.binary_name}`;
+    await Deno.link(partial, bin);
+    await Deno.chmod(bin, 0o755);
+    await writeFileAtomic(`${stageDir}/artifact.json`, JSON.stringify(record, null, 2) + "\n");
+    const target = layout.versionDir(a.addon_id, a.version);
+    if (await Deno.lstat(target).then(() => true, () => false)) {
+      throw new DeliveryError(
+        `${target} appeared while staging; refusing to overwrite it`,
+        false,
+        true,
+      );
+    }
+    await assertRealDir(layout.versionsDir(a.addon_id));
+    await Deno.rename(stageDir, target);
+    await fsyncDir(layout.versionsDir(a.addon_id));
+  } catch (e) {
+    await removeIfExists(stageDir);
+    throw e;
+  }
+}

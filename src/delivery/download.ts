@@ -1,0 +1,443 @@
+/**
+ * Streaming download into `tmp/<sha256>.partial`: hash and write in one pass
+ * with bounded memory; resume an interrupted download with a ranged read;
+ * stop at `max_artifact_bytes`; check free disk space first. One download per
+ * sha256 runs at a time, shared by every add-on that wants those bytes.
+ *
+ * The pipeline: a ring of four 1 MiB buffers. A byte-stream body (both
+ * stores give one) is read straight into a buffer, 1 MiB per read; other
+ * bodies are copied in. While one buffer is hashed (on this thread) the next
+ * one fills and earlier ones are written (on I/O threads), in order; every
+ * 32 MiB a background fdatasync lets the disk catch up, so the fsync before
+ * the digest is checked has little left to do. The buffers are released as
+ * soon as the download ends.
+ *
+ * @example Fetch an object whose digest is known
+ * ```ts
+ * const lease = await downloads.fetch({ store, layout, key, sha256, maxBytes });
+ * try {
+ *   console.log(lease.path, lease.size);
+ * } finally {
+ *   await lease.release();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { createHash, type Hash } from "node:crypto";
+import fs from "node:fs";
+import type { ObjectStore } from "../store/mod.ts";
+import type { Layout } from "../runtime/mod.ts";
+
+/** Bytes read, hashed and written at a time. */
+const BATCH = 1 << 20;
+/** Batches in flight: one filling while the others are being written. */
+const RING = 4;
+/** Start a background fdatasync after this many bytes, so the final fsync finds little to do. */
+const SYNC_EVERY = 32 << 20;
+/** Free space kept beyond the object's size before a download starts. */
+export const DISK_MARGIN_BYTES = 64 << 20;
+
+/** Why a download did not produce the expected bytes. */
+export class DownloadError extends Error {
+  /** `transient`: the store or network failed and a retry may succeed. */
+  constructor(message: string, readonly transient: boolean) {
+    super(message);
+    this.name = "DownloadError";
+  }
+}
+
+/** What to download. */
+export interface DownloadRequest {
+  store: ObjectStore;
+  layout: Layout;
+  key: string;
+  /** Expected lowercase hex sha256. */
+  sha256: string;
+  maxBytes: number;
+  /** Called now and then while bytes arrive. */
+  onProgress?: (bytes: number, total: number) => void;
+  /** Stops the download between batches (the partial stays for a resume). */
+  signal?: AbortSignal;
+}
+
+/** A verified partial file that stays in place until every user released it. */
+export interface DownloadLease {
+  /** Path of `tmp/<sha256>.partial`, whose digest matched. */
+  path: string;
+  size: number;
+  /** Bytes fetched from the store by this download (less than size after a resume). */
+  fetched: number;
+  /** Give the file up; the last user removes it. */
+  release(): Promise<void>;
+}
+
+interface _Flight {
+  promise: Promise<{ size: number; fetched: number }>;
+  users: number;
+}
+
+async function _writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < b.length) off += await f.write(b.subarray(off));
+}
+
+/** Fill `buf` with up to `want` bytes; `buf` may come back as a new view (BYOB reads transfer it). */
+type _Fill = (
+  buf: Uint8Array,
+  want: number,
+) => Promise<{ buf: Uint8Array; n: number; done: boolean }>;
+
+/** Read `body` straight into our buffers when it is a byte stream, else copy its chunks. */
+function _filler(body: AsyncIterable<Uint8Array>): _Fill {
+  if (body instanceof ReadableStream) {
+    let reader: ReadableStreamBYOBReader | null = null;
+    try {
+      reader = body.getReader({ mode: "byob" });
+    } catch {
+      // not a byte stream: iterate it
+    }
+    if (reader) return _byobFill(reader);
+  }
+  return _iterFill(body);
+}
+
+function _byobFill(reader: ReadableStreamBYOBReader): _Fill {
+  return async (buf, want) => {
+    let n = 0;
+    while (n < want) {
+      // `min`: one read per batch, not one per network chunk (far fewer promises and garbage).
+      const { value, done } = await reader.read(new Uint8Array(buf.buffer, n, want - n), {
+        min: want - n,
+      });
+      buf = value ? new Uint8Array(value.buffer) : new Uint8Array(BATCH);
+      // At the end the last bytes come with `done`.
+      n += value?.byteLength ?? 0;
+      if (done) return { buf, n, done: true };
+    }
+    return { buf, n, done: false };
+  };
+}
+
+function _iterFill(body: AsyncIterable<Uint8Array>): _Fill {
+  const it = body[Symbol.asyncIterator]();
+  let rest: Uint8Array = new Uint8Array(0);
+  let ended = false;
+  return async (buf, want) => {
+    let n = 0;
+    while (n < want) {
+      if (rest.length === 0) {
+        if (ended) break;
+        const r = await it.next();
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        rest = r.value;
+        continue;
+      }
+      const k = Math.min(rest.length, want - n);
+      buf.set(k === rest.length ? rest : rest.subarray(0, k), n);
+      n += k;
+      rest = rest.subarray(k);
+    }
+    return { buf, n, done: ended && rest.length === 0 };
+  };
+}
+
+/**
+ * Writes batches in order, one after the other, off the reading path; every
+ * `SYNC_EVERY` bytes it starts an fdatasync through a second handle so the
+ * disk works while bytes still arrive. After a failure nothing more is written.
+ */
+class _Writer {
+  #chain: Promise<void> = Promise.resolve();
+  #syncing: Promise<void> | null = null;
+  #sinceSync = 0;
+  #failed: { error: unknown } | null = null;
+  #settled = false;
+
+  constructor(readonly file: Deno.FsFile, readonly syncer: Deno.FsFile) {}
+
+  /** Queue `b`; resolves once it is written, so its buffer may be reused. */
+  write(b: Uint8Array): Promise<void> {
+    const done = this.#chain.then(async () => {
+      if (this.#failed) throw this.#failed.error;
+      await _writeAll(this.file, b);
+      this.#sinceSync += b.length;
+      if (this.#sinceSync >= SYNC_EVERY && this.#syncing === null) {
+        this.#sinceSync = 0;
+        this.#syncing = this.syncer.syncData().then(
+          () => {
+            this.#syncing = null;
+          },
+          (e) => {
+            this.#failed ??= { error: e };
+            this.#syncing = null;
+          },
+        );
+      }
+    });
+    this.#chain = done.catch((e) => {
+      this.#failed ??= { error: e };
+    });
+    done.catch(() => {});
+    return done;
+  }
+
+  /** Wait for every write, then fsync: the bytes are on disk when this resolves. */
+  async finish(): Promise<void> {
+    await this.#chain;
+    await this.#syncing;
+    if (this.#failed) throw this.#failed.error;
+    await this.file.sync();
+  }
+
+  /** Wait for writes and syncs still running (never throws) and close the second handle. */
+  async settle(): Promise<void> {
+    if (this.#settled) return;
+    this.#settled = true;
+    await this.#chain;
+    await this.#syncing;
+    this.syncer.close();
+  }
+}
+
+/** Release a buffer's memory at once by detaching it (a no-op when a stream holds it). */
+function _free(b: Uint8Array): void {
+  const ab = b.buffer;
+  if (ab instanceof ArrayBuffer && !ab.detached) ab.transfer(0);
+}
+
+async function _hashExisting(path: string, hash: Hash): Promise<number> {
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return 0;
+    throw e;
+  }
+  if (!st.isFile) {
+    await Deno.remove(path, { recursive: true });
+    return 0;
+  }
+  const f = await Deno.open(path, { read: true });
+  try {
+    const buf = new Uint8Array(BATCH);
+    let total = 0;
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      hash.update(buf.subarray(0, n));
+      total += n;
+    }
+    return total;
+  } finally {
+    f.close();
+  }
+}
+
+function _freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+/** Runs downloads, one per sha256 at a time. */
+export class Downloads {
+  readonly #flights = new Map<string, _Flight>();
+  readonly #abort = new AbortController();
+
+  /** Stop every running download between batches (the agent is stopping); partials stay. */
+  abortAll(): void {
+    this.#abort.abort();
+  }
+
+  /** Download (or resume, or join the running download of) the object; the digest is checked. */
+  async fetch(req: DownloadRequest): Promise<DownloadLease> {
+    let flight = this.#flights.get(req.sha256);
+    if (!flight) {
+      flight = { promise: _download({ ...req, signal: this.#abort.signal }), users: 0 };
+      this.#flights.set(req.sha256, flight);
+      const f = flight;
+      f.promise.catch(() => {
+        if (this.#flights.get(req.sha256) === f) this.#flights.delete(req.sha256);
+      });
+    }
+    flight.users++;
+    let result;
+    try {
+      result = await flight.promise;
+    } catch (e) {
+      flight.users--;
+      throw e;
+    }
+    const path = req.layout.partial(req.sha256);
+    let released = false;
+    const f = flight;
+    return {
+      path,
+      size: result.size,
+      fetched: result.fetched,
+      release: async () => {
+        if (released) return;
+        released = true;
+        f.users--;
+        if (f.users === 0 && this.#flights.get(req.sha256) === f) {
+          this.#flights.delete(req.sha256);
+          await Deno.remove(path).catch(() => {});
+        }
+      },
+    };
+  }
+
+  /** sha256 digests with a download running now. */
+  active(): string[] {
+    return [...this.#flights.keys()];
+  }
+}
+
+async function _download(req: DownloadRequest): Promise<{ size: number; fetched: number }> {
+  const path = req.layout.partial(req.sha256);
+  const hash = createHash("sha256");
+  let have = await _hashExisting(path, hash);
+  if (have > req.maxBytes) {
+    await Deno.remove(path);
+    have = 0;
+    hash.destroy();
+    return _download(req);
+  }
+  if (have > 0 && hash.copy().digest("hex") === req.sha256) {
+    return { size: have, fetched: 0 };
+  }
+  let obj;
+  try {
+    obj = await req.store.open(req.key, have);
+  } catch (e) {
+    throw new DownloadError((e as Error).message, (e as { transient?: boolean }).transient ?? true);
+  }
+  const size = obj.size;
+  try {
+    if (size > req.maxBytes) {
+      throw new DownloadError(
+        `${
+          req.store.describe(req.key)
+        } is ${size} bytes, more than limits.max_artifact_bytes (${req.maxBytes})`,
+        false,
+      );
+    }
+    if (size >= 0) {
+      const need = size - have + DISK_MARGIN_BYTES;
+      const free = _freeBytes(req.layout.tmp);
+      if (free < need) {
+        throw new DownloadError(
+          `not enough free disk space in ${req.layout.tmp}: ${free} bytes free, ${need} needed (the object plus a ${DISK_MARGIN_BYTES}-byte margin)`,
+          true,
+        );
+      }
+    }
+    const file = await Deno.open(path, { write: true, create: true, mode: 0o600 });
+    let total = have;
+    let fetched = 0;
+    let writer: _Writer | null = null;
+    const ring = Array.from(
+      { length: RING },
+      (): { buf: Uint8Array; written: Promise<void> } => ({
+        buf: new Uint8Array(BATCH),
+        written: Promise.resolve(),
+      }),
+    );
+    try {
+      await file.truncate(have);
+      await file.seek(have, Deno.SeekMode.Start);
+      writer = new _Writer(file, await Deno.open(path, { read: true }));
+      const fill = _filler(obj.body);
+      // Fill slot `i` once its last write is done; asks for at most one byte more than the
+      // limit allows, to notice an oversized object.
+      const start = (i: number) => {
+        const slot = ring[i]!;
+        const want = Math.min(BATCH, req.maxBytes - total + 1);
+        const p = slot.written.then(() => fill(slot.buf, want));
+        p.catch(() => {});
+        return p;
+      };
+      let lastReport = 0;
+      let pending = start(0);
+      for (let i = 0;; i = (i + 1) % RING) {
+        const slot = ring[i]!;
+        const got = await pending;
+        slot.buf = got.buf;
+        total += got.n;
+        fetched += got.n;
+        if (total > req.maxBytes) {
+          throw new DownloadError(
+            `${
+              req.store.describe(req.key)
+            } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
+            false,
+          );
+        }
+        // The next batch arrives (or is read from disk) while this one is hashed.
+        if (!got.done) pending = start((i + 1) % RING);
+        if (got.n > 0) {
+          const batch = got.n === BATCH ? slot.buf : slot.buf.subarray(0, got.n);
+          hash.update(batch);
+          slot.written = writer.write(batch);
+          if (req.onProgress) {
+            const now = Date.now();
+            if (now - lastReport > 250) {
+              lastReport = now;
+              req.onProgress(total, size);
+            }
+          }
+        }
+        if (got.done) break;
+        if (req.signal?.aborted) {
+          throw new DownloadError(
+            `${
+              req.store.describe(req.key)
+            }: stopped after ${total} bytes because the agent is stopping; the next start resumes it`,
+            true,
+          );
+        }
+      }
+      await writer.finish();
+    } finally {
+      await writer?.settle();
+      file.close();
+      // Give the buffers back now rather than at some later GC: what runs next (signature
+      // checks, staging) then reuses the memory instead of adding to the peak.
+      for (const slot of ring) _free(slot.buf);
+    }
+    if (size >= 0 && total < size) {
+      throw new DownloadError(
+        `${
+          req.store.describe(req.key)
+        }: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
+        true,
+      );
+    }
+    req.onProgress?.(total, size);
+    const digest = hash.digest("hex");
+    if (digest !== req.sha256) {
+      await Deno.remove(path).catch(() => {});
+      throw new DownloadError(
+        `${req.store.describe(req.key)}: sha256 mismatch: expected ${req.sha256}, got ${digest}`,
+        false,
+      );
+    }
+    return { size: total, fetched };
+  } catch (e) {
+    if (e instanceof DownloadError && !e.transient) await Deno.remove(path).catch(() => {});
+    if (e instanceof DownloadError) throw e;
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
+    throw new DownloadError(
+      `${req.store.describe(req.key)}: download failed: ${
+        (e as Error).message
+      }; the next attempt resumes`,
+      true,
+    );
+  } finally {
+    obj.close();
+  }
+}

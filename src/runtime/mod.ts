@@ -1,0 +1,12 @@
+/**
+ * The runtime root on disk (SPEC 6 and 8): its layout, atomic writes, `state.json`, last-good, versions and their links, garbage collection.
+ *
+ * @module
+ */
+
+export * from "./fs_atomic.ts";
+export * from "./gc.ts";
+export * from "./last_good.ts";
+export * from "./runtime_root.ts";
+export * from "./state.ts";
+export * from "./versions.ts";

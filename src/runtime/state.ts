@@ -1,0 +1,128 @@
+/**
+ * `state.json` (SPEC 6): the desired and actual state of every add-on,
+ * written atomically, read back after a restart.
+ *
+ * @example Load, change, save
+ * ```ts
+ * const state = await loadState(layout);
+ * state.addons["net-probe"] = { ...emptyAddonState("net-probe"), state: "staged" };
+ * await saveState(layout, state);
+ * ```
+ *
+ * @module
+ */
+
+import type { Json, JsonObject } from "../protocol/mod.ts";
+import { writeFileAtomic } from "./fs_atomic.ts";
+import { log } from "../common/mod.ts";
+import type { Layout } from "./runtime_root.ts";
+
+/** The states an add-on moves through (SPEC 11). */
+export type AddonStateName =
+  | "pending"
+  | "downloading"
+  | "verifying"
+  | "staged"
+  | "starting"
+  | "running"
+  | "stopped"
+  | "disabled"
+  | "failed"
+  | "fallback"
+  | "rolled_back"
+  | "unsupported"
+  | "completed";
+
+/** What the agent knows about one add-on. */
+export interface AddonState {
+  addon_id: string;
+  state: AddonStateName;
+  message: string;
+  /** The version that runs (or last ran, or is current after `sync`). */
+  version: string | null;
+  /** The assigned version. */
+  desired_version: string | null;
+  supervision: string | null;
+  pid: number | null;
+  /** Process group of a sidecar or helper, with the identity that guards against pid reuse. */
+  pgid: number | null;
+  pgid_identity: string | null;
+  restarts: number;
+  since: string | null;
+  /** go-plugin address when the add-on printed a handshake. */
+  address?: string;
+  /** Exit code of the last run of a helper. */
+  exit_code?: number;
+  progress?: { bytes: number; total_bytes: number };
+  last_delivery?: { at: string; duration_ms: number; bytes: number };
+  /** (version, sha256) pairs rolled back and not to be tried again while assigned. */
+  failed_versions: { version: string; sha256: string; reason: string }[];
+  /** Fingerprint of the (version, config) a run-once helper completed. */
+  helper_fingerprint?: string;
+  /** Toggle settings of a `config_toggle` add-on. */
+  toggles?: JsonObject;
+}
+
+/** The whole of `state.json`. */
+export interface AgentState {
+  agent_id: string | null;
+  config_version: string | null;
+  updated_at: string | null;
+  /** The assignments document last accepted from the source, run again at start. */
+  pushed: Json | null;
+  addons: Record<string, AddonState>;
+}
+
+/** A fresh, empty agent state. */
+export function emptyState(): AgentState {
+  return { agent_id: null, config_version: null, updated_at: null, pushed: null, addons: {} };
+}
+
+/** A fresh state for one add-on. */
+export function emptyAddonState(addonId: string): AddonState {
+  return {
+    addon_id: addonId,
+    state: "pending",
+    message: "",
+    version: null,
+    desired_version: null,
+    supervision: null,
+    pid: null,
+    pgid: null,
+    pgid_identity: null,
+    restarts: 0,
+    since: null,
+    failed_versions: [],
+  };
+}
+
+/** Read `state.json`; a missing or unreadable file gives an empty state (with a warning). */
+export async function loadState(layout: Layout): Promise<AgentState> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(layout.stateFile);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return emptyState();
+    throw e;
+  }
+  try {
+    const parsed = JSON.parse(text) as Partial<AgentState>;
+    const state = { ...emptyState(), ...parsed };
+    for (const [id, a] of Object.entries(state.addons)) {
+      state.addons[id] = { ...emptyAddonState(id), ...a };
+    }
+    return state;
+  } catch (e) {
+    log.warn("state.json is unreadable; starting from an empty state", {
+      path: layout.stateFile,
+      error: (e as Error).message,
+    });
+    return emptyState();
+  }
+}
+
+/** Write `state.json` atomically. */
+export async function saveState(layout: Layout, state: AgentState): Promise<void> {
+  state.updated_at = new Date().toISOString();
+  await writeFileAtomic(layout.stateFile, JSON.stringify(state, null, 2) + "\n", 0o600);
+}

@@ -1,0 +1,91 @@
+/**
+ * The versions of an add-on and the `current`/`previous` links between them
+ * (SPEC 6): what is staged, which version a link points at, and the atomic
+ * switches of activation and rollback.
+ *
+ * @example Which version runs
+ * ```ts
+ * import { linkedVersion } from "./versions.ts";
+ * import { Layout } from "./runtime_root.ts";
+ * const v = await linkedVersion(new Layout("/var/lib/addon-agent"), "net-probe", "current");
+ * ```
+ *
+ * @module
+ */
+
+import {
+  assertRealDir,
+  fsyncDir,
+  readLinkOrNull,
+  removeIfExists,
+  switchSymlink,
+} from "./fs_atomic.ts";
+import type { Layout } from "./runtime_root.ts";
+
+/** The `artifact.json` of a staged version. */
+export interface StagedArtifact {
+  addon_id: string;
+  version: string;
+  sha256: string;
+  size: number;
+  object_key: string;
+  /** Base64 public key that verified the signature; null for an unsigned artifact. */
+  key: string | null;
+  staged_at: string;
+}
+
+/** The version `current` (or `previous`) points at, or null. */
+export async function linkedVersion(
+  layout: Layout,
+  addonId: string,
+  which: "current" | "previous",
+): Promise<string | null> {
+  const target = await readLinkOrNull(
+    which === "current" ? layout.current(addonId) : layout.previous(addonId),
+  );
+  if (target === null) return null;
+  const m = /^versions\/([^/]+)$/.exec(target);
+  return m ? m[1]! : null;
+}
+
+/** A switch of `current` that can be undone. */
+export interface Switched {
+  /** Whether `current` changed. */
+  changed: boolean;
+  /** Put `current` and `previous` back as they were. */
+  revert(): Promise<void>;
+}
+
+/** Point `current` at `version`, moving the old `current` to `previous` first. */
+export async function activate(
+  layout: Layout,
+  addonId: string,
+  version: string,
+): Promise<Switched> {
+  await assertRealDir(layout.addonDir(addonId));
+  const oldCurrent = await readLinkOrNull(layout.current(addonId));
+  const oldPrevious = await readLinkOrNull(layout.previous(addonId));
+  const target = `versions/${version}`;
+  if (oldCurrent === target) return { changed: false, revert: async () => {} };
+  if (oldCurrent !== null) await switchSymlink(layout.previous(addonId), oldCurrent);
+  await switchSymlink(layout.current(addonId), target);
+  return {
+    changed: true,
+    revert: async () => {
+      if (oldCurrent !== null) await switchSymlink(layout.current(addonId), oldCurrent);
+      else await removeIfExists(layout.current(addonId));
+      if (oldPrevious !== null) await switchSymlink(layout.previous(addonId), oldPrevious);
+      else await removeIfExists(layout.previous(addonId));
+    },
+  };
+}
+
+/** Roll `current` back to `previous` and remove `previous` (SPEC 8); returns the version now current. */
+export async function rollBack(layout: Layout, addonId: string): Promise<string | null> {
+  const prev = await readLinkOrNull(layout.previous(addonId));
+  if (prev === null) return null;
+  await switchSymlink(layout.current(addonId), prev);
+  await removeIfExists(layout.previous(addonId));
+  await fsyncDir(layout.addonDir(addonId));
+  return /^versions\/([^/]+)$/.exec(prev)?.[1] ?? null;
+}

@@ -1,0 +1,8 @@
+/**
+ * Where assignments come from (SPEC 4 and 7): the control-plane and file sources and the local override.
+ *
+ * @module
+ */
+
+export * from "./override.ts";
+export * from "./source.ts";

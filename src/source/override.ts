@@ -1,0 +1,77 @@
+/**
+ * The local override `<config_dir>/addons.local.json` (SPEC 7): an operator
+ * patches pushed assignments field by field, disables them, or appends
+ * local-only add-ons. A malformed file is treated as absent, with a warning,
+ * so a bad local edit never breaks pushed delivery.
+ *
+ * @example Merge the override into a pushed document
+ * ```ts
+ * const entries = await readOverride(`${cfg.config_dir}/addons.local.json`);
+ * const merged = applyOverride(pushedJson, entries);
+ * ```
+ *
+ * @module
+ */
+
+import { isObject, type Json, type JsonObject } from "../protocol/mod.ts";
+import { log } from "../common/mod.ts";
+
+/** File name of the local override inside `config_dir`. */
+export const OVERRIDE_FILE = "addons.local.json";
+
+/** Why an override file is not used. */
+function _malformed(path: string, reason: string): null {
+  log.warn("local override is malformed and ignored (treated as absent)", { path, reason });
+  return null;
+}
+
+/** Read the override's entries; null when the file is missing or malformed (warned). */
+export async function readOverride(path: string): Promise<JsonObject[] | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    return _malformed(path, (e as Error).message);
+  }
+  return parseOverride(text, path);
+}
+
+/** Decode the override's text (read from `path`); null when it is malformed (warned). */
+export function parseOverride(text: string, path: string): JsonObject[] | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    return _malformed(path, `not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(value) || !Array.isArray(value.addons)) {
+    return _malformed(path, 'must be {"addons": [ ... ]}');
+  }
+  const seen = new Set<string>();
+  const entries: JsonObject[] = [];
+  for (const [i, e] of value.addons.entries()) {
+    if (!isObject(e) || typeof e.addon_id !== "string") {
+      return _malformed(path, `addons[${i}] must be an object with a string addon_id`);
+    }
+    if (seen.has(e.addon_id)) {
+      return _malformed(path, `addons[${i}].addon_id: duplicate ${JSON.stringify(e.addon_id)}`);
+    }
+    seen.add(e.addon_id);
+    entries.push(e);
+  }
+  return entries;
+}
+
+/** Patch a pushed document with override entries; the result is decoded like any document. */
+export function applyOverride(pushed: Json, override: JsonObject[] | null): Json {
+  if (!override || override.length === 0) return pushed;
+  if (!isObject(pushed) || !Array.isArray(pushed.addons)) return pushed;
+  const addons: Json[] = [...pushed.addons];
+  for (const entry of override) {
+    const i = addons.findIndex((a) => isObject(a) && a.addon_id === entry.addon_id);
+    if (i >= 0) addons[i] = { ...(addons[i] as JsonObject), ...entry };
+    else addons.push({ enabled: true, ...entry });
+  }
+  return { ...pushed, addons };
+}

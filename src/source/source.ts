@@ -1,0 +1,217 @@
+/**
+ * Assignment sources (SPEC 2 and 4): a file on disk, or the control plane
+ * over HTTP(S) with conditional GETs, a bearer token, a pinned CA and client
+ * certificates. A source only fetches; decoding happens in `assignment.ts`.
+ *
+ * @example Poll once
+ * ```ts
+ * const source = await openSource(cfg);
+ * const r = await source.poll();
+ * if (r.kind === "document") console.log(r.json);
+ * ```
+ *
+ * @module
+ */
+
+import type { AgentConfig } from "../config/mod.ts";
+import { type Json, parseJson, type Platform } from "../protocol/mod.ts";
+
+/** The answer to one poll. */
+export type PollResult =
+  | { kind: "document"; json: Json; etag?: string }
+  | { kind: "not_modified" };
+
+/** A status report as SPEC 4 sends it. */
+export type StatusReport = Record<string, unknown>;
+
+/**
+ * Where assignments come from.
+ *
+ * Contract: `poll` throws {@linkcode SourceError} on failures (network,
+ * HTTP status, unreadable file, invalid JSON) and never returns a stale
+ * document as new; `report` never throws for a failing endpoint beyond its
+ * returned promise rejecting with a {@linkcode SourceError}.
+ */
+export interface Source {
+  /** Where this source reads from, for messages. */
+  readonly describe: string;
+  /** Seconds between polls. */
+  readonly intervalS: number;
+  /** Fetch the document, or learn it is unchanged since the last answer. */
+  poll(): Promise<PollResult>;
+  /** Send a status report (a no-op for sources without a status endpoint). */
+  report(body: StatusReport): Promise<void>;
+  /** Release connections. */
+  close(): void;
+}
+
+/** A failure to get the document (network, HTTP status, file, JSON). */
+export class SourceError extends Error {
+  /** Make a source error with a reason a person can act on. */
+  constructor(message: string) {
+    super(message);
+    this.name = "SourceError";
+  }
+}
+
+/** Open the configured source. */
+export async function openSource(cfg: AgentConfig, platform: Platform): Promise<Source> {
+  if (cfg.source.kind === "file") {
+    return new FileSource(cfg.source.path, cfg.source.poll_interval_s);
+  }
+  return await ControlPlaneSource.open(cfg, platform);
+}
+
+/** Reads the document from a file; `poll` reports `not_modified` when the text did not change. */
+export class FileSource implements Source {
+  #last: string | null = null;
+  /** Read `path` every `intervalS` seconds. */
+  constructor(readonly path: string, readonly intervalS: number) {}
+  /** The file's path. */
+  get describe(): string {
+    return this.path;
+  }
+  /** Read the file; unchanged text is `not_modified`. */
+  async poll(): Promise<PollResult> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(this.path);
+    } catch (e) {
+      throw new SourceError(`cannot read ${this.path}: ${(e as Error).message}`);
+    }
+    if (text === this.#last) return { kind: "not_modified" };
+    let json: Json;
+    try {
+      json = parseJson(text, this.path);
+    } catch (e) {
+      throw new SourceError((e as Error).message);
+    }
+    this.#last = text;
+    return { kind: "document", json };
+  }
+  /** Files have no status endpoint. */
+  report(_body: StatusReport): Promise<void> {
+    return Promise.resolve();
+  }
+  /** Nothing to release. */
+  close(): void {}
+}
+
+/** A fetch error with its cause (Deno says "fetch failed" and puts the reason in `cause`). */
+function _why(e: unknown): string {
+  const err = e as Error & { cause?: unknown };
+  return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
+}
+
+async function _readText(path: string, what: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new SourceError(`cannot read ${what} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Polls `GET {url}/v1/agents/{id}/addons` with `If-None-Match` and posts status reports. */
+export class ControlPlaneSource implements Source {
+  #etag: string | null = null;
+  readonly #client: Deno.HttpClient | undefined;
+  readonly #headers: Record<string, string>;
+  readonly #addonsUrl: string;
+  readonly #statusUrl: string;
+
+  private constructor(
+    readonly describe: string,
+    readonly intervalS: number,
+    agentId: string,
+    platform: Platform,
+    client: Deno.HttpClient | undefined,
+    token: string | undefined,
+  ) {
+    this.#client = client;
+    this.#headers = token ? { authorization: `Bearer ${token}` } : {};
+    const base = `${describe}/v1/agents/${encodeURIComponent(agentId)}/addons`;
+    this.#addonsUrl = `${base}?os=${platform.os}&arch=${platform.arch}`;
+    this.#statusUrl = `${base}/status`;
+  }
+
+  /** Build the client: token from `token_file` (trimmed), CA and client certificate files. */
+  static async open(cfg: AgentConfig, platform: Platform): Promise<ControlPlaneSource> {
+    const s = cfg.source;
+    if (s.kind !== "control_plane") throw new Error("not a control-plane source");
+    const token = s.token_file ? (await _readText(s.token_file, "token_file")).trim() : undefined;
+    if (token === "") throw new SourceError(`token_file ${s.token_file} is empty`);
+    let client: Deno.HttpClient | undefined;
+    if (s.ca_file || s.cert_file) {
+      const opts: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {};
+      if (s.ca_file) opts.caCerts = [await _readText(s.ca_file, "ca_file")];
+      if (s.cert_file && s.key_file) {
+        opts.cert = await _readText(s.cert_file, "cert_file");
+        opts.key = await _readText(s.key_file, "key_file");
+      }
+      client = Deno.createHttpClient(opts as Deno.CreateHttpClientOptions);
+    }
+    return new ControlPlaneSource(s.url, s.poll_interval_s, cfg.agent_id, platform, client, token);
+  }
+
+  /** Conditional GET; a 304 is `not_modified` without parsing anything. */
+  async poll(): Promise<PollResult> {
+    const headers: Record<string, string> = { ...this.#headers, accept: "application/json" };
+    if (this.#etag !== null) headers["if-none-match"] = this.#etag;
+    let res: Response;
+    try {
+      res = await fetch(this.#addonsUrl, {
+        headers,
+        signal: AbortSignal.timeout(30_000),
+        ...(this.#client ? { client: this.#client } : {}),
+      });
+    } catch (e) {
+      throw new SourceError(`control plane ${this.describe} unreachable: ${_why(e)}`);
+    }
+    if (res.status === 304) {
+      await res.body?.cancel();
+      return { kind: "not_modified" };
+    }
+    const text = await res.text().catch((e) => {
+      throw new SourceError(`control plane ${this.describe}: ${(e as Error).message}`);
+    });
+    if (res.status !== 200) {
+      throw new SourceError(
+        `control plane ${this.describe} answered HTTP ${res.status}: ${text.slice(0, 200)}`,
+      );
+    }
+    let json: Json;
+    try {
+      json = parseJson(text, this.#addonsUrl);
+    } catch (e) {
+      throw new SourceError((e as Error).message);
+    }
+    const etag = res.headers.get("etag");
+    this.#etag = etag;
+    return etag ? { kind: "document", json, etag } : { kind: "document", json };
+  }
+
+  /** POST a status report; rejects with a {@linkcode SourceError} when it fails. */
+  async report(body: StatusReport): Promise<void> {
+    let res: Response;
+    try {
+      res = await fetch(this.#statusUrl, {
+        method: "POST",
+        headers: { ...this.#headers, "content-type": "application/json" },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(15_000),
+        ...(this.#client ? { client: this.#client } : {}),
+      });
+    } catch (e) {
+      throw new SourceError(`status report to ${this.describe} failed: ${_why(e)}`);
+    }
+    await res.body?.cancel();
+    if (!res.ok) {
+      throw new SourceError(`status report to ${this.describe} answered HTTP ${res.status}`);
+    }
+  }
+
+  /** Close the HTTP client. */
+  close(): void {
+    this.#client?.close();
+  }
+}

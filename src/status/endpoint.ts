@@ -1,0 +1,131 @@
+/**
+ * The loopback status endpoint (SPEC 9): `GET /healthz`, `GET /status` (the
+ * `status --json` document) and `GET /metrics` (Prometheus text format).
+ *
+ * @example
+ * ```ts
+ * const server = startStatusServer("127.0.0.1:7420", daemon);
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+
+import { log } from "../common/mod.ts";
+import type { StatusDocument } from "./status.ts";
+
+/** What the endpoint reads from. */
+export interface StatusSource {
+  /** The current status document. */
+  status(): Promise<StatusDocument>;
+  /** Seconds since the agent started. */
+  readonly uptimeSeconds: number;
+}
+
+/** A running status endpoint. */
+export interface StatusServer {
+  /** The bound port. */
+  port: number;
+  /** Stop serving. */
+  close(): Promise<void>;
+}
+
+const STATES = [
+  "pending",
+  "downloading",
+  "verifying",
+  "staged",
+  "starting",
+  "running",
+  "stopped",
+  "disabled",
+  "failed",
+  "fallback",
+  "rolled_back",
+  "unsupported",
+  "completed",
+];
+
+function _label(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** Render the Prometheus text exposition of a status document. */
+export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): string {
+  const out: string[] = [
+    "# HELP addon_agent_uptime_seconds Seconds since the agent started.",
+    "# TYPE addon_agent_uptime_seconds gauge",
+    `addon_agent_uptime_seconds ${uptimeSeconds.toFixed(3)}`,
+    "# HELP addon_agent_addon_state 1 for the state each add-on is in.",
+    "# TYPE addon_agent_addon_state gauge",
+  ];
+  for (const a of doc.addons) {
+    for (const s of STATES) {
+      out.push(
+        `addon_agent_addon_state{addon_id="${_label(a.addon_id)}",state="${s}"} ${
+          a.state === s ? 1 : 0
+        }`,
+      );
+    }
+  }
+  out.push(
+    "# HELP addon_agent_addon_restarts_total Restarts of each add-on.",
+    "# TYPE addon_agent_addon_restarts_total counter",
+  );
+  for (const a of doc.addons) {
+    out.push(`addon_agent_addon_restarts_total{addon_id="${_label(a.addon_id)}"} ${a.restarts}`);
+  }
+  out.push(
+    "# HELP addon_agent_last_delivery_seconds Duration of the last delivery of each add-on.",
+    "# TYPE addon_agent_last_delivery_seconds gauge",
+  );
+  for (const a of doc.addons) {
+    if (a.last_delivery) {
+      out.push(
+        `addon_agent_last_delivery_seconds{addon_id="${_label(a.addon_id)}"} ${
+          (a.last_delivery.duration_ms / 1000).toFixed(3)
+        }`,
+      );
+    }
+  }
+  out.push(
+    "# HELP addon_agent_last_delivery_bytes Bytes fetched by the last delivery of each add-on.",
+    "# TYPE addon_agent_last_delivery_bytes gauge",
+  );
+  for (const a of doc.addons) {
+    if (a.last_delivery) {
+      out.push(
+        `addon_agent_last_delivery_bytes{addon_id="${
+          _label(a.addon_id)
+        }"} ${a.last_delivery.bytes}`,
+      );
+    }
+  }
+  return out.join("\n") + "\n";
+}
+
+/** Serve the status endpoint on `listen` (a loopback `host:port`). */
+export function startStatusServer(listen: string, source: StatusSource): StatusServer {
+  const i = listen.lastIndexOf(":");
+  const hostname = listen.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(listen.slice(i + 1));
+  const server = Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
+    switch (url.pathname) {
+      case "/healthz":
+        return new Response("ok\n");
+      case "/status":
+        return Response.json(await source.status());
+      case "/metrics":
+        return new Response(renderMetrics(await source.status(), source.uptimeSeconds), {
+          headers: { "content-type": "text/plain; version=0.0.4" },
+        });
+      default:
+        return new Response("not found\n", { status: 404 });
+    }
+  });
+  const addr = server.addr as Deno.NetAddr;
+  log.info("status endpoint listening", { listen: `${addr.hostname}:${addr.port}` });
+  return { port: addr.port, close: () => server.shutdown() };
+}

@@ -1,0 +1,14 @@
+/**
+ * Running add-ons (SPEC 8 and 10): runners per supervision kind, sidecars, helpers, process groups, `/proc`, file capabilities and systemd units. Runners never fetch.
+ *
+ * @module
+ */
+
+export * from "./capabilities.ts";
+export * from "./helper_job.ts";
+export * from "./proc_fs.ts";
+export * from "./process_group.ts";
+export * from "./runners.ts";
+export * from "./sidecar.ts";
+export * from "./systemctl.ts";
+export * from "./systemd_unit.ts";
