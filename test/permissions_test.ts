@@ -48,7 +48,13 @@ interface _Sandbox {
   denoJson: string;
 }
 
-/** Write `<dir>/perm/deno.json`: the repo's imports plus `permissions.agent` with temp paths. */
+/**
+ * Write `<dir>/perm/deno.json` (the repo's imports plus `permissions.agent` with temp paths)
+ * and a copy of the repo's `deno.lock` beside it. The lock is what lets the child load the
+ * npm packages from the cache `deno task cache` filled: without it deno resolves the
+ * packages' version ranges afresh and fetches their registry metadata, which that cache
+ * does not hold (a fresh DENO_DIR), from a child whose cleared environment cannot reach it.
+ */
 async function _sandbox(dir: string): Promise<_Sandbox> {
   const sb: _Sandbox = {
     etc: `${dir}/etc`,
@@ -83,10 +89,14 @@ async function _sandbox(dir: string): Promise<_Sandbox> {
       2,
     ),
   );
+  await Deno.copyFile(`${REPO}/deno.lock`, `${dir}/perm/deno.lock`);
   return sb;
 }
 
-/** Run `script args` under `-P=agent` of the sandbox's deno.json; no prompts, no lock file. */
+/**
+ * Run `script args` under `-P=agent` of the sandbox's deno.json; no prompts, and `--frozen`
+ * so a lock that no longer matches the imports fails loudly instead of downloading.
+ */
 async function _runP(
   sb: _Sandbox,
   script: string,
@@ -94,7 +104,7 @@ async function _runP(
   env: Record<string, string> = {},
 ): Promise<AgentRun> {
   return await runDeno(
-    ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--no-lock", script, ...args],
+    ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--frozen", script, ...args],
     { env: { AWS_EC2_METADATA_DISABLED: "true", ...env }, clearEnv: true },
   );
 }
@@ -208,7 +218,7 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
         sb.denoJson,
         "-P=agent",
         "--no-prompt",
-        "--no-lock",
+        "--frozen",
         MAIN_TS,
         "run",
         "--config",
