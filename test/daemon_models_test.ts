@@ -193,7 +193,7 @@ Deno.test("run marks a go-plugin add-on running on its handshake and serves the 
         const p = await waitState(root, agent, "plain", "running");
         assert(p.pid !== null && pidAlive(p.pid), "plain runs");
         const tg = await waitState(root, agent, "toggle", "running");
-        assertEquals(tg.toggles, { feature_x: true });
+        assertEquals(tg.toggles, ["feature_x"]);
       });
 
       await t.step("the status endpoint serves /healthz, /status and /metrics", async () => {

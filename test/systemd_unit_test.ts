@@ -422,12 +422,17 @@ Deno.test("SystemdUnits installs, changes and removes units through systemctl", 
         deepStrictEqual(await _ls(unitDir), [svc]);
         strictEqual(await Deno.readTextFile(`${unitDir}/${svc}`), renderService(spec));
         await _assertVerifies([`${unitDir}/${svc}`]);
+        // Environment= may carry secrets: never world-readable (SPEC 12).
+        strictEqual(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
       });
       await t.step("install again, unchanged: no calls, no write", async () => {
+        // As an older agent left it: world-readable. The mode is tightened in place.
+        await Deno.chmod(`${unitDir}/${svc}`, 0o644);
         const before = (await Deno.stat(`${unitDir}/${svc}`)).ino;
         deepStrictEqual(await units.install(spec), { changed: false });
         deepStrictEqual(await standIn.calls(), []);
         strictEqual((await Deno.stat(`${unitDir}/${svc}`)).ino, before);
+        strictEqual(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
       });
       await t.step("install changed: daemon-reload, restart", async () => {
         const v2 = { ...spec, version: "1.5.0", args: ["--interval", "5s"] };

@@ -49,7 +49,7 @@ import {
   writeFileAtomic,
   writeLastGood,
 } from "../runtime/mod.ts";
-import { log } from "../common/mod.ts";
+import { log, sha256Hex } from "../common/mod.ts";
 
 /** Rollback and retry timing (SPEC 6 and 8). */
 export interface ResilienceTiming {
@@ -85,9 +85,13 @@ export interface ReconcilerDeps {
   onChange(addonId: string): void;
 }
 
-/** The fields whose change makes an add-on restart. */
+/**
+ * The fields whose change makes an add-on restart, as a sha256 (hex): it is
+ * kept in `state.json` and shown in status, so it must not carry env, args
+ * or config values.
+ */
 export function fingerprint(a: Assignment): string {
-  return JSON.stringify([
+  return sha256Hex(JSON.stringify([
     a.version,
     a.delivery,
     supervisionName(a),
@@ -99,7 +103,7 @@ export function fingerprint(a: Assignment): string {
     a.capabilities,
     a.schedule ?? null,
     a.timeout_s ?? null,
-  ]);
+  ]));
 }
 
 interface _Running {
@@ -532,7 +536,12 @@ class _Slot {
     }
     await ensureRealDir(layout.addonDir(a.addon_id));
     await ensureRealDir(layout.dataDir(a.addon_id), 0o750);
-    await writeFileAtomic(layout.configFile(a.addon_id), JSON.stringify(a.config, null, 2) + "\n");
+    // The add-on's config may hold secrets: never world-readable (SPEC 12).
+    await writeFileAtomic(
+      layout.configFile(a.addon_id),
+      JSON.stringify(a.config, null, 2) + "\n",
+      0o640,
+    );
     return {
       assignment: a,
       fingerprint: fingerprint(a),
@@ -702,7 +711,8 @@ class _Slot {
     const s = this.st;
     if (s.state !== "running" && s.state !== "failed") {
       this.#set("running", a.supervision === "config_toggle" ? "acknowledged" : "", {
-        ...(a.supervision === "config_toggle" ? { toggles: a.config } : {}),
+        // Names only: toggle values may be secrets and the status is readable by more people.
+        ...(a.supervision === "config_toggle" ? { toggles: Object.keys(a.config).sort() } : {}),
       });
     } else if (s.state === "failed") {
       this.#deps.onChange(this.id);

@@ -1,5 +1,6 @@
 /**
- * Streaming sha256 of a file (publishing, release checksums).
+ * Streaming sha256 of a file (publishing, release checksums), and of bytes in
+ * memory (fingerprints that must not show what they were made of).
  *
  * @example
  * ```ts
@@ -26,4 +27,16 @@ export async function sha256File(path: string): Promise<string> {
     f.close();
   }
   return hash.digest("hex");
+}
+
+/**
+ * sha256 of `data` (a string is hashed as UTF-8); returns lowercase hex.
+ *
+ * @example
+ * ```ts
+ * sha256Hex("abc"); // "ba7816bf…"
+ * ```
+ */
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
 }

@@ -43,7 +43,7 @@ export async function writeLastGood(
     handshake: opts.handshake,
     recorded_at: new Date().toISOString(),
   };
-  await writeFileAtomic(layout.lastGood(a.addon_id), JSON.stringify(body, null, 2) + "\n");
+  await writeFileAtomic(layout.lastGood(a.addon_id), JSON.stringify(body, null, 2) + "\n", 0o600);
 }
 
 /** Read the last good assignment of `addonId`, or null when there is none or it is unreadable. */

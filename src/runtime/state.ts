@@ -12,9 +12,9 @@
  * @module
  */
 
-import type { Json, JsonObject } from "../protocol/mod.ts";
+import type { Json } from "../protocol/mod.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
-import { log } from "../common/mod.ts";
+import { log, sha256Hex } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
 
 /** The states an add-on moves through (SPEC 11). */
@@ -59,8 +59,8 @@ export interface AddonState {
   failed_versions: { version: string; sha256: string; reason: string }[];
   /** Fingerprint of the (version, config) a run-once helper completed. */
   helper_fingerprint?: string;
-  /** Toggle settings of a `config_toggle` add-on. */
-  toggles?: JsonObject;
+  /** Names of the toggle settings of a `config_toggle` add-on (never their values). */
+  toggles?: string[];
 }
 
 /** The whole of `state.json`. */
@@ -96,6 +96,23 @@ export function emptyAddonState(addonId: string): AddonState {
   };
 }
 
+/**
+ * A state written by an older agent, without the values it used to carry:
+ * toggle values become their names, a plain-text helper fingerprint its
+ * sha256 (which is what the fingerprint is now, so a completed helper stays
+ * completed).
+ */
+function _redacted(a: AddonState): AddonState {
+  const t = a.toggles as unknown;
+  if (t !== undefined && !Array.isArray(t)) {
+    a.toggles = t !== null && typeof t === "object" ? Object.keys(t).sort() : [];
+  }
+  if (typeof a.helper_fingerprint === "string" && !/^[0-9a-f]{64}$/.test(a.helper_fingerprint)) {
+    a.helper_fingerprint = sha256Hex(a.helper_fingerprint);
+  }
+  return a;
+}
+
 /** Read `state.json`; a missing or unreadable file gives an empty state (with a warning). */
 export async function loadState(layout: Layout): Promise<AgentState> {
   let text: string;
@@ -109,7 +126,7 @@ export async function loadState(layout: Layout): Promise<AgentState> {
     const parsed = JSON.parse(text) as Partial<AgentState>;
     const state = { ...emptyState(), ...parsed };
     for (const [id, a] of Object.entries(state.addons)) {
-      state.addons[id] = { ...emptyAddonState(id), ...a };
+      state.addons[id] = _redacted({ ...emptyAddonState(id), ...a });
     }
     return state;
   } catch (e) {

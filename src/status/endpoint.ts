@@ -1,6 +1,8 @@
 /**
  * The loopback status endpoint (SPEC 9): `GET /healthz`, `GET /status` (the
  * `status --json` document) and `GET /metrics` (Prometheus text format).
+ * Only requests whose `Host` is a loopback address or `localhost` are
+ * answered (421 otherwise), so DNS rebinding cannot read it (SPEC 12).
  *
  * @example
  * ```ts
@@ -12,6 +14,7 @@
  */
 
 import { log } from "../common/mod.ts";
+import { isLoopbackHost } from "../config/mod.ts";
 import type { StatusDocument } from "./status.ts";
 
 /** What the endpoint reads from. */
@@ -104,12 +107,36 @@ export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): strin
   return out.join("\n") + "\n";
 }
 
+/**
+ * Whether a `Host` header names a loopback address or `localhost` (with or
+ * without a port); a missing header is refused.
+ *
+ * @example
+ * ```ts
+ * loopbackHostHeader("127.0.0.1:7420"); // true
+ * loopbackHostHeader("[::1]:7420"); // true
+ * loopbackHostHeader("attacker.example"); // false
+ * ```
+ */
+export function loopbackHostHeader(host: string | null): boolean {
+  if (host === null) return false;
+  const h = host.trim().toLowerCase();
+  const m = /^(\[[^\]]*\]|[^:]*)(?::\d{1,5})?$/.exec(h);
+  return m !== null && isLoopbackHost(m[1]!);
+}
+
 /** Serve the status endpoint on `listen` (a loopback `host:port`). */
 export function startStatusServer(listen: string, source: StatusSource): StatusServer {
   const i = listen.lastIndexOf(":");
   const hostname = listen.slice(0, i).replace(/^\[|\]$/g, "");
   const port = Number(listen.slice(i + 1));
   const server = Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
+    if (!loopbackHostHeader(req.headers.get("host"))) {
+      // DNS rebinding: a web page whose name resolves to 127.0.0.1 must not read the status.
+      return new Response("misdirected request: Host must be a loopback address or localhost\n", {
+        status: 421,
+      });
+    }
     const url = new URL(req.url);
     if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
     switch (url.pathname) {

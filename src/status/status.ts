@@ -132,7 +132,7 @@ export function formatStatusTable(doc: StatusDocument): string {
     const notes: string[] = [];
     if (a.message) notes.push(a.message);
     if (a.address) notes.push(`plugin address ${a.address}`);
-    if (a.toggles) notes.push(`toggles ${JSON.stringify(a.toggles)}`);
+    if (a.toggles) notes.push(`toggles ${a.toggles.join(", ")}`);
     if (a.staged.length) {
       notes.push(
         `staged: ${

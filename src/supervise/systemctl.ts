@@ -182,8 +182,12 @@ export class SystemdUnits {
     let written = false;
     for (const [name, content] of files) {
       const old = removed ? null : name === names.timer ? timerOld : serviceOld;
-      if (old === content) continue;
-      await writeFileAtomic(this.#path(name), content, 0o644);
+      const mode = unitFileMode(content);
+      if (old === content) {
+        await _tightenMode(this.#path(name), mode);
+        continue;
+      }
+      await writeFileAtomic(this.#path(name), content, mode);
       written = true;
       log.info(old === null ? "systemd unit written" : "systemd unit changed", {
         addon_id: spec.addon_id,
@@ -228,5 +232,26 @@ export class SystemdUnits {
       if (e instanceof Deno.errors.NotFound) return null;
       throw e;
     }
+  }
+}
+
+/**
+ * The mode of a unit file: `0600` when it carries `Environment=` (the add-on's
+ * env may hold secrets, SPEC 12), else `0644`.
+ *
+ * @example
+ * ```ts
+ * unitFileMode("[Service]\nEnvironment=\"TOKEN=x\"\n"); // 0o600
+ * ```
+ */
+export function unitFileMode(content: string): number {
+  return /^Environment=/m.test(content) ? 0o600 : 0o644;
+}
+
+/** Take group/world bits away from an existing unit file that an older agent wrote too open. */
+async function _tightenMode(path: string, mode: number): Promise<void> {
+  const st = await Deno.lstat(path);
+  if (st.isFile && st.mode !== null && (st.mode & 0o777 & ~mode) !== 0) {
+    await Deno.chmod(path, mode);
   }
 }
