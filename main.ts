@@ -1,6 +1,6 @@
 /**
- * addon-agent: parse the command line and dispatch (SPEC 9). Nothing else
- * lives here; each command is in `src/commands/`.
+ * addon-agent: parse the command line and dispatch (SPEC 9 and 16). Nothing
+ * else lives here; each command is in `src/commands/`.
  *
  * @module
  */
@@ -9,26 +9,45 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { EXIT, exitCodeFor, UsageError } from "./src/commands/common.ts";
 import { DEFAULT_CONFIG_PATH } from "./src/config/config.ts";
 import { configureLog, type Level } from "./src/common/log.ts";
+import { didYouMean } from "./src/common/suggest.ts";
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
 type Values = Record<string, string | boolean | undefined>;
 
-const COMMON: Options = {
-  "log-format": { type: "string" },
-  "log-level": { type: "string" },
-  help: { type: "boolean", short: "h" },
+/** A flag: its type, its argument's name (string flags) and one line of help. */
+interface Flag {
+  type: "string" | "boolean";
+  arg?: string;
+  help: string;
+  short?: string;
+}
+
+const COMMON: Record<string, Flag> = {
+  "log-format": {
+    type: "string",
+    arg: "json|text",
+    help: "log format (default: text at a terminal, json otherwise)",
+  },
+  "log-level": { type: "string", arg: "LEVEL", help: "debug, info, warn or error (default info)" },
+  help: { type: "boolean", short: "h", help: "show this help" },
 };
-const CONFIG: Options = { config: { type: "string" } };
-const STATEMENT: Options = {
-  "addon-id": { type: "string" },
-  version: { type: "string" },
-  os: { type: "string" },
-  arch: { type: "string" },
+const CONFIG: Record<string, Flag> = {
+  config: { type: "string", arg: "PATH", help: `agent configuration (${DEFAULT_CONFIG_PATH})` },
+};
+const STATEMENT: Record<string, Flag> = {
+  "addon-id": { type: "string", arg: "ID", help: "the add-on's id" },
+  version: { type: "string", arg: "V", help: "the add-on's version" },
+  os: { type: "string", arg: "OS", help: "linux or darwin" },
+  arch: { type: "string", arg: "ARCH", help: "amd64 or arm64" },
+};
+const JSON_FLAG: Record<string, Flag> = {
+  json: { type: "boolean", help: "print JSON for machines instead of text" },
 };
 
 interface Command {
+  /** One line: what the command is for. */
+  summary: string;
   usage: string;
-  options: Options;
+  flags: Record<string, Flag>;
   positionals?: number;
   run: (v: Values, pos: string[]) => Promise<number>;
 }
@@ -56,13 +75,15 @@ function _statement(v: Values, pos: string[]) {
 
 const COMMANDS: Record<string, Command> = {
   run: {
+    summary: "the daemon: poll, deliver, supervise and report until SIGTERM",
     usage: "run [--config PATH]",
-    options: CONFIG,
+    flags: CONFIG,
     run: async (v) => (await import("./src/commands/run.ts")).runCommand({ config: _config(v) }),
   },
   sync: {
+    summary: "one delivery pass: fetch, verify, stage and switch current, no supervision",
     usage: "sync [--config PATH] [--json]",
-    options: { ...CONFIG, json: { type: "boolean" } },
+    flags: { ...CONFIG, ...JSON_FLAG },
     run: async (v) =>
       (await import("./src/commands/sync.ts")).syncCommand({
         config: _config(v),
@@ -70,8 +91,13 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   status: {
+    summary: "what is staged, current, running or failed, and why",
     usage: "status [--config PATH | --runtime-root DIR] [--json]",
-    options: { ...CONFIG, "runtime-root": { type: "string" }, json: { type: "boolean" } },
+    flags: {
+      ...CONFIG,
+      "runtime-root": { type: "string", arg: "DIR", help: "read this runtime root directly" },
+      ...JSON_FLAG,
+    },
     run: async (v) => {
       if (v.config !== undefined && v["runtime-root"] !== undefined) {
         throw new UsageError("give --config or --runtime-root, not both");
@@ -83,15 +109,24 @@ const COMMANDS: Record<string, Command> = {
       });
     },
   },
+  doctor: {
+    summary: "check this host's configuration, runtime root, keys, source and store",
+    usage: "doctor [--config PATH]",
+    flags: CONFIG,
+    run: async (v) =>
+      (await import("./src/commands/doctor.ts")).doctorCommand({ config: _config(v) }),
+  },
   keygen: {
+    summary: "make a signing key pair (signing.key, signing.pub)",
     usage: "keygen --out DIR",
-    options: { out: { type: "string" } },
+    flags: { out: { type: "string", arg: "DIR", help: "directory to write the key pair to" } },
     run: async (v) =>
       (await import("./src/commands/keys.ts")).keygenCommand({ out: _need(v, "out") }),
   },
   sign: {
+    summary: "sign an artifact; prints artifact_sha256 and artifact_signature",
     usage: "sign --key FILE --addon-id ID --version V --os OS --arch ARCH FILE",
-    options: { ...STATEMENT, key: { type: "string" } },
+    flags: { ...STATEMENT, key: { type: "string", arg: "FILE", help: "the signing.key file" } },
     positionals: 1,
     run: async (v, pos) =>
       (await import("./src/commands/keys.ts")).signCommand({
@@ -100,9 +135,14 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   verify: {
+    summary: "check an artifact's signature (exit 0 valid, 1 not)",
     usage:
       "verify --public-key B64 --addon-id ID --version V --os OS --arch ARCH --signature SIG FILE",
-    options: { ...STATEMENT, "public-key": { type: "string" }, signature: { type: "string" } },
+    flags: {
+      ...STATEMENT,
+      "public-key": { type: "string", arg: "B64", help: "the publisher's public key (base64)" },
+      signature: { type: "string", arg: "SIG", help: "the artifact_signature (base64)" },
+    },
     positionals: 1,
     run: async (v, pos) =>
       (await import("./src/commands/keys.ts")).verifyCommand({
@@ -112,8 +152,12 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   "control-plane": {
+    summary: "the reference control plane: serve documents from a catalog",
     usage: "control-plane --catalog FILE [--listen ADDR]",
-    options: { catalog: { type: "string" }, listen: { type: "string" } },
+    flags: {
+      catalog: { type: "string", arg: "FILE", help: "the catalog (docs/catalog.md)" },
+      listen: { type: "string", arg: "ADDR", help: "address to listen on (127.0.0.1:8480)" },
+    },
     run: async (v) =>
       (await import("./src/commands/control_plane.ts")).controlPlaneCommand({
         catalog: _need(v, "catalog"),
@@ -121,8 +165,9 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   dev: {
+    summary: "a local store, control plane and example add-on, end to end",
     usage: "dev [--for SECONDS]",
-    options: { for: { type: "string" } },
+    flags: { for: { type: "string", arg: "SECONDS", help: "stop after this many seconds" } },
     run: async (v) => {
       let seconds: number | undefined;
       if (v.for !== undefined) {
@@ -137,8 +182,9 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   version: {
+    summary: "print the version, Deno version and target",
     usage: "version",
-    options: {},
+    flags: {},
     run: async () => {
       const { versionInfo } = await import("./src/common/version.ts");
       const i = versionInfo();
@@ -149,36 +195,84 @@ const COMMANDS: Record<string, Command> = {
 };
 
 function _usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
   return [
-    "usage: addon-agent <command> [flags]   (--log-format json|text, --log-level debug|info|warn|error)",
-    ...Object.values(COMMANDS).map((c) => `  addon-agent ${c.usage}`),
+    "usage: addon-agent <command> [flags]",
+    "",
+    "commands:",
+    ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `addon-agent <command> --help` for a command's flags.",
   ].join("\n");
+}
+
+function _commandHelp(name: string, cmd: Command): string {
+  const flags = Object.entries({ ...cmd.flags, ...COMMON }).map(([n, f]) => {
+    const left = `${f.short ? `-${f.short}, ` : ""}--${n}${f.arg ? ` ${f.arg}` : ""}`;
+    return [left, f.help] as const;
+  });
+  const width = Math.max(...flags.map(([l]) => l.length));
+  return [
+    `usage: addon-agent ${cmd.usage}`,
+    "",
+    cmd.summary.charAt(0).toUpperCase() + cmd.summary.slice(1) + ".",
+    "",
+    "flags:",
+    ...flags.map(([l, h]) => `  ${l.padEnd(width)}  ${h}`),
+  ].join("\n");
+}
+
+/** Refuse a `--flag` the command does not take, suggesting the closest one. */
+function _checkFlags(args: string[], flags: Record<string, Flag>): void {
+  for (const a of args) {
+    if (a === "--") return;
+    if (!a.startsWith("--")) continue;
+    const name = a.slice(2).split("=")[0]!;
+    if (!Object.hasOwn(flags, name)) {
+      throw new UsageError(`unknown flag --${name}${didYouMean(name, Object.keys(flags))}`);
+    }
+  }
+}
+
+function _usageError(message: string, usage: string): number {
+  // Plain text for the person who typed it (SPEC 16), never a JSON log line.
+  console.error(`addon-agent: ${message}\n\n${usage}`);
+  return EXIT.usage;
 }
 
 /** Parse `args`, run the command, and return its exit code. */
 export async function main(args: string[]): Promise<number> {
+  configureLog({ format: Deno.stderr.isTerminal() ? "text" : "json" });
   const [name, ...rest] = args;
-  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+  if (name === "help" || name === "--help" || name === "-h") {
     console.log(_usage());
-    return name === undefined ? EXIT.usage : EXIT.ok;
+    return EXIT.ok;
   }
-  const cmd = COMMANDS[name];
+  if (name === undefined) return _usageError("no command given", _usage());
+  if (!Object.hasOwn(COMMANDS, name)) {
+    return _usageError(
+      `unknown command ${JSON.stringify(name)}${didYouMean(name, Object.keys(COMMANDS))}`,
+      _usage(),
+    );
+  }
+  const cmd = COMMANDS[name]!;
+  const all = { ...COMMON, ...cmd.flags };
+  const usage = `usage: addon-agent ${cmd.usage}\n(addon-agent ${name} --help lists its flags)`;
   try {
-    if (!cmd) throw new UsageError(`unknown command ${JSON.stringify(name)}\n${_usage()}`);
+    _checkFlags(rest, all);
     let parsed;
     try {
-      parsed = parseArgs({
-        args: rest,
-        options: { ...COMMON, ...cmd.options },
-        allowPositionals: true,
-        strict: true,
-      });
+      const options: NonNullable<ParseArgsConfig["options"]> = {};
+      for (const [n, f] of Object.entries(all)) {
+        options[n] = f.short ? { type: f.type, short: f.short } : { type: f.type };
+      }
+      parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
     } catch (e) {
-      throw new UsageError(`${(e as Error).message}\nusage: addon-agent ${cmd.usage}`);
+      throw new UsageError((e as Error).message);
     }
     const v = parsed.values as Values;
     if (v.help) {
-      console.log(`usage: addon-agent ${cmd.usage}`);
+      console.log(_commandHelp(name, cmd));
       return EXIT.ok;
     }
     const fmt = v["log-format"];
@@ -194,14 +288,11 @@ export async function main(args: string[]): Promise<number> {
       ...(level ? { level: level as Level } : {}),
     });
     if ((cmd.positionals ?? 0) === 0 && parsed.positionals.length > 0) {
-      throw new UsageError(
-        `unexpected argument ${
-          JSON.stringify(parsed.positionals[0])
-        }\nusage: addon-agent ${cmd.usage}`,
-      );
+      throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
     }
     return await cmd.run(v, parsed.positionals);
   } catch (e) {
+    if (e instanceof UsageError) return _usageError(e.message, usage);
     return exitCodeFor(e);
   }
 }

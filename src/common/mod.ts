@@ -8,3 +8,4 @@ export * from "./log.ts";
 export * from "./sha256_file.ts";
 export * from "./version.ts";
 export * from "./wake_sleep.ts";
+export * from "./suggest.ts";

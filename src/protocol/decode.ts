@@ -14,6 +14,8 @@
  * @module
  */
 
+import { didYouMean } from "../common/mod.ts";
+
 /** A JSON value as `JSON.parse` returns it. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -221,10 +223,15 @@ export class ObjectReader {
     return v as T;
   }
 
-  /** Refuse any key that was not read: names the first unknown key's path. */
+  /**
+   * Refuse any key that was not read: names the first unknown key's path and,
+   * when a key this reader asked for is close to it, suggests that key.
+   */
   done(): void {
     for (const key of Object.keys(this.#obj)) {
-      if (!this.#used.has(key)) throw new DecodeError(this.at(key), "unknown key");
+      if (!this.#used.has(key)) {
+        throw new DecodeError(this.at(key), `unknown key${didYouMean(key, this.#used)}`);
+      }
     }
   }
 }

@@ -1,0 +1,10 @@
+/**
+ * `addon-agent doctor` and `addon-agent diagnostics` (SPEC 16): what is wrong
+ * on a host, and everything support needs without the secrets.
+ *
+ * @module
+ */
+
+export * from "./check.ts";
+export * from "./checks.ts";
+export * from "./cgroup.ts";

@@ -1,0 +1,107 @@
+// Tests of `addon-agent doctor` (SPEC 16) against a real runtime root, file
+// source and filesystem store: a healthy host passes, and each way of
+// breaking it fails its own line with what to change.
+
+import assert from "node:assert/strict";
+import {
+  freePort,
+  MAIN_TS,
+  newKey,
+  publicKeyB64,
+  publishFs,
+  runDeno,
+  signFor,
+  withTempDir,
+  writeAssignments,
+  writeConfig,
+} from "./_helpers.ts";
+
+async function host(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const key = await newKey();
+  const bytes = "#!/bin/sh\nexec sleep 300\n";
+  await publishFs(dir, "probe/1.0.0/probe", bytes);
+  await writeAssignments(dir, [{
+    addon_id: "probe",
+    version: "1.0.0",
+    delivery: "pushed_artifact",
+    supervision: "agent_sidecar",
+    artifact_object_key: "probe/1.0.0/probe",
+    ...(await signFor(key, "probe", "1.0.0", bytes)),
+  }]);
+  return await writeConfig(dir, {
+    object_store: { kind: "filesystem", root: `${dir}/store` },
+    trust: { public_keys: [publicKeyB64(key)], require_signature: true },
+    ...extra,
+  });
+}
+
+function doctor(config: string) {
+  return runDeno(["run", "-A", "--quiet", MAIN_TS, "doctor", "--config", config]);
+}
+
+function failed(stdout: string): string[] {
+  return stdout.split("\n").filter((l) => l.startsWith("✘"));
+}
+
+Deno.test("doctor passes a healthy host: no ✘ line, exit 0", async () => {
+  await withTempDir(async (dir) => {
+    const r = await doctor(await host(dir));
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(failed(r.stdout), []);
+    assert.match(r.stdout, /✔ configuration .* decodes/);
+    assert.match(r.stdout, /✔ probe 1\.0\.0: .*probe\/1\.0\.0\/probe exists \(25 bytes\)/);
+    assert.match(r.stdout, /– no systemd_\* add-on assigned/);
+  });
+});
+
+Deno.test("doctor names a missing artifact and what to publish", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir);
+    await Deno.remove(`${dir}/store/probe/1.0.0/probe`);
+    const r = await doctor(config);
+    assert.equal(r.code, 1);
+    assert.equal(failed(r.stdout).length, 1, r.stdout);
+    assert.match(
+      r.stdout,
+      /✘ probe 1\.0\.0: .*does not exist\n {4}fix: publish probe\/1\.0\.0\/probe/,
+    );
+  });
+});
+
+Deno.test("doctor names a loose runtime-root mode and the chmod that fixes it", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir);
+    await Deno.chmod(`${dir}/root`, 0o777);
+    const r = await doctor(config);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stdout,
+      /✘ .*\/root is group- or world-writable \(mode 0777\)\n {4}fix: run: chmod go-w /,
+    );
+  });
+});
+
+Deno.test("doctor names an unreachable source", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir, {
+      source: { kind: "control_plane", url: `http://127.0.0.1:${freePort()}` },
+    });
+    const r = await doctor(config);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /✘ the source .* does not answer: .*\n {4}fix: check source in /);
+  });
+});
+
+Deno.test("doctor names an invalid trusted key by its field", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir, { trust: { public_keys: ["AAAA"], require_signature: true } });
+    const r = await doctor(config);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /✘ configuration .* does not decode: .*trust\.public_keys\[0\]/);
+  });
+});
+
+Deno.test("doctor with a bad flag is bad usage (exit 2)", async () => {
+  const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "doctor", "--bogus"]);
+  assert.equal(r.code, 2);
+});
