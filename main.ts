@@ -206,7 +206,7 @@ function _usage(): string {
   ].join("\n");
 }
 
-function _commandHelp(name: string, cmd: Command): string {
+function _commandHelp(cmd: Command): string {
   const flags = Object.entries({ ...cmd.flags, ...COMMON }).map(([n, f]) => {
     const left = `${f.short ? `-${f.short}, ` : ""}--${n}${f.arg ? ` ${f.arg}` : ""}`;
     return [left, f.help] as const;
@@ -272,7 +272,7 @@ export async function main(args: string[]): Promise<number> {
     }
     const v = parsed.values as Values;
     if (v.help) {
-      console.log(_commandHelp(name, cmd));
+      console.log(_commandHelp(cmd));
       return EXIT.ok;
     }
     const fmt = v["log-format"];

@@ -48,7 +48,7 @@ Deno.test("main() gives every command --help and -h on stdout with one line per 
     const r = await cli([c, c === "sync" ? "-h" : "--help"]);
     assert.equal(r.code, 0, `${c}: ${r.stderr}`);
     assert.match(r.stdout, new RegExp(`^usage: addon-agent ${c}`), c);
-    assert.match(r.stdout, /\n  -h, --help +show this help/, c);
+    assert.match(r.stdout, /\n {2}-h, --help +show this help/, c);
     assert.equal(r.stderr, "", c);
   }
   const sign = await cli(["sign", "--help"]);
