@@ -125,6 +125,15 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
       decodeConfig(_with({ limits: {} }), FILE).limits,
       { max_artifact_bytes: 268435456, keep_versions: 3 },
     );
+    assertEquals(
+      decodeConfig(_with({ limits: { free_space_margin_bytes: 0 } }), FILE).limits,
+      { max_artifact_bytes: 268435456, keep_versions: 3, free_space_margin_bytes: 0 },
+    );
+    assertThrows(
+      () => decodeConfig(_with({ limits: { free_space_margin_bytes: -1 } }), FILE),
+      Error,
+      "limits.free_space_margin_bytes",
+    );
   });
 
   await t.step("trust: each key may be given alone", () => {

@@ -82,6 +82,7 @@ export class Daemon {
   /** `version:sha256` the source itself assigns per add-on (rolled-back versions stay refused). */
   #pushedKeys = new Map<string, string>();
   #lastError: string | null = null;
+  readonly #units: SystemdUnits;
 
   private constructor(
     cfg: AgentConfig,
@@ -97,6 +98,7 @@ export class Daemon {
     this.#state = state;
     this.#source = source;
     this.#platform = platform;
+    const units = new SystemdUnits(cfg.systemd.unit_dir, commandSystemctl(opts.systemctl));
     this.#rec = new Reconciler({
       cfg,
       layout: root,
@@ -104,13 +106,14 @@ export class Daemon {
       platform,
       state,
       runner: {
-        units: new SystemdUnits(cfg.systemd.unit_dir, commandSystemctl(opts.systemctl)),
+        units,
         ...(opts.sidecarTiming ? { timing: opts.sidecarTiming } : {}),
       },
       ...(opts.resilience ? { resilience: opts.resilience } : {}),
       ...(opts.sidecarTiming ? { sidecarTiming: opts.sidecarTiming } : {}),
       onChange: () => this.#changed(),
     });
+    this.#units = units;
   }
 
   /** Prepare the daemon: state, source, store, reconciler. */
@@ -143,6 +146,9 @@ export class Daemon {
       this.#server = startStatusServer(this.#cfg.status.listen, this);
     }
     await this.#rec.endLeftovers();
+    await this.#units.sweepTemps().catch((e) =>
+      log.warn("could not sweep the unit directory", { error: e as Error })
+    );
     await this.#save();
     // Before the source answers, run what was last desired (a host reboots into its add-ons).
     if (this.#state.pushed !== null) {

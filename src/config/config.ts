@@ -47,7 +47,12 @@ export interface AgentConfig {
   source: SourceConfig;
   object_store: ObjectStoreConfig;
   trust: { public_keys: string[]; require_signature: boolean };
-  limits: { max_artifact_bytes: number; keep_versions: number };
+  limits: {
+    max_artifact_bytes: number;
+    keep_versions: number;
+    /** Free space kept beyond an object's size (SPEC 8); absent: 5 % of the filesystem, at most 64 MiB. */
+    free_space_margin_bytes?: number;
+  };
   status?: { listen: string };
   /** Directory for `systemd_*` unit files (an extension of SPEC 2). */
   systemd: { unit_dir: string };
@@ -193,7 +198,9 @@ function _decode(value: unknown, file: string): AgentConfig {
     max_artifact_bytes: l?.optNumber("max_artifact_bytes", { min: 1, integer: true }) ??
       268435456,
     keep_versions: l?.optNumber("keep_versions", { min: 2, integer: true }) ?? 3,
-  };
+  } as AgentConfig["limits"];
+  const margin = l?.optNumber("free_space_margin_bytes", { min: 0, integer: true });
+  if (margin !== undefined) limits.free_space_margin_bytes = margin;
   l?.done();
 
   const st = r.optObject("status");

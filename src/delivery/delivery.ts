@@ -249,6 +249,9 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
       key: ref.object_key,
       sha256: ref.sha256,
       maxBytes: ctx.limits.max_artifact_bytes,
+      ...(ctx.limits.free_space_margin_bytes !== undefined
+        ? { marginBytes: ctx.limits.free_space_margin_bytes }
+        : {}),
       onProgress: (b, t) => ctx.onProgress?.(a.addon_id, b, t),
     });
   } catch (e) {

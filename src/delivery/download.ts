@@ -36,8 +36,24 @@ const BATCH = 1 << 20;
 const RING = 4;
 /** Start a background fdatasync after this many bytes, so the final fsync finds little to do. */
 const SYNC_EVERY = 32 << 20;
-/** Free space kept beyond the object's size before a download starts. */
-export const DISK_MARGIN_BYTES = 64 << 20;
+/** Largest default free-space margin (SPEC 8). */
+export const MAX_DEFAULT_MARGIN_BYTES = 64 << 20;
+
+/**
+ * The free space kept beyond an object's size (SPEC 8): `configured` when
+ * given, else 5 % of the filesystem's size, at most 64 MiB.
+ *
+ * @example An 8 MiB volume keeps 419430 bytes free
+ * ```ts
+ * freeSpaceMargin(8 << 20); // 419430: 5 % of the volume
+ * freeSpaceMargin(8 << 30); // 67108864: at most 64 MiB
+ * freeSpaceMargin(8 << 30, 0); // 0: limits.free_space_margin_bytes given
+ * ```
+ */
+export function freeSpaceMargin(fsSizeBytes: number, configured?: number): number {
+  if (configured !== undefined) return configured;
+  return Math.min(Math.floor(fsSizeBytes * 0.05), MAX_DEFAULT_MARGIN_BYTES);
+}
 
 /** Why a download did not produce the expected bytes. */
 export class DownloadError extends Error {
@@ -56,6 +72,8 @@ export interface DownloadRequest {
   /** Expected lowercase hex sha256. */
   sha256: string;
   maxBytes: number;
+  /** `limits.free_space_margin_bytes`; absent: the default of {@linkcode freeSpaceMargin}. */
+  marginBytes?: number;
   /** Called now and then while bytes arrive. */
   onProgress?: (bytes: number, total: number) => void;
   /** Stops the download between batches (the partial stays for a resume). */
@@ -238,9 +256,9 @@ async function _hashExisting(path: string, hash: Hash): Promise<number> {
   }
 }
 
-function _freeBytes(dir: string): number {
+function _space(dir: string): { free: number; size: number } {
   const s = fs.statfsSync(dir);
-  return Number(s.bavail) * Number(s.bsize);
+  return { free: Number(s.bavail) * Number(s.bsize), size: Number(s.blocks) * Number(s.bsize) };
 }
 
 /** Runs downloads, one per sha256 at a time. */
@@ -327,11 +345,13 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       );
     }
     if (size >= 0) {
-      const need = size - have + DISK_MARGIN_BYTES;
-      const free = _freeBytes(req.layout.tmp);
+      const space = _space(req.layout.tmp);
+      const margin = freeSpaceMargin(space.size, req.marginBytes);
+      const need = size - have + margin;
+      const free = space.free;
       if (free < need) {
         throw new DownloadError(
-          `not enough free disk space in ${req.layout.tmp}: ${free} bytes free, ${need} needed (the object plus a ${DISK_MARGIN_BYTES}-byte margin)`,
+          `not enough free disk space in ${req.layout.tmp}: ${free} bytes free, ${need} needed (the object plus a ${margin}-byte margin, limits.free_space_margin_bytes)`,
           true,
         );
       }

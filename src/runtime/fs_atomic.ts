@@ -46,6 +46,48 @@ export async function fsyncDir(path: string): Promise<void> {
   }
 }
 
+/** Whether `name` is a temporary file of {@linkcode writeFileAtomic} (`.<name>.<hex8>.tmp`). */
+export function isAtomicTemp(name: string): boolean {
+  return /^\..+\.[0-9a-f]{8}\.tmp$/.test(name);
+}
+
+/** Whether `name` is a temporary link of {@linkcode switchSymlink} (`<name>.<hex8>.new`). */
+export function isSymlinkTemp(name: string): boolean {
+  return /^.+\.[0-9a-f]{8}\.new$/.test(name);
+}
+
+/**
+ * Remove the temporaries that an interrupted {@linkcode writeFileAtomic} or
+ * {@linkcode switchSymlink} left in `dir` (a kill -9 between create and
+ * rename). Only regular files and symlinks of those exact name shapes go;
+ * a missing `dir` is fine. Returns the names removed.
+ *
+ * @example Sweep the runtime root at start
+ * ```ts
+ * const removed = await sweepAtomicTemps("/var/lib/addon-agent");
+ * ```
+ */
+export async function sweepAtomicTemps(dir: string): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      const file = e.isFile && isAtomicTemp(e.name);
+      const link = e.isSymlink && isSymlinkTemp(e.name);
+      if (!file && !link) continue;
+      try {
+        await Deno.remove(`${dir}/${e.name}`);
+        removed.push(e.name);
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return removed;
+    throw e;
+  }
+  return removed;
+}
+
 function _dirOf(path: string): string {
   const i = path.lastIndexOf("/");
   return i <= 0 ? "/" : path.slice(0, i);

@@ -16,7 +16,8 @@
  * @module
  */
 
-import { ensureRealDir } from "./fs_atomic.ts";
+import { ensureRealDir, sweepAtomicTemps } from "./fs_atomic.ts";
+import { log } from "../common/mod.ts";
 
 /** A refusal to use the runtime root (permissions, owner, lock held). */
 export class RuntimeRootError extends Error {
@@ -154,6 +155,7 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
     await ensureRealDir(held.tmp, 0o700);
     await ensureRealDir(held.addons);
     await cleanTmp(held);
+    await sweepLitter(held);
   } catch (e) {
     held.release();
     throw e;
@@ -168,4 +170,27 @@ export async function cleanTmp(layout: Layout, keep?: (sha256: string) => boolea
     if (isPartial && (!keep || keep(e.name.slice(0, 64)))) continue;
     await Deno.remove(`${layout.tmp}/${e.name}`, { recursive: true });
   }
+}
+
+/**
+ * Remove the temporaries of atomic writes that a crash left wherever the
+ * agent writes them inside the runtime root (SPEC 8, "No litter"): beside
+ * `state.json`, and in every `addons/<id>/` (last-good.json, config.json,
+ * the `current`/`previous` links). Returns the paths removed.
+ */
+export async function sweepLitter(layout: Layout): Promise<string[]> {
+  const dirs = [layout.root];
+  try {
+    for await (const e of Deno.readDir(layout.addons)) {
+      if (e.isDirectory) dirs.push(layout.addonDir(e.name));
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const removed: string[] = [];
+  for (const d of dirs) {
+    for (const name of await sweepAtomicTemps(d)) removed.push(`${d}/${name}`);
+  }
+  if (removed.length) log.info("removed temporaries an interrupted write left", { paths: removed });
+  return removed;
 }

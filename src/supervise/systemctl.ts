@@ -17,12 +17,13 @@
  * @module
  */
 
-import { removeIfExists, writeFileAtomic } from "../runtime/mod.ts";
+import { isAtomicTemp, removeIfExists, writeFileAtomic } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
 import {
   renderService,
   renderTimer,
   type TimerSpec,
+  UNIT_PREFIX,
   type UnitNames,
   unitNames,
   type UnitSpec,
@@ -142,6 +143,31 @@ export class SystemdUnits {
   remove(addonId: string): Promise<void> {
     return this.#serialize(async () => {
       await this.#remove(addonId, unitNames(addonId));
+    });
+  }
+
+  /**
+   * Remove the temporaries of unit writes a crash left in the unit directory
+   * (only `.addon-agent-….tmp` files: other software's files stay). Returns
+   * the names removed.
+   */
+  sweepTemps(): Promise<string[]> {
+    return this.#serialize(async () => {
+      const removed: string[] = [];
+      const dir = this.unitDir.replace(/\/+$/, "");
+      try {
+        for await (const e of Deno.readDir(dir)) {
+          if (!e.isFile || !e.name.startsWith(`.${UNIT_PREFIX}`) || !isAtomicTemp(e.name)) continue;
+          await removeIfExists(`${dir}/${e.name}`);
+          removed.push(e.name);
+        }
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      if (removed.length) {
+        log.info("removed temporaries an interrupted unit write left", { removed });
+      }
+      return removed;
     });
   }
 

@@ -1,0 +1,141 @@
+/**
+ * Self-healing of the runtime root (SPEC 8) against the real agent: no
+ * litter after crashes, small volumes, damaged versions that are fetched
+ * again, and tampered bytes that never run. Add-ons are shell scripts staged
+ * through the real pipeline from a filesystem store; the source is a file
+ * polled every 0.5 s.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { readAgentState, startAgent, waitFor } from "./_agent_process.ts";
+import { daemonConfig, sidecar, sleepLink, waitAddon, withAgent } from "./_daemon_fixtures.ts";
+import { listTree, withTempDir, writeAssignments } from "./_helpers.ts";
+import { killMarked } from "./_agent_process.ts";
+import { sweepAtomicTemps, sweepLitter } from "../src/runtime/mod.ts";
+import { Layout } from "../src/runtime/mod.ts";
+import type { AddonState } from "../src/runtime/state.ts";
+
+function _running(a: AddonState): boolean {
+  return a.state === "running" && a.pid !== null;
+}
+
+/** Files that an interrupted atomic write leaves (`.x.<hex8>.tmp`, `x.<hex8>.new`). */
+function _litter(paths: string[]): string[] {
+  return paths.filter((p) => /\.[0-9a-f]{8}\.(tmp|new)$/.test(p));
+}
+
+Deno.test("sweepAtomicTemps() removes only the temporaries of atomic writes", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/.state.json.0a1b2c3d.tmp`, "{");
+    await Deno.symlink("versions/1.0.0", `${dir}/current.0a1b2c3d.new`);
+    // Look-alikes that are not ours, or not files: they stay.
+    await Deno.writeTextFile(`${dir}/.hidden`, "");
+    await Deno.writeTextFile(`${dir}/state.json.tmp`, "");
+    await Deno.writeTextFile(`${dir}/.x.NOTHEX00.tmp`, "");
+    await Deno.mkdir(`${dir}/.dir.0a1b2c3d.tmp`);
+    const removed = await sweepAtomicTemps(dir);
+    assertEquals(removed.sort(), [".state.json.0a1b2c3d.tmp", "current.0a1b2c3d.new"]);
+    assertEquals((await listTree(dir)).sort(), [
+      ".dir.0a1b2c3d.tmp",
+      ".hidden",
+      ".x.NOTHEX00.tmp",
+      "state.json.tmp",
+    ]);
+    assertEquals(await sweepAtomicTemps(`${dir}/missing`), []);
+  });
+});
+
+Deno.test("sweepLitter() sweeps the root and every add-on directory, not data/", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    await Deno.mkdir(layout.dataDir("a"), { recursive: true });
+    await Deno.writeTextFile(`${dir}/.state.json.01234567.tmp`, "");
+    await Deno.writeTextFile(`${layout.addonDir("a")}/.last-good.json.89abcdef.tmp`, "");
+    await Deno.writeTextFile(`${layout.dataDir("a")}/.own.01234567.tmp`, "the add-on's");
+    const removed = await sweepLitter(layout);
+    assertEquals(removed.length, 2);
+    assertEquals(_litter(await listTree(dir)), ["addons/a/data/.own.01234567.tmp"]);
+  });
+});
+
+Deno.test("run leaves no temporaries of atomic writes after kill -9 during rollouts", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const unitDir = `${dir}/units`;
+    await Deno.mkdir(unitDir);
+    const cfg = await daemonConfig(dir, { systemd: { unit_dir: unitDir } });
+    const ids = ["a", "b", "c"];
+    const rollout = async (n: number) => {
+      const entries = [];
+      for (const id of ids) {
+        entries.push(
+          await sidecar(dir, id, `"${sleepBin}" 300`, { version: `1.0.${n}`, config: { n } }),
+        );
+      }
+      await writeAssignments(dir, entries, `v${n}`);
+    };
+    try {
+      for (let n = 0; n < 4; n++) {
+        await rollout(n);
+        const agent = startAgent(cfg);
+        // Kill it while it stages, switches links and writes state: as soon as the rollout began.
+        await waitFor(async () => {
+          agent.assertAlive();
+          const s = await readAgentState(root);
+          return Object.values(s?.addons ?? {}).some((a) => a.desired_version === `1.0.${n}`);
+        }, { timeoutMs: 20_000, what: `rollout ${n} under way`, context: () => agent.tail() });
+        await agent.kill9();
+      }
+      // What a crash in the middle of each atomic write leaves, wherever the agent writes.
+      await Deno.writeTextFile(`${root}/.state.json.0a1b2c3d.tmp`, "{");
+      await Deno.writeTextFile(`${root}/addons/a/.last-good.json.0a1b2c3d.tmp`, "{");
+      await Deno.writeTextFile(`${root}/addons/b/.config.json.0a1b2c3d.tmp`, "{");
+      await Deno.symlink("versions/1.0.0", `${root}/addons/c/current.0a1b2c3d.new`);
+      await Deno.writeTextFile(`${unitDir}/.addon-agent-a.service.0a1b2c3d.tmp`, "[Unit]");
+      await Deno.writeTextFile(`${unitDir}/.someone-else.service.0a1b2c3d.tmp`, "not ours");
+      await Deno.writeTextFile(`${root}/tmp/stray`, "");
+
+      await withAgent(dir, cfg, async (agent) => {
+        for (const id of ids) {
+          await waitAddon(
+            root,
+            agent,
+            id,
+            "running 1.0.3",
+            (a) => _running(a) && a.version === "1.0.3",
+          );
+        }
+        assertEquals(_litter(await listTree(root)), [], "temporaries in the runtime root");
+        assertEquals(await listTree(unitDir), [".someone-else.service.0a1b2c3d.tmp"]);
+        const tmp = (await listTree(`${root}/tmp`)).filter((p) =>
+          !/^[0-9a-f]{64}\.partial$/.test(p)
+        );
+        assertEquals(tmp, [], "tmp/ holds nothing but resumable partials");
+      });
+    } finally {
+      await killMarked(dir);
+    }
+  });
+});
+
+Deno.test("run takes a 36-byte add-on on an 8 MiB volume (the margin is 5 % of it)", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", root],
+    }).output();
+    assert(mount.success, new TextDecoder().decode(mount.stderr));
+    try {
+      const sleepBin = await sleepLink(dir);
+      await writeAssignments(dir, [await sidecar(dir, "tiny", `exec "${sleepBin}" 300`)]);
+      await withAgent(dir, cfg, async (agent) => {
+        const a = await waitAddon(root, agent, "tiny", "running", _running);
+        assertEquals(a.version, "1.0.0");
+      });
+    } finally {
+      await new Deno.Command("umount", { args: [root] }).output();
+    }
+  });
+});
