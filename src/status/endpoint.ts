@@ -6,6 +6,8 @@
  *
  * @example
  * ```ts
+ * import { type StatusSource, startStatusServer } from "./endpoint.ts";
+ * declare const daemon: StatusSource;
  * const server = startStatusServer("127.0.0.1:7420", daemon);
  * await server.close();
  * ```
