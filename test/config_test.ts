@@ -91,6 +91,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
       trust: { public_keys: [], require_signature: false },
       limits: { max_artifact_bytes: 268435456, keep_versions: 3 },
       systemd: { unit_dir: "/etc/systemd/system" },
+      timeouts: { connect_s: 10, idle_s: 60 },
     };
     assertEquals(cfg, expected);
     assert(!("status" in cfg), "status is absent unless configured");
@@ -371,6 +372,35 @@ Deno.test("decodeConfig() enforces limits.keep_versions >= 2", async (t) => {
   });
   await t.step("max_artifact_bytes 0 is refused", () => {
     _refused(_with({ limits: { max_artifact_bytes: 0 } }), "limits.max_artifact_bytes");
+  });
+});
+
+Deno.test("decodeConfig() checks timeouts against 1-3600 s, naming the field", async (t) => {
+  const refused: [string, unknown, string][] = [
+    ["connect_s", 0, "at least 1"],
+    ["connect_s", 0.5, "at least 1"],
+    ["idle_s", 3601, "at most 3600"],
+    ["idle_s", 3e6, "at most 3600"],
+    ["idle_s", -1, "at least 1"],
+    ["connect_s", "10", "must be a number"],
+  ];
+  for (const [key, value, reason] of refused) {
+    await t.step(`${key} ${JSON.stringify(value)} is refused`, () => {
+      _refused(_with({ timeouts: { [key]: value } }), `timeouts.${key}`, reason);
+    });
+  }
+  await t.step("an unknown key is refused", () => {
+    _refused(_with({ timeouts: { read_s: 5 } }), "timeouts.read_s");
+  });
+  await t.step("each key may be given alone; the bounds are accepted", () => {
+    assertEquals(decodeConfig(_with({ timeouts: { idle_s: 1 } }), FILE).timeouts, {
+      connect_s: 10,
+      idle_s: 1,
+    });
+    assertEquals(decodeConfig(_with({ timeouts: { connect_s: 3600 } }), FILE).timeouts, {
+      connect_s: 3600,
+      idle_s: 60,
+    });
   });
 });
 

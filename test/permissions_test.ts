@@ -466,6 +466,7 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
     limits: { max_artifact_bytes: 1, keep_versions: 3 },
     status: { listen: "127.0.0.1:7420" },
     systemd: { unit_dir: "/etc/systemd/system" },
+    timeouts: { connect_s: 10, idle_s: 60 },
   };
 
   await t.step("every host and path the config names, once each", () => {

@@ -56,7 +56,18 @@ export interface AgentConfig {
   status?: { listen: string };
   /** Directory for `systemd_*` unit files (an extension of SPEC 2). */
   systemd: { unit_dir: string };
+  /** Limits on every request to a store or source (SPEC 12). */
+  timeouts: Timeouts;
 }
+
+/** `timeouts` (SPEC 12): seconds until response headers, and without a byte of a body. */
+export interface Timeouts {
+  connect_s: number;
+  idle_s: number;
+}
+
+/** The `timeouts` a config without the key gets. */
+export const DEFAULT_TIMEOUTS: Timeouts = { connect_s: 10, idle_s: 60 };
 
 /** Default location of the agent configuration. */
 export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
@@ -229,6 +240,13 @@ function _decode(value: unknown, file: string): AgentConfig {
     ),
   };
   sd?.done();
+
+  const to = r.optObject("timeouts");
+  const timeouts: Timeouts = {
+    connect_s: to?.optNumber("connect_s", { min: 1, max: 3600 }) ?? DEFAULT_TIMEOUTS.connect_s,
+    idle_s: to?.optNumber("idle_s", { min: 1, max: 3600 }) ?? DEFAULT_TIMEOUTS.idle_s,
+  };
+  to?.done();
   r.done();
 
   const cfg: AgentConfig = {
@@ -241,6 +259,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     trust,
     limits,
     systemd,
+    timeouts,
   };
   if (status) cfg.status = status;
   return cfg;
