@@ -53,11 +53,20 @@ export interface SyncReport {
 
 const CONCURRENCY = 4;
 
+/** What a caller may watch during a pass (live progress at a terminal, SPEC 16). */
+export interface SyncObserver {
+  /** Bytes of one add-on's artifact arrived (called a few times a second at most). */
+  onProgress?(addonId: string, version: string, bytes: number, total: number): void;
+  /** One add-on's delivery ended with `result`. */
+  onResult?(result: SyncResult): void;
+}
+
 /** Run one delivery pass against the configured source and store. */
 export async function syncOnce(
   cfg: AgentConfig,
   root: RuntimeRoot,
   platform: Platform = hostPlatform(),
+  observer: SyncObserver = {},
 ): Promise<SyncReport> {
   const source = await openSource(cfg, platform);
   let json;
@@ -115,10 +124,15 @@ export async function syncOnce(
       work.push(a);
     }
   }
+  const versions = new Map(work.map((a) => [a.addon_id, a.version]));
+  ctx.onProgress = (id, bytes, total) =>
+    observer.onProgress?.(id, versions.get(id) ?? "?", bytes, total);
   const queue = [...work];
   const runOne = async (): Promise<void> => {
     for (let a = queue.shift(); a; a = queue.shift()) {
-      results.push(await _syncOne(ctx, a, cfg.limits.keep_versions));
+      const r = await _syncOne(ctx, a, cfg.limits.keep_versions);
+      observer.onResult?.(r);
+      results.push(r);
     }
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, runOne));

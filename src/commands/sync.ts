@@ -6,13 +6,23 @@
 
 import { syncOnce } from "../agent/mod.ts";
 import { configFrom, EXIT, rootFrom } from "./common.ts";
+import { ProgressLines } from "./progress.ts";
 
 /** Run `sync`; prints a summary (JSON with `--json`) and returns the exit code. */
 export async function syncCommand(opts: { config: string; json: boolean }): Promise<number> {
   const cfg = await configFrom(opts.config);
   const root = await rootFrom(cfg);
   try {
-    const report = await syncOnce(cfg, root);
+    const progress = ProgressLines.forTerminal(opts.json);
+    let report;
+    try {
+      report = await syncOnce(cfg, root, undefined, {
+        onProgress: (id, version, bytes, total) => progress?.update(id, version, bytes, total),
+        onResult: (r) => r.addon_id && progress?.finish(r.addon_id, r.outcome),
+      });
+    } finally {
+      progress?.stop();
+    }
     if (opts.json) {
       console.log(JSON.stringify(report, null, 2));
     } else {

@@ -33,6 +33,11 @@ export function configureLog(opts: { format?: LogFormat; level?: Level }): void 
   if (opts.level) minLevel = opts.level;
 }
 
+/** The log format in use. */
+export function logFormat(): LogFormat {
+  return format;
+}
+
 /** Send log lines somewhere else (tests); returns a function that restores stderr. */
 export function captureLog(fn: (line: string) => void): () => void {
   const old = sink;
