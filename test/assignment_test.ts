@@ -489,6 +489,30 @@ Deno.test("decodeDocument() checks field types and model-specific requirements",
       "addons[0].schedule",
       "is required",
     ],
+    [
+      "resources with a fractional memory limit",
+      _entry({ resources: { memory_max_bytes: 1.5 } }),
+      "addons[0].resources.memory_max_bytes",
+      "whole number",
+    ],
+    [
+      "resources with a zero cpu share",
+      _entry({ resources: { cpu_max_percent: 0 } }),
+      "addons[0].resources.cpu_max_percent",
+      "at least 1",
+    ],
+    [
+      "resources with a negative pids_max",
+      _entry({ resources: { pids_max: -1 } }),
+      "addons[0].resources.pids_max",
+      "at least 1",
+    ],
+    [
+      "resources with an unknown limit",
+      _entry({ resources: { memory_high: 1 } }),
+      "addons[0].resources.memory_high",
+      "unknown key",
+    ],
   ];
   for (const [name, entry, path, reason] of cases) {
     await t.step(name, () => _refused(entry, path, reason));
@@ -515,6 +539,10 @@ Deno.test("encodeAssignment() round-trips through decodeAssignment()", async (t)
     [
       "an ephemeral helper with a timeout",
       _entry({ supervision: "ephemeral_helper", timeout_s: 30 }),
+    ],
+    [
+      "resources (SPEC 13)",
+      _entry({ resources: { memory_max_bytes: 67108864, cpu_max_percent: 50, pids_max: 64 } }),
     ],
   ];
   for (const [name, entry] of entries) {

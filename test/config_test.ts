@@ -92,6 +92,18 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
       limits: { max_artifact_bytes: 268435456, keep_versions: 3 },
       systemd: { unit_dir: "/etc/systemd/system" },
       timeouts: { connect_s: 10, idle_s: 60 },
+      isolation: {
+        users: Deno.uid() === 0 ? "per_addon" : "none",
+        uid_range: [61000, 61999],
+        cgroup: "auto",
+        allowed_capabilities: [
+          "CAP_NET_RAW",
+          "CAP_NET_ADMIN",
+          "CAP_NET_BIND_SERVICE",
+          "CAP_BPF",
+          "CAP_PERFMON",
+        ],
+      },
     };
     assertEquals(cfg, expected);
     assert(!("status" in cfg), "status is absent unless configured");
@@ -726,4 +738,53 @@ Deno.test("openRuntimeRoot() cleans tmp/, keeping only <sha256>.partial files", 
       assertEquals(names, [`${sha2}.partial`]);
     });
   });
+});
+
+// ---------------------------------------------------------------------------
+// decodeConfig: isolation (SPEC 13)
+
+Deno.test("decodeConfig() decodes isolation and refuses bad values naming the field", async (t) => {
+  await t.step("shared with a user, a custom range, cgroup off", () => {
+    const cfg = decodeConfig(
+      _with({
+        isolation: {
+          users: "shared",
+          user: "addons",
+          uid_range: [70000, 70010],
+          cgroup: "off",
+          allowed_capabilities: ["CAP_NET_RAW"],
+        },
+      }),
+      FILE,
+    );
+    assertEquals(cfg.isolation, {
+      users: "shared",
+      user: "addons",
+      uid_range: [70000, 70010],
+      cgroup: "off",
+      allowed_capabilities: ["CAP_NET_RAW"],
+    });
+  });
+  const cases: [string, _Obj, string, string][] = [
+    ["an unknown mode", { users: "root" }, "isolation.users", "must be one of"],
+    ["shared without user", { users: "shared" }, "isolation.user", "required"],
+    ["user without shared", { users: "none", user: "x" }, "isolation.user", "only used"],
+    ["a user name with a slash", { users: "shared", user: "a/b" }, "isolation.user", "not a"],
+    ["a range of one number", { uid_range: [61000] }, "isolation.uid_range", "two whole"],
+    ["a range into system uids", { uid_range: [0, 10] }, "isolation.uid_range", "1000 <="],
+    ["a reversed range", { uid_range: [62000, 61000] }, "isolation.uid_range", "first <= last"],
+    ["an unknown cgroup mode", { cgroup: "yes" }, "isolation.cgroup", "must be one of"],
+    [
+      "a lower-case capability",
+      { allowed_capabilities: ["cap_net_raw"] },
+      "isolation.allowed_capabilities[0]",
+      "not a capability name",
+    ],
+    ["an unknown key", { cgroups: "auto" }, "isolation.cgroups", "unknown key"],
+  ];
+  for (const [name, isolation, path, reason] of cases) {
+    await t.step(name, () => {
+      _refused(_with({ isolation }), path, reason);
+    });
+  }
 });

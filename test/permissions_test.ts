@@ -467,6 +467,12 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
     status: { listen: "127.0.0.1:7420" },
     systemd: { unit_dir: "/etc/systemd/system" },
     timeouts: { connect_s: 10, idle_s: 60 },
+    isolation: {
+      users: "none",
+      uid_range: [61000, 61999],
+      cgroup: "off",
+      allowed_capabilities: [],
+    },
   };
 
   await t.step("every host and path the config names, once each", () => {

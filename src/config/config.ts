@@ -11,6 +11,7 @@
  */
 
 import { DecodeError, ObjectReader, parseJson } from "../protocol/mod.ts";
+import { decodeIsolation, type IsolationConfig, runsAsRoot } from "./isolation.ts";
 
 /** Where assignments come from. */
 export type SourceConfig =
@@ -58,6 +59,8 @@ export interface AgentConfig {
   systemd: { unit_dir: string };
   /** Limits on every request to a store or source (SPEC 12). */
   timeouts: Timeouts;
+  /** Users, cgroups and allowed capabilities of add-ons (SPEC 13). */
+  isolation: IsolationConfig;
 }
 
 /** `timeouts` (SPEC 12): seconds until response headers, and without a byte of a body. */
@@ -247,6 +250,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     idle_s: to?.optNumber("idle_s", { min: 1, max: 3600 }) ?? DEFAULT_TIMEOUTS.idle_s,
   };
   to?.done();
+  const isolation = decodeIsolation(r.optObject("isolation"), runsAsRoot());
   r.done();
 
   const cfg: AgentConfig = {
@@ -260,6 +264,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     limits,
     systemd,
     timeouts,
+    isolation,
   };
   if (status) cfg.status = status;
   return cfg;

@@ -5,4 +5,5 @@
  */
 
 export * from "./config.ts";
+export * from "./isolation.ts";
 export * from "./permission_check.ts";

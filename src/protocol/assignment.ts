@@ -39,6 +39,16 @@ export interface ArtifactRef {
   signature?: string;
 }
 
+/** Resource limits of one add-on (SPEC 13); each is optional. */
+export interface Resources {
+  /** `memory.max` / `MemoryMax=`, bytes. */
+  memory_max_bytes?: number;
+  /** `cpu.max` / `CPUQuota=`, percent of one CPU (200 = two CPUs). */
+  cpu_max_percent?: number;
+  /** `pids.max` / `TasksMax=`. */
+  pids_max?: number;
+}
+
 /** One decoded assignment: the agent trusts these types from here on. */
 export interface Assignment {
   addon_id: string;
@@ -61,6 +71,8 @@ export interface Assignment {
   schedule?: string;
   /** Run-to-completion timeout for `ephemeral_helper`, seconds. */
   timeout_s?: number;
+  /** Limits written to the add-on's cgroup or unit (SPEC 13). */
+  resources?: Resources;
   /** Patched or added by the local override: never recorded as last known good. */
   local?: boolean;
 }
@@ -213,6 +225,7 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   }
   const schedule = r.optString("schedule");
   const timeout_s = r.optNumber("timeout_s", { min: 1, integer: true });
+  const resources = _resources(r.optObject("resources"));
   if (delivery === "os_package" && binary_path === undefined) {
     throw new DecodeError(r.at("binary_path"), "is required for os_package delivery");
   }
@@ -242,7 +255,21 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   if (target_arch !== undefined) assignment.target_arch = target_arch;
   if (schedule !== undefined) assignment.schedule = schedule;
   if (timeout_s !== undefined) assignment.timeout_s = timeout_s;
+  if (resources !== undefined) assignment.resources = resources;
   return assignment;
+}
+
+function _resources(r: ObjectReader | undefined): Resources | undefined {
+  if (!r) return undefined;
+  const out: Resources = {};
+  const mem = r.optNumber("memory_max_bytes", { min: 4096, integer: true });
+  const cpu = r.optNumber("cpu_max_percent", { min: 1, max: 100_000, integer: true });
+  const pids = r.optNumber("pids_max", { min: 1, max: 4_194_304, integer: true });
+  r.done();
+  if (mem !== undefined) out.memory_max_bytes = mem;
+  if (cpu !== undefined) out.cpu_max_percent = cpu;
+  if (pids !== undefined) out.pids_max = pids;
+  return out;
 }
 
 /** Name of a supervision model for display (`unsupported` ones keep their string). */
@@ -273,5 +300,6 @@ export function encodeAssignment(a: Assignment): JsonObject {
   if (a.target_arch !== undefined) out.target_arch = a.target_arch;
   if (a.schedule !== undefined) out.schedule = a.schedule;
   if (a.timeout_s !== undefined) out.timeout_s = a.timeout_s;
+  if (a.resources !== undefined) out.resources = { ...a.resources };
   return out;
 }
