@@ -8,7 +8,6 @@ import {
   type GroupProcess,
   LineSplitter,
   processIdentity,
-  reapGroup,
   signalGroup,
   spawnGroup,
   stopGroup,
@@ -396,7 +395,7 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
   });
 });
 
-Deno.test("reapGroup() ends what the leader left behind", async (t) => {
+Deno.test("stopGroup() ends what a leader that exited by itself left behind", async (t) => {
   await t.step("grandchild of a leader that exited is killed", async () => {
     const c = _collector();
     // The grandchild keeps stdout open, so output only ends once it is gone.
@@ -407,7 +406,7 @@ Deno.test("reapGroup() ends what the leader left behind", async (t) => {
       _assert(_alive(grandchild), "grandchild still runs");
       _assertEquals(groupMembers(proc.pgid), [grandchild], "group is the grandchild");
       _assert(groupMatches(proc.pgid, proc.identity), "leaderless group still matches");
-      const r = await reapGroup(proc, 2_000);
+      const r = await stopGroup(proc, 2_000);
       _assertEquals(r, { killed: false, remaining: [] }, "result");
       _assert(!_alive(grandchild), "grandchild gone");
       await proc.output; // EOF now that nobody holds the pipe
@@ -424,7 +423,7 @@ Deno.test("reapGroup() ends what the leader left behind", async (t) => {
       const grandchild = Number(await c.waitFor((l) => /^\d+$/.test(l)));
       await proc.status;
       _assert(await _eventually(() => _alive(grandchild)), "grandchild runs");
-      const r = await reapGroup(proc, 300);
+      const r = await stopGroup(proc, 300);
       _assertEquals(r, { killed: true, remaining: [] }, "result");
       _assert(!_alive(grandchild), "grandchild gone");
       await proc.output;

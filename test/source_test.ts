@@ -359,15 +359,17 @@ Deno.test("ControlPlaneSource.poll() turns failures into SourceErrors", async (t
       await _using(await _open(dir, `http://127.0.0.1:${srv.port}`), async (src) => {
         await src.poll(); // remember ETag "v1"
 
-        await t.step("HTTP 500 is a SourceError naming the status", async () => {
+        await t.step("HTTP 500 is an unavailable SourceError naming the status", async () => {
           answer = () => new Response("database on fire", { status: 500 });
           const e = await assertRejects(() => src.poll(), SourceError, "500");
           assertStringIncludes(e.message, `127.0.0.1:${srv.port}`);
+          assertEquals(e.kind, "unavailable");
         });
 
-        await t.step("HTTP 404 is a SourceError naming the status", async () => {
+        await t.step("HTTP 404 is a refused SourceError naming the status", async () => {
           answer = () => new Response("no such agent", { status: 404 });
-          await assertRejects(() => src.poll(), SourceError, "404");
+          const e = await assertRejects(() => src.poll(), SourceError, "404");
+          assertEquals(e.kind, "refused");
         });
 
         await t.step("a 200 that is not JSON is a SourceError", async () => {
@@ -377,6 +379,8 @@ Deno.test("ControlPlaneSource.poll() turns failures into SourceErrors", async (t
             });
           const e = await assertRejects(() => src.poll(), SourceError);
           assertMatch(e.message, /JSON/);
+          assertEquals(e.kind, "invalid");
+          assert(e.cause instanceof Error, "the decode error is kept as the cause");
         });
 
         await t.step(
@@ -394,6 +398,8 @@ Deno.test("ControlPlaneSource.poll() turns failures into SourceErrors", async (t
         await _using(await _open(dir, `http://127.0.0.1:${port}`), async (src) => {
           const e = await assertRejects(() => src.poll(), SourceError, "unreachable");
           assertStringIncludes(e.message, `127.0.0.1:${port}`);
+          assertEquals(e.kind, "unavailable");
+          assert(e.cause instanceof TypeError, "fetch's error is kept as the cause");
         });
       });
     } finally {

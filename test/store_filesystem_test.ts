@@ -2,7 +2,7 @@
 // directories: keys never leave the root, only regular files are served.
 
 import { FilesystemStore } from "../src/store/filesystem.ts";
-import { type OpenedObject, StoreError } from "../src/store/types.ts";
+import { type OpenedObject, StoreError, type StoreErrorKind } from "../src/store/types.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes, fail } from "./_assert.ts";
 
 // ---------------------------------------------------------------------------
@@ -52,15 +52,15 @@ async function _write(path: string, data: Uint8Array): Promise<void> {
   await Deno.writeFile(path, data);
 }
 
-/** Expect `store.open(key)` to fail with a StoreError whose message includes `includes`. */
+/** Expect `store.open(key)` to fail with a StoreError of `kind` whose message includes `includes`. */
 async function _refused(
   store: FilesystemStore,
   key: string,
   includes: string,
-  transient?: boolean,
+  kind: StoreErrorKind,
 ): Promise<StoreError> {
   const e = await assertRejects(() => store.open(key, 0), StoreError, includes);
-  if (transient !== undefined) assertEquals(e.transient, transient, `transient of ${e.message}`);
+  assertEquals(e.kind, kind, `kind of ${e.message}`);
   return e;
 }
 
@@ -161,36 +161,36 @@ Deno.test("FilesystemStore refuses keys that leave the root", async (t) => {
 
     for (const key of ["../outside/secret", "a/../../outside/secret", "a/../obj", "..", "a/.."]) {
       await t.step(`${JSON.stringify(key)} (..) is refused`, async () => {
-        await _refused(store, key, "may not leave the store", false);
+        await _refused(store, key, "may not leave the store", "refused");
       });
     }
 
     for (const key of [`${outside}/secret`, "/etc/passwd", "/"]) {
       await t.step(`absolute ${JSON.stringify(key)} is refused`, async () => {
-        await _refused(store, key, "may not leave the store", false);
+        await _refused(store, key, "may not leave the store", "refused");
       });
     }
 
     for (const key of ["", "a//obj", "a/", "/a/obj"]) {
       await t.step(`empty segments in ${JSON.stringify(key)} are refused`, async () => {
-        await _refused(store, key, "may not leave the store", false);
+        await _refused(store, key, "may not leave the store", "refused");
       });
     }
 
     await t.step("a file symlink inside pointing outside is refused", async () => {
       await Deno.symlink(`${outside}/secret`, `${root}/escape`);
-      const e = await _refused(store, "escape", "resolves outside the store", false);
+      const e = await _refused(store, "escape", "resolves outside the store", "refused");
       assertStringIncludes(e.message, '"escape"');
     });
 
     await t.step("a directory symlink inside pointing outside is refused", async () => {
       await Deno.symlink(outside, `${root}/outdir`);
-      await _refused(store, "outdir/secret", "resolves outside the store", false);
+      await _refused(store, "outdir/secret", "resolves outside the store", "refused");
     });
 
     await t.step("a relative symlink climbing out is refused", async () => {
       await Deno.symlink("../../outside/secret", `${root}/a/climb`);
-      await _refused(store, "a/climb", "resolves outside the store", false);
+      await _refused(store, "a/climb", "resolves outside the store", "refused");
     });
 
     await t.step("a symlink to a sibling whose name starts like the root is refused", async () => {
@@ -199,7 +199,7 @@ Deno.test("FilesystemStore refuses keys that leave the root", async (t) => {
       await _write(`${evil}/f`, _bytes(5));
       try {
         await Deno.symlink(`${evil}/f`, `${root}/prefix-trick`);
-        await _refused(store, "prefix-trick", "resolves outside the store", false);
+        await _refused(store, "prefix-trick", "resolves outside the store", "refused");
       } finally {
         await Deno.remove(evil, { recursive: true });
       }
@@ -240,7 +240,7 @@ Deno.test("FilesystemStore serves regular files only", async (t) => {
         assert(result instanceof StoreError, `a StoreError, got ${String(result)}`);
         assertStringIncludes(result.message, "not a regular file");
         assertStringIncludes(result.message, "fifo");
-        assertEquals(result.transient, false);
+        assertEquals(result.kind, "refused");
       } finally {
         clearTimeout(timer);
       }
@@ -248,13 +248,13 @@ Deno.test("FilesystemStore serves regular files only", async (t) => {
 
     await t.step("a directory is refused", async () => {
       await Deno.mkdir(`${root}/dir/sub`, { recursive: true });
-      await _refused(store, "dir", "not a regular file", false);
-      await _refused(store, "dir/sub", "not a regular file", false);
+      await _refused(store, "dir", "not a regular file", "refused");
+      await _refused(store, "dir/sub", "not a regular file", "refused");
     });
 
     await t.step("a symlink inside to a directory inside is refused", async () => {
       await Deno.symlink(`${root}/dir`, `${root}/dirlink`);
-      await _refused(store, "dirlink", "not a regular file", false);
+      await _refused(store, "dirlink", "not a regular file", "refused");
     });
   });
 });
@@ -262,19 +262,19 @@ Deno.test("FilesystemStore serves regular files only", async (t) => {
 Deno.test("FilesystemStore names the key of a missing object", async (t) => {
   await _withStore(async (store, root) => {
     await t.step("a missing file", async () => {
-      const e = await _refused(store, "net-probe/9.9.9/net-probe", "does not exist");
+      const e = await _refused(store, "net-probe/9.9.9/net-probe", "does not exist", "not_found");
       assertStringIncludes(e.message, "net-probe/9.9.9/net-probe");
       assertStringIncludes(e.message, root);
     });
 
     await t.step("a missing directory on the way", async () => {
-      const e = await _refused(store, "nope/nope/obj", "does not exist");
+      const e = await _refused(store, "nope/nope/obj", "does not exist", "not_found");
       assertStringIncludes(e.message, "nope/nope/obj");
     });
 
     await t.step("a dangling symlink", async () => {
       await Deno.symlink(`${root}/gone`, `${root}/dangling`);
-      const e = await _refused(store, "dangling", "dangling");
+      const e = await _refused(store, "dangling", "dangling", "not_found");
       assertStringIncludes(e.message, "does not exist");
     });
 
@@ -282,6 +282,8 @@ Deno.test("FilesystemStore names the key of a missing object", async (t) => {
       const missing = new FilesystemStore(`${root}/no-such-root`);
       const e = await assertRejects(() => missing.open("obj", 0), StoreError);
       assertStringIncludes(e.message, `${root}/no-such-root`);
+      assertEquals(e.kind, "unavailable", "a store that is not there may come back");
+      assert(e.cause instanceof Deno.errors.NotFound, "the cause is kept");
     });
 
     await t.step("a file used as a directory", async () => {

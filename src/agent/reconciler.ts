@@ -528,7 +528,7 @@ class _Slot {
             `capabilities ${
               a.capabilities.join(", ")
             } can only be granted to a binary the agent staged, not to ${binary}`,
-            false,
+            { kind: "refused" },
           );
         }
         await applyFileCapabilities(binary, a.capabilities);
@@ -779,7 +779,9 @@ function isSystemd(a: Assignment): boolean {
 
 async function _checkExecutable(path: string): Promise<string> {
   if (!path.startsWith("/")) {
-    throw new DeliveryError(`binary_path ${JSON.stringify(path)} must be an absolute path`, false);
+    throw new DeliveryError(`binary_path ${JSON.stringify(path)} must be an absolute path`, {
+      kind: "refused",
+    });
   }
   let st: Deno.FileInfo;
   try {
@@ -788,13 +790,13 @@ async function _checkExecutable(path: string): Promise<string> {
     if (e instanceof Deno.errors.NotCapable) {
       throw new DeliveryError(
         `binary_path ${path} is outside what this build may read; add it to permissions.agent.read in deno.json and rebuild`,
-        false,
+        { kind: "refused", cause: e },
       );
     }
-    throw new DeliveryError(`binary_path ${path} does not exist`, false);
+    throw new DeliveryError(`binary_path ${path} does not exist`, { kind: "refused", cause: e });
   }
   if (!st.isFile || st.mode === null || (st.mode & 0o111) === 0) {
-    throw new DeliveryError(`binary_path ${path} is not an executable file`, false);
+    throw new DeliveryError(`binary_path ${path} is not an executable file`, { kind: "refused" });
   }
   return path;
 }

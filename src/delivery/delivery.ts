@@ -8,9 +8,17 @@
  *
  * @example Deliver and activate
  * ```ts
- * const d = await deliver(ctx, assignment);
- * const switched = await activate(ctx.layout, assignment.addon_id, assignment.version);
- * // on trouble: await switched.revert();
+ * import type { Assignment } from "../protocol/mod.ts";
+ * import { activate } from "../runtime/mod.ts";
+ * declare const ctx: DeliveryContext;
+ * declare const assignment: Assignment;
+ * try {
+ *   await deliver(ctx, assignment);
+ *   await activate(ctx.layout, assignment.addon_id, assignment.version);
+ * } catch (e) {
+ *   if (e instanceof DeliveryError && e.kind === "unavailable") console.log("retry soon");
+ *   else throw e;
+ * }
  * ```
  *
  * @module
@@ -36,16 +44,38 @@ import {
 import { log } from "../common/mod.ts";
 import { type ObjectStore, openObjectStore } from "../store/mod.ts";
 
-/** Why an assignment could not be delivered; `transient` failures may succeed on retry. */
+/**
+ * Why an assignment could not be delivered:
+ * - `unavailable`: the store, the network or the disk failed, or the object is not in the
+ *   store yet; a later attempt may succeed (and resumes the partial).
+ * - `integrity`: the store's bytes are not the assigned ones (sha256 mismatch).
+ * - `refused`: the signature policy, a limit or the host refuses it (bad or missing
+ *   signature, no artifact for this platform and no usable host binary, too large).
+ * - `conflict`: the runtime root holds something else under that version (staged with other
+ *   bytes, a planted symlink or file, a damaged staged version); a person must look.
+ *
+ * Only `unavailable` can pass without a change to the store, the assignment, the
+ * configuration or the runtime root.
+ */
+export type DeliveryErrorKind = "unavailable" | "integrity" | "refused" | "conflict";
+
+/**
+ * Why an assignment could not be delivered, with a reason a person can act on.
+ *
+ * @example Classify a failure
+ * ```ts
+ * const e = new DeliveryError("1.0.0 is staged with sha256 aa…", { kind: "conflict" });
+ * console.log(e.kind === "unavailable" ? "retry soon" : `needs a person: ${e.message}`);
+ * ```
+ */
 export class DeliveryError extends Error {
-  /** Make a delivery error; `conflict` marks a version staged with other bytes. */
-  constructor(
-    message: string,
-    readonly transient: boolean,
-    readonly conflict = false,
-  ) {
-    super(message);
+  /** What went wrong, for the retry policy. */
+  readonly kind: DeliveryErrorKind;
+  /** Make a delivery error of `kind`, keeping the `cause`. */
+  constructor(message: string, options: { kind: DeliveryErrorKind; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "DeliveryError";
+    this.kind = options.kind;
   }
 }
 
@@ -91,7 +121,12 @@ export interface Delivered {
   source: "staged" | "downloaded" | "host_binary";
 }
 
-/** The add-on's staged artifact record, or null when that version is not staged. */
+/**
+ * The add-on's staged artifact record, or null when that version is not staged.
+ *
+ * @throws {DeliveryError} `conflict` when `versions/<version>` is not a real directory or its
+ * `artifact.json` is unreadable.
+ */
 export async function readStaged(
   layout: Layout,
   addonId: string,
@@ -108,8 +143,7 @@ export async function readStaged(
   if (!st.isDirectory || st.isSymlink) {
     throw new DeliveryError(
       `${dir} is not a real directory (a symlink or a file was planted there); refusing to use or overwrite it`,
-      false,
-      true,
+      { kind: "conflict" },
     );
   }
   try {
@@ -119,13 +153,19 @@ export async function readStaged(
       `${dir} exists but its artifact.json is unreadable (${
         (e as Error).message
       }); remove the directory or publish a new version`,
-      false,
-      true,
+      { kind: "conflict", cause: e },
     );
   }
 }
 
-/** Apply the signature policy (SPEC 5) to `a` with bytes of digest `sha256`; returns the verifying key. */
+/**
+ * Apply the signature policy (SPEC 5) to `a` with bytes of digest `sha256` (null: a host
+ * binary, only the policy applies); returns the verifying key, null for an accepted unsigned
+ * artifact.
+ *
+ * @throws {DeliveryError} `refused` when the policy refuses the artifact or no trusted key
+ * verifies its signature.
+ */
 export async function checkSignature(
   ctx: Pick<DeliveryContext, "trust" | "platform">,
   a: Assignment,
@@ -135,7 +175,7 @@ export async function checkSignature(
   if (sig !== undefined && ctx.trust.public_keys.length === 0) {
     throw new DeliveryError(
       "the artifact is signed but trust.public_keys is empty; refusing (fail closed): add the publisher's key",
-      false,
+      { kind: "refused" },
     );
   }
   if (sig === undefined) {
@@ -148,7 +188,7 @@ export async function checkSignature(
             a.binary_path ?? ""
           } is not run unsigned`
           : "the artifact is unsigned and trust.require_signature is true",
-        false,
+        { kind: "refused" },
       );
     }
     return null;
@@ -169,7 +209,7 @@ export async function checkSignature(
       `the signature does not verify for ${a.addon_id} ${a.version} ${
         platformString(ctx.platform)
       } sha256=${sha256} with any trusted key`,
-      false,
+      { kind: "refused" },
     );
   }
   return key;
@@ -179,7 +219,9 @@ async function _hostBinary(ctx: DeliveryContext, a: Assignment): Promise<Deliver
   await checkSignature(ctx, a, null);
   const path = a.binary_path;
   if (path === undefined) {
-    throw new DeliveryError(`no artifact for ${platformString(ctx.platform)}`, false);
+    throw new DeliveryError(`no artifact for ${platformString(ctx.platform)}`, {
+      kind: "refused",
+    });
   }
   try {
     const st = await Deno.stat(path);
@@ -191,7 +233,7 @@ async function _hostBinary(ctx: DeliveryContext, a: Assignment): Promise<Deliver
           platformString(ctx.platform)
         }, and ${path} is outside what this build may read (permissions.agent.read in deno.json)`
         : `no artifact for ${platformString(ctx.platform)} and no binary at ${path} on this host`,
-      false,
+      { kind: "refused", cause: e },
     );
   }
   log.warn("no artifact for this platform; running the binary already on the host", {
@@ -201,7 +243,14 @@ async function _hostBinary(ctx: DeliveryContext, a: Assignment): Promise<Deliver
   return { binary: path, fetched: 0, source: "host_binary" };
 }
 
-/** Deliver `a` (pushed_artifact): reuse a staged version or download, verify and stage it. Idempotent. */
+/**
+ * Deliver `a` (pushed_artifact): reuse a staged version or download, verify and stage it.
+ * Idempotent. Without an artifact for this platform, the host's `binary_path` is used.
+ *
+ * @throws {DeliveryError} of the kind that says what a retry can do (see
+ * {@linkcode DeliveryErrorKind}).
+ * @throws {Deno.errors.NotCapable} when this build may not write the runtime root.
+ */
 export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Delivered> {
   const ref = a.artifact;
   if (!ref) return _hostBinary(ctx, a);
@@ -211,21 +260,20 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
     if (staged.sha256 !== ref.sha256) {
       throw new DeliveryError(
         `${a.version} is staged with sha256 ${staged.sha256}; publish a new version (the assignment says ${ref.sha256})`,
-        false,
-        true,
+        { kind: "conflict" },
       );
     }
     const key = await checkSignature(ctx, a, staged.sha256);
     if (staged.key !== null && key === null) {
       throw new DeliveryError(
         `${a.version} was verified by a key that the assignment no longer proves; refusing to run it`,
-        false,
+        { kind: "refused" },
       );
     }
     if (staged.key !== null && !ctx.trust.public_keys.includes(staged.key)) {
       throw new DeliveryError(
         `${a.version} was signed by a key that is no longer in trust.public_keys; not running it`,
-        false,
+        { kind: "refused" },
       );
     }
     return {
@@ -255,7 +303,9 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
       onProgress: (b, t) => ctx.onProgress?.(a.addon_id, b, t),
     });
   } catch (e) {
-    if (e instanceof DownloadError) throw new DeliveryError(e.message, e.transient);
+    if (e instanceof DownloadError) {
+      throw new DeliveryError(e.message, { kind: e.kind, cause: e });
+    }
     throw e;
   }
   ctx.onPhase?.(a.addon_id, "verifying");
@@ -295,8 +345,7 @@ async function _stagedBinary(layout: Layout, a: Assignment): Promise<string> {
   if (!st || !st.isFile) {
     throw new DeliveryError(
       `${path} is missing or not a regular file; the staged version is damaged`,
-      false,
-      true,
+      { kind: "conflict" },
     );
   }
   return path;
@@ -323,8 +372,7 @@ async function _stage(
     if (await Deno.lstat(target).then(() => true, () => false)) {
       throw new DeliveryError(
         `${target} appeared while staging; refusing to overwrite it`,
-        false,
-        true,
+        { kind: "conflict" },
       );
     }
     await assertRealDir(layout.versionsDir(a.addon_id));

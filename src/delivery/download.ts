@@ -14,7 +14,17 @@
  *
  * @example Fetch an object whose digest is known
  * ```ts
- * const lease = await downloads.fetch({ store, layout, key, sha256, maxBytes });
+ * import type { ObjectStore } from "../store/mod.ts";
+ * import { Layout } from "../runtime/mod.ts";
+ * declare const store: ObjectStore;
+ * const downloads = new Downloads();
+ * const lease = await downloads.fetch({
+ *   store,
+ *   layout: new Layout("/var/lib/addon-agent"),
+ *   key: "net-probe/1.4.2/linux-amd64/net-probe",
+ *   sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+ *   maxBytes: 512 << 20,
+ * });
  * try {
  *   console.log(lease.path, lease.size);
  * } finally {
@@ -27,7 +37,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
-import type { ObjectStore } from "../store/mod.ts";
+import { type ObjectStore, StoreError } from "../store/mod.ts";
 import type { Layout } from "../runtime/mod.ts";
 
 /** Bytes read, hashed and written at a time. */
@@ -55,12 +65,34 @@ export function freeSpaceMargin(fsSizeBytes: number, configured?: number): numbe
   return Math.min(Math.floor(fsSizeBytes * 0.05), MAX_DEFAULT_MARGIN_BYTES);
 }
 
-/** Why a download did not produce the expected bytes. */
+/**
+ * Why a download did not produce the expected bytes:
+ * - `unavailable`: the store, the network or the disk failed, the object is not (yet) in the
+ *   store, or the agent is stopping; the partial is kept and a later attempt resumes it.
+ * - `integrity`: the store's bytes are not the assigned ones (sha256 mismatch); the partial
+ *   is deleted, and only a fixed object or a new assignment helps.
+ * - `refused`: the object may not be fetched (larger than `limits.max_artifact_bytes`, a key
+ *   the store refuses); the partial is deleted.
+ */
+export type DownloadErrorKind = "unavailable" | "integrity" | "refused";
+
+/**
+ * Why a download did not produce the expected bytes, naming the object.
+ *
+ * @example Retry only what may pass
+ * ```ts
+ * const e = new DownloadError("s3://b/k: sha256 mismatch", { kind: "integrity" });
+ * if (e.kind !== "unavailable") console.log("retrying soon will not help:", e.message);
+ * ```
+ */
 export class DownloadError extends Error {
-  /** `transient`: the store or network failed and a retry may succeed. */
-  constructor(message: string, readonly transient: boolean) {
-    super(message);
+  /** What went wrong, for the caller's retry decision. */
+  readonly kind: DownloadErrorKind;
+  /** Make a download error of `kind`, keeping the `cause`. */
+  constructor(message: string, options: { kind: DownloadErrorKind; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "DownloadError";
+    this.kind = options.kind;
   }
 }
 
@@ -271,7 +303,12 @@ export class Downloads {
     this.#abort.abort();
   }
 
-  /** Download (or resume, or join the running download of) the object; the digest is checked. */
+  /**
+   * Download (or resume, or join the running download of) the object; the digest is checked.
+   *
+   * @throws {DownloadError} when the bytes could not be fetched or are not the assigned ones.
+   * @throws {Deno.errors.NotCapable} when this build may not write the runtime root's `tmp/`.
+   */
   async fetch(req: DownloadRequest): Promise<DownloadLease> {
     let flight = this.#flights.get(req.sha256);
     if (!flight) {
@@ -332,7 +369,10 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
   try {
     obj = await req.store.open(req.key, have);
   } catch (e) {
-    throw new DownloadError((e as Error).message, (e as { transient?: boolean }).transient ?? true);
+    throw new DownloadError((e as Error).message, {
+      kind: e instanceof StoreError && e.kind === "refused" ? "refused" : "unavailable",
+      cause: e,
+    });
   }
   const size = obj.size;
   try {
@@ -341,7 +381,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
         `${
           req.store.describe(req.key)
         } is ${size} bytes, more than limits.max_artifact_bytes (${req.maxBytes})`,
-        false,
+        { kind: "refused" },
       );
     }
     if (size >= 0) {
@@ -352,7 +392,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       if (free < need) {
         throw new DownloadError(
           `not enough free disk space in ${req.layout.tmp}: ${free} bytes free, ${need} needed (the object plus a ${margin}-byte margin, limits.free_space_margin_bytes)`,
-          true,
+          { kind: "unavailable" },
         );
       }
     }
@@ -394,7 +434,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
             `${
               req.store.describe(req.key)
             } passed limits.max_artifact_bytes (${req.maxBytes}); download stopped`,
-            false,
+            { kind: "refused" },
           );
         }
         // The next batch arrives (or is read from disk) while this one is hashed.
@@ -417,7 +457,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
             `${
               req.store.describe(req.key)
             }: stopped after ${total} bytes because the agent is stopping; the next start resumes it`,
-            true,
+            { kind: "unavailable" },
           );
         }
       }
@@ -434,7 +474,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
         `${
           req.store.describe(req.key)
         }: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
-        true,
+        { kind: "unavailable" },
       );
     }
     req.onProgress?.(total, size);
@@ -443,19 +483,21 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       await Deno.remove(path).catch(() => {});
       throw new DownloadError(
         `${req.store.describe(req.key)}: sha256 mismatch: expected ${req.sha256}, got ${digest}`,
-        false,
+        { kind: "integrity" },
       );
     }
     return { size: total, fetched };
   } catch (e) {
-    if (e instanceof DownloadError && !e.transient) await Deno.remove(path).catch(() => {});
+    if (e instanceof DownloadError && e.kind !== "unavailable") {
+      await Deno.remove(path).catch(() => {});
+    }
     if (e instanceof DownloadError) throw e;
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
     throw new DownloadError(
       `${req.store.describe(req.key)}: download failed: ${
         (e as Error).message
       }; the next attempt resumes`,
-      true,
+      { kind: "unavailable", cause: e },
     );
   } finally {
     obj.close();

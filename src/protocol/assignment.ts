@@ -4,6 +4,9 @@
  *
  * @example Decode a document
  * ```ts
+ * import { parseJson } from "./decode.ts";
+ * import { hostPlatform } from "./platform.ts";
+ * const text = await Deno.readTextFile("/etc/addon-agent/assignments.json");
  * const doc = decodeDocument(parseJson(text), hostPlatform());
  * for (const e of doc.entries) if (!e.ok) console.log(e.addon_id, e.error);
  * ```

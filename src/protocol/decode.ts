@@ -7,7 +7,7 @@
  * @example Read a config object
  * ```ts
  * const r = ObjectReader.of({ a: 1 }, "");
- * const a = r.number("a");
+ * const a = r.optNumber("a", { integer: true });
  * r.done(); // throws on keys that were never read
  * ```
  *

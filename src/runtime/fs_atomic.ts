@@ -4,7 +4,7 @@
  *
  * @example Write a file atomically
  * ```ts
- * await writeFileAtomic("/var/lib/addon-agent/state.json", JSON.stringify(state));
+ * await writeFileAtomic("/var/lib/addon-agent/state.json", JSON.stringify({ addons: {} }));
  * ```
  *
  * @module

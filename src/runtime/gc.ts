@@ -5,7 +5,10 @@
  *
  * @example
  * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const layout = new Layout("/var/lib/addon-agent");
  * await collectVersions(layout, "net-probe", 3);
+ * const wantedSha256s = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"];
  * await collectPartials(layout, new Set(wantedSha256s));
  * ```
  *

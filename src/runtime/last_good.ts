@@ -5,6 +5,10 @@
  *
  * @example
  * ```ts
+ * import { type Assignment, hostPlatform } from "../protocol/mod.ts";
+ * import { Layout } from "./runtime_root.ts";
+ * declare const assignment: Assignment;
+ * const layout = new Layout("/var/lib/addon-agent");
  * await writeLastGood(layout, assignment, { handshake: false });
  * const lg = await readLastGood(layout, "net-probe", hostPlatform());
  * ```

@@ -4,6 +4,8 @@
  *
  * @example Load, change, save
  * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const layout = new Layout("/var/lib/addon-agent");
  * const state = await loadState(layout);
  * state.addons["net-probe"] = { ...emptyAddonState("net-probe"), state: "staged" };
  * await saveState(layout, state);

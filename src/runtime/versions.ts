@@ -48,15 +48,17 @@ export async function linkedVersion(
   return m ? m[1]! : null;
 }
 
-/** A switch of `current` that can be undone. */
+/** What {@linkcode activate} did. */
 export interface Switched {
-  /** Whether `current` changed. */
+  /** Whether `current` changed (false: it already pointed at the version). */
   changed: boolean;
-  /** Put `current` and `previous` back as they were. */
-  revert(): Promise<void>;
 }
 
-/** Point `current` at `version`, moving the old `current` to `previous` first. */
+/**
+ * Point `current` at `version`, moving the old `current` to `previous` first.
+ *
+ * @throws {NotADirectoryError} when `addons/<id>` is not a real directory (a planted symlink).
+ */
 export async function activate(
   layout: Layout,
   addonId: string,
@@ -64,20 +66,11 @@ export async function activate(
 ): Promise<Switched> {
   await assertRealDir(layout.addonDir(addonId));
   const oldCurrent = await readLinkOrNull(layout.current(addonId));
-  const oldPrevious = await readLinkOrNull(layout.previous(addonId));
   const target = `versions/${version}`;
-  if (oldCurrent === target) return { changed: false, revert: async () => {} };
+  if (oldCurrent === target) return { changed: false };
   if (oldCurrent !== null) await switchSymlink(layout.previous(addonId), oldCurrent);
   await switchSymlink(layout.current(addonId), target);
-  return {
-    changed: true,
-    revert: async () => {
-      if (oldCurrent !== null) await switchSymlink(layout.current(addonId), oldCurrent);
-      else await removeIfExists(layout.current(addonId));
-      if (oldPrevious !== null) await switchSymlink(layout.previous(addonId), oldPrevious);
-      else await removeIfExists(layout.previous(addonId));
-    },
-  };
+  return { changed: true };
 }
 
 /** Roll `current` back to `previous` and remove `previous` (SPEC 8); returns the version now current. */

@@ -6,7 +6,9 @@
  *
  * @example Merge the override into a pushed document
  * ```ts
- * const entries = await readOverride(`${cfg.config_dir}/addons.local.json`);
+ * import type { Json } from "../protocol/mod.ts";
+ * declare const pushedJson: Json; // the document the source delivered
+ * const entries = await readOverride("/etc/addon-agent/addons.local.json");
  * const merged = applyOverride(pushedJson, entries);
  * ```
  *

@@ -5,7 +5,10 @@
  *
  * @example Poll once
  * ```ts
- * const source = await openSource(cfg);
+ * import { loadConfig } from "../config/mod.ts";
+ * import { hostPlatform } from "../protocol/mod.ts";
+ * const cfg = await loadConfig("/etc/addon-agent/agent.json");
+ * const source = await openSource(cfg, hostPlatform());
  * const r = await source.poll();
  * if (r.kind === "document") console.log(r.json);
  * ```
@@ -37,24 +40,59 @@ export interface Source {
   readonly describe: string;
   /** Seconds between polls. */
   readonly intervalS: number;
-  /** Fetch the document, or learn it is unchanged since the last answer. */
+  /**
+   * Fetch the document, or learn it is unchanged since the last answer.
+   *
+   * @throws {SourceError} when no document could be had (its `kind` says why).
+   */
   poll(): Promise<PollResult>;
-  /** Send a status report (a no-op for sources without a status endpoint). */
+  /**
+   * Send a status report (a no-op for sources without a status endpoint).
+   *
+   * @throws {SourceError} when the endpoint could not be reached or refused the report.
+   */
   report(body: StatusReport): Promise<void>;
   /** Release connections. */
   close(): void;
 }
 
-/** A failure to get the document (network, HTTP status, file, JSON). */
+/**
+ * Why the source gave no document:
+ * - `unavailable`: the control plane or the file could not be reached or read (network,
+ *   timeout, a missing file); the next poll may succeed.
+ * - `refused`: the control plane answered, but not with the document (an HTTP error status,
+ *   a rejected token), or a credential file is empty; someone must fix the server or the
+ *   credentials.
+ * - `invalid`: the answer is not a JSON document.
+ */
+export type SourceErrorKind = "unavailable" | "refused" | "invalid";
+
+/**
+ * A failure to get the document or to send a report, with a reason a person can act on.
+ *
+ * @example Log what kind of failure a poll met
+ * ```ts
+ * const e = new SourceError("control plane https://cp answered HTTP 401", { kind: "refused" });
+ * console.log(e.kind, e.message);
+ * ```
+ */
 export class SourceError extends Error {
-  /** Make a source error with a reason a person can act on. */
-  constructor(message: string) {
-    super(message);
+  /** What went wrong. */
+  readonly kind: SourceErrorKind;
+  /** Make a source error of `kind`, keeping the `cause`. */
+  constructor(message: string, options: { kind: SourceErrorKind; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "SourceError";
+    this.kind = options.kind;
   }
 }
 
-/** Open the configured source. */
+/**
+ * Open the configured source.
+ *
+ * @throws {SourceError} when a credential file (`token_file`, `ca_file`, `cert_file`,
+ * `key_file`) cannot be read or the token is empty.
+ */
 export async function openSource(cfg: AgentConfig, platform: Platform): Promise<Source> {
   if (cfg.source.kind === "file") {
     return new FileSource(cfg.source.path, cfg.source.poll_interval_s);
@@ -77,14 +115,17 @@ export class FileSource implements Source {
     try {
       text = await Deno.readTextFile(this.path);
     } catch (e) {
-      throw new SourceError(`cannot read ${this.path}: ${(e as Error).message}`);
+      throw new SourceError(`cannot read ${this.path}: ${(e as Error).message}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     if (text === this.#last) return { kind: "not_modified" };
     let json: Json;
     try {
       json = parseJson(text, this.path);
     } catch (e) {
-      throw new SourceError((e as Error).message);
+      throw new SourceError((e as Error).message, { kind: "invalid", cause: e });
     }
     this.#last = text;
     return { kind: "document", json };
@@ -107,7 +148,10 @@ async function _readText(path: string, what: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (e) {
-    throw new SourceError(`cannot read ${what} ${path}: ${(e as Error).message}`);
+    throw new SourceError(`cannot read ${what} ${path}: ${(e as Error).message}`, {
+      kind: "unavailable",
+      cause: e,
+    });
   }
 }
 
@@ -139,7 +183,9 @@ export class ControlPlaneSource implements Source {
     const s = cfg.source;
     if (s.kind !== "control_plane") throw new Error("not a control-plane source");
     const token = s.token_file ? (await _readText(s.token_file, "token_file")).trim() : undefined;
-    if (token === "") throw new SourceError(`token_file ${s.token_file} is empty`);
+    if (token === "") {
+      throw new SourceError(`token_file ${s.token_file} is empty`, { kind: "refused" });
+    }
     let client: Deno.HttpClient | undefined;
     if (s.ca_file || s.cert_file) {
       const opts: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {};
@@ -165,25 +211,32 @@ export class ControlPlaneSource implements Source {
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {
-      throw new SourceError(`control plane ${this.describe} unreachable: ${_why(e)}`);
+      throw new SourceError(`control plane ${this.describe} unreachable: ${_why(e)}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     if (res.status === 304) {
       await res.body?.cancel();
       return { kind: "not_modified" };
     }
     const text = await res.text().catch((e) => {
-      throw new SourceError(`control plane ${this.describe}: ${(e as Error).message}`);
+      throw new SourceError(`control plane ${this.describe}: ${(e as Error).message}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     });
     if (res.status !== 200) {
       throw new SourceError(
         `control plane ${this.describe} answered HTTP ${res.status}: ${text.slice(0, 200)}`,
+        { kind: res.status >= 500 ? "unavailable" : "refused" },
       );
     }
     let json: Json;
     try {
       json = parseJson(text, this.#addonsUrl);
     } catch (e) {
-      throw new SourceError((e as Error).message);
+      throw new SourceError((e as Error).message, { kind: "invalid", cause: e });
     }
     const etag = res.headers.get("etag");
     this.#etag = etag;
@@ -202,11 +255,16 @@ export class ControlPlaneSource implements Source {
         ...(this.#client ? { client: this.#client } : {}),
       });
     } catch (e) {
-      throw new SourceError(`status report to ${this.describe} failed: ${_why(e)}`);
+      throw new SourceError(`status report to ${this.describe} failed: ${_why(e)}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     await res.body?.cancel();
     if (!res.ok) {
-      throw new SourceError(`status report to ${this.describe} answered HTTP ${res.status}`);
+      throw new SourceError(`status report to ${this.describe} answered HTTP ${res.status}`, {
+        kind: res.status >= 500 ? "unavailable" : "refused",
+      });
     }
   }
 

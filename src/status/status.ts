@@ -5,7 +5,9 @@
  *
  * @example
  * ```ts
- * const doc = await buildStatus(new Layout("/var/lib/addon-agent"), await loadState(layout));
+ * import { Layout, loadState } from "../runtime/mod.ts";
+ * const layout = new Layout("/var/lib/addon-agent");
+ * const doc = await buildStatus(layout, await loadState(layout));
  * console.log(formatStatusTable(doc));
  * ```
  *

@@ -35,39 +35,53 @@ export class FilesystemStore implements ObjectStore {
   /** Open `key` from `offset`; refuses keys that leave the root and non-regular files. */
   async open(key: string, offset: number): Promise<OpenedObject> {
     if (key.startsWith("/") || key.split("/").some((s) => s === ".." || s === "")) {
-      throw new StoreError(`object key ${JSON.stringify(key)} may not leave the store`, false);
+      throw new StoreError(`object key ${JSON.stringify(key)} may not leave the store`, {
+        kind: "refused",
+      });
     }
     let root: string;
     let real: string;
     try {
       root = await Deno.realPath(this.root);
     } catch (e) {
-      throw new StoreError(`store root ${this.root} is not readable: ${(e as Error).message}`);
+      throw new StoreError(`store root ${this.root} is not readable: ${(e as Error).message}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     try {
       real = await Deno.realPath(`${root}/${key}`);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) {
-        throw new StoreError(`object ${this.describe(key)} does not exist`);
+        throw new StoreError(`object ${this.describe(key)} does not exist`, {
+          kind: "not_found",
+          cause: e,
+        });
       }
-      throw new StoreError(`cannot open ${this.describe(key)}: ${(e as Error).message}`);
+      throw new StoreError(`cannot open ${this.describe(key)}: ${(e as Error).message}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     if (!real.startsWith(root + "/")) {
       throw new StoreError(
         `object key ${JSON.stringify(key)} resolves outside the store (${real})`,
-        false,
+        { kind: "refused" },
       );
     }
     let fh: fs.promises.FileHandle;
     try {
       fh = await fs.promises.open(real, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     } catch (e) {
-      throw new StoreError(`cannot open ${this.describe(key)}: ${(e as Error).message}`);
+      throw new StoreError(`cannot open ${this.describe(key)}: ${(e as Error).message}`, {
+        kind: "unavailable",
+        cause: e,
+      });
     }
     const st = await fh.stat();
     if (!st.isFile()) {
       await fh.close();
-      throw new StoreError(`${this.describe(key)} is not a regular file`, false);
+      throw new StoreError(`${this.describe(key)} is not a regular file`, { kind: "refused" });
     }
     const size = st.size;
     let closed = false;

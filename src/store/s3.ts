@@ -261,7 +261,10 @@ export class S3Store implements ObjectStore {
         `cannot get ${this.describe(key)}: ${err.name ?? "error"}${
           status ? ` (HTTP ${status})` : ""
         }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
-        status !== 404 && status !== 403,
+        {
+          kind: status === 404 ? "not_found" : status === 403 ? "refused" : "unavailable",
+          cause: e,
+        },
       );
     }
     let size: number;
@@ -270,12 +273,16 @@ export class S3Store implements ObjectStore {
       size = Number(range[1]);
     } else if (offset > 0) {
       _release(res.Body, abort);
-      throw new StoreError(`${this.describe(key)}: the store ignored the Range request`);
+      throw new StoreError(`${this.describe(key)}: the store ignored the Range request`, {
+        kind: "unavailable",
+      });
     } else {
       size = res.ContentLength ?? -1;
     }
     const body = res.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };
-    if (!body) throw new StoreError(`${this.describe(key)}: empty response`);
+    if (!body) {
+      throw new StoreError(`${this.describe(key)}: empty response`, { kind: "unavailable" });
+    }
     let closed = false;
     return {
       size,

@@ -1,10 +1,11 @@
 /**
  * The object store interface the delivery pipeline reads artifacts through,
- * and the factory that picks an implementation from the configuration.
+ * and the error every store throws; `factory.ts` picks an implementation.
  *
  * @example Read an object from byte 100 on
  * ```ts
- * const store = await openObjectStore(cfg.object_store);
+ * import { openObjectStore } from "./factory.ts";
+ * const store = await openObjectStore({ kind: "filesystem", root: "/srv/addon-store" });
  * const obj = await store.open("net-probe/1.4.2/linux-amd64/net-probe", 100);
  * for await (const chunk of obj.body) console.log(chunk.length);
  * ```
@@ -27,19 +28,51 @@ export interface OpenedObject {
  *
  * Contract: `open` never returns bytes from outside the store (no key may
  * escape it) and fails with a {@linkcode StoreError} that names the key.
+ * Reading the body may fail with any error (a connection reset mid-stream).
  */
 export interface ObjectStore {
   /** Human-readable location of `key`, for messages (`s3://bucket/key`). */
   describe(key: string): string;
-  /** Open `key` for reading from byte `offset` (0 for the whole object). */
+  /**
+   * Open `key` for reading from byte `offset` (0 for the whole object).
+   *
+   * @throws {StoreError} `not_found` when there is no such object, `refused` when the key
+   * or the object may not be read, `unavailable` when the store could not answer.
+   */
   open(key: string, offset: number): Promise<OpenedObject>;
 }
 
-/** A failure to read from the store (network, missing object, refused key). */
+/**
+ * Why a store could not give an object:
+ * - `unavailable`: the store, the network or the disk failed; a later attempt may succeed.
+ * - `not_found`: no object under that key (it may still be published).
+ * - `refused`: the key or the object may not be read (it leaves the store, it is not a
+ *   regular file, access is denied); only a change by the publisher or operator helps.
+ */
+export type StoreErrorKind = "unavailable" | "not_found" | "refused";
+
+/** The kind of a {@linkcode StoreError} and the error that caused it. */
+export interface StoreErrorOptions {
+  kind: StoreErrorKind;
+  cause?: unknown;
+}
+
+/**
+ * A failure to read from the store, naming the object.
+ *
+ * @example Tell a missing object from a store that is down
+ * ```ts
+ * const e = new StoreError("object /srv/store/a/1/a does not exist", { kind: "not_found" });
+ * if (e.kind === "not_found") console.log("not published yet:", e.message);
+ * ```
+ */
 export class StoreError extends Error {
-  /** Make a store error; `transient` marks errors a retry may cure. */
-  constructor(message: string, readonly transient = true) {
-    super(message);
+  /** What went wrong, for the caller's retry decision. */
+  readonly kind: StoreErrorKind;
+  /** Make a store error of `kind`, keeping the `cause`. */
+  constructor(message: string, options: StoreErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "StoreError";
+    this.kind = options.kind;
   }
 }

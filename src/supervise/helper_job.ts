@@ -6,6 +6,8 @@
  *
  * @example Run a helper once
  * ```ts
+ * import type { LaunchSpec } from "./sidecar.ts";
+ * declare const spec: LaunchSpec;
  * const r = await runHelper(spec, { timeoutMs: 600_000 });
  * console.log(r.code, r.tail.join("\n"));
  * ```

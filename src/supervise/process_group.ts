@@ -33,6 +33,7 @@
  *
  * @example Run an add-on, forward its lines, stop it
  * ```ts
+ * import { log } from "../common/mod.ts";
  * const proc = spawnGroup({
  *   cmd: "/var/lib/addon-agent/addons/net-probe/current/net-probe",
  *   args: ["--port", "0"],
@@ -45,6 +46,7 @@
  *
  * @example End a group left over from an agent that was killed
  * ```ts
+ * declare const recorded: { pgid: number; identity: string }; // from state.json
  * const ended = await endLeftoverGroup(recorded.pgid, recorded.identity);
  * ```
  *
@@ -107,7 +109,7 @@ export interface GroupProcess {
   closeOutput(): Promise<void>;
 }
 
-/** What `stopGroup` / `reapGroup` did. */
+/** What `stopGroup` did. */
 export interface StopResult {
   /** SIGKILL was needed: the group outlived the grace period. */
   killed: boolean;
@@ -444,7 +446,10 @@ export function signalGroup(pgid: number, signal: Deno.Signal): boolean {
   }
 }
 
-/** SIGTERM the group, SIGKILL it after `graceMs`, wait until the leader is reaped and the group is empty. */
+/**
+ * SIGTERM the group, SIGKILL it after `graceMs`, wait until the leader is reaped and the group
+ * is empty. Also ends what is left of a group whose leader exited by itself.
+ */
 export async function stopGroup(
   proc: GroupProcess,
   graceMs: number = DEFAULT_GRACE_MS,
@@ -458,14 +463,6 @@ export async function stopGroup(
     }
   }
   return result;
-}
-
-/** End what is left of the group after its leader exited by itself (same steps as `stopGroup`). */
-export function reapGroup(
-  proc: GroupProcess,
-  graceMs: number = DEFAULT_GRACE_MS,
-): Promise<StopResult> {
-  return stopGroup(proc, graceMs);
 }
 
 /** End a group recorded by an earlier agent run if it still matches `identity`; true if it ended one. */

@@ -6,10 +6,13 @@
  *
  * @example Start a sidecar runner
  * ```ts
+ * declare const launch: Launch;
+ * declare const events: RunnerEvents;
+ * declare const deps: RunnerDeps;
  * const r = createRunner(launch, events, deps);
  * await r.start();
  * // …
- * await r.stop();
+ * await r.stop(false);
  * ```
  *
  * @module

@@ -7,6 +7,7 @@
  *
  * @example Run and stop a sidecar
  * ```ts
+ * declare const spec: LaunchSpec;
  * const sc = new Sidecar(spec, (e) => console.log(e));
  * sc.start();
  * // …
@@ -17,7 +18,7 @@
  */
 
 import { log, WakeableSleep } from "../common/mod.ts";
-import { type GroupProcess, reapGroup, spawnGroup, stopGroup } from "./process_group.ts";
+import { type GroupProcess, spawnGroup, stopGroup } from "./process_group.ts";
 
 /** What to launch. */
 export interface LaunchSpec {
@@ -170,7 +171,7 @@ export class Sidecar {
       }, this.timing.readyAfterMs);
       const status = await proc.status;
       clearTimeout(timer.ready);
-      await reapGroup(proc, Math.min(this.timing.graceMs, 2_000));
+      await stopGroup(proc, Math.min(this.timing.graceMs, 2_000));
       this.#proc = null;
       if (this.#stopping) break;
       const uptimeMs = Date.now() - startedAt;
