@@ -268,7 +268,7 @@ export async function main(args: string[]): Promise<number> {
       }
       parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
     } catch (e) {
-      throw new UsageError((e as Error).message);
+      throw new UsageError((e as Error).message, { cause: e });
     }
     const v = parsed.values as Values;
     if (v.help) {

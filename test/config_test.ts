@@ -551,6 +551,7 @@ Deno.test("checkRuntimeRootOwnership() refuses unsafe runtime roots", async (t) 
         try {
           const e = await assertRejects(() => checkRuntimeRootOwnership(root), RuntimeRootError);
           assertStringIncludes(e.message, "group- or world-writable");
+          assertEquals(e.kind, "refused");
           assertStringIncludes(e.message, root);
           await assertRejects(() => openRuntimeRoot(root), RuntimeRootError, "writable");
         } finally {
@@ -559,20 +560,20 @@ Deno.test("checkRuntimeRootOwnership() refuses unsafe runtime roots", async (t) 
       });
     }
 
-    await t.step("a root owned by another uid is refused", async () => {
-      if (Deno.uid() !== 0) {
-        console.log("skipped: chown to another uid needs root");
-        return;
-      }
-      await Deno.chown(root, 65534, 65534);
-      try {
-        const e = await assertRejects(() => checkRuntimeRootOwnership(root), RuntimeRootError);
-        assertStringIncludes(e.message, "owned by uid 65534");
-        await assertRejects(() => openRuntimeRoot(root), RuntimeRootError, "owned by");
-        assert(!(await exists(`${root}/agent.lock`)), "no lock taken in a refused root");
-      } finally {
-        await Deno.chown(root, 0, 0);
-      }
+    await t.step({
+      name: "a root owned by another uid is refused (chown needs root)",
+      ignore: Deno.uid() !== 0,
+      fn: async () => {
+        await Deno.chown(root, 65534, 65534);
+        try {
+          const e = await assertRejects(() => checkRuntimeRootOwnership(root), RuntimeRootError);
+          assertStringIncludes(e.message, "owned by uid 65534");
+          await assertRejects(() => openRuntimeRoot(root), RuntimeRootError, "owned by");
+          assert(!(await exists(`${root}/agent.lock`)), "no lock taken in a refused root");
+        } finally {
+          await Deno.chown(root, 0, 0);
+        }
+      },
     });
 
     await t.step("a symlink as root is refused", async () => {
@@ -623,6 +624,7 @@ Deno.test("openRuntimeRoot() creates the layout and holds agent.lock", async (t)
       try {
         const e = await assertRejects(() => openRuntimeRoot(rootPath), RuntimeRootError);
         assertStringIncludes(e.message, "agent.lock");
+        assertEquals(e.kind, "locked", "a held lock is not a configuration problem");
         assertStringIncludes(e.message, rootPath);
       } finally {
         first.release();

@@ -8,6 +8,7 @@ import {
 import { decodeDocument } from "../src/protocol/assignment.ts";
 import { DecodeError, type Json, type JsonObject } from "../src/protocol/decode.ts";
 import { captureLog } from "../src/common/log.ts";
+import { MAIN_TS, runDeno, withTempDir } from "./_helpers.ts";
 
 function assert(cond: unknown, msg = "assertion failed"): asserts cond {
   if (!cond) throw new Error(msg);
@@ -417,11 +418,11 @@ Deno.test("startControlPlane() refuses to start on a catalog that does not decod
     });
     await t.step("a bad listen address is refused by name", async () => {
       await Deno.writeTextFile(catalogPath, JSON.stringify(catalog()));
-      let msg = "";
-      await startControlPlane({ catalogPath, listen: "localhost" }).catch((e) => {
-        msg = (e as Error).message;
-      });
-      assert(msg.includes("--listen"), msg);
+      let err: unknown;
+      await startControlPlane({ catalogPath, listen: "localhost" }).catch((e) => err = e);
+      assert(err instanceof DecodeError, `a DecodeError (the CLI exits 2 on it), got ${err}`);
+      assertEquals(err.path, "--listen");
+      assert(err.message.includes("must be host:port"), err.message);
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -599,3 +600,26 @@ function _art(c: JsonObject): JsonObject {
 function _agents(c: JsonObject): JsonObject {
   return (c.assignments as JsonObject).agents as JsonObject;
 }
+
+Deno.test("control-plane exits 2 naming the flag for a bad --listen or an unreadable --catalog", async (t) => {
+  await withTempDir(async (dir) => {
+    const catalogPath = `${dir}/catalog.json`;
+    await Deno.writeTextFile(catalogPath, JSON.stringify(catalog()));
+    const cp = (args: string[]) =>
+      runDeno(["run", "-A", "--quiet", MAIN_TS, "control-plane", ...args], {
+        env: { NO_COLOR: "1" },
+      });
+
+    await t.step("--listen without a port", async () => {
+      const r = await cp(["--catalog", catalogPath, "--listen", "localhost"]);
+      assertEquals(r.code, 2, r.stderr);
+      assert(r.stderr.includes("--listen") && r.stderr.includes("host:port"), r.stderr);
+    });
+
+    await t.step("a --catalog that does not exist", async () => {
+      const r = await cp(["--catalog", `${dir}/missing.json`, "--listen", "127.0.0.1:0"]);
+      assertEquals(r.code, 2, r.stderr);
+      assert(r.stderr.includes(`--catalog ${dir}/missing.json`), r.stderr);
+    });
+  });
+});

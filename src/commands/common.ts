@@ -13,9 +13,9 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
 /** Bad usage (a flag, an argument): the CLI exits 2 with this message. */
 export class UsageError extends Error {
-  /** Make a usage error naming the flag or argument. */
-  constructor(message: string) {
-    super(message);
+  /** Make a usage error naming the flag or argument; keeps the `cause`. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "UsageError";
   }
 }
@@ -30,8 +30,8 @@ export async function rootFrom(cfg: AgentConfig): Promise<RuntimeRoot> {
   try {
     return await openRuntimeRoot(cfg.runtime_root);
   } catch (e) {
-    if (e instanceof RuntimeRootError && !/agent\.lock/.test(e.message)) {
-      throw new ConfigError(`${cfg.file}: runtime_root: ${e.message}`);
+    if (e instanceof RuntimeRootError && e.kind === "refused") {
+      throw new ConfigError(`${cfg.file}: runtime_root: ${e.message}`, { cause: e });
     }
     throw e;
   }

@@ -17,11 +17,11 @@ export async function controlPlaneCommand(
     cp = await startControlPlane({ catalogPath: opts.catalog, listen: opts.listen });
   } catch (e) {
     // A catalog that does not decode or a bad --listen is bad usage: exit 2, naming it.
-    if (e instanceof DecodeError || /^--listen/.test((e as Error).message)) {
-      throw new UsageError((e as Error).message);
-    }
+    if (e instanceof DecodeError) throw new UsageError(e.message, { cause: e });
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      throw new UsageError(`--catalog ${opts.catalog}: cannot read it: ${(e as Error).message}`);
+      throw new UsageError(`--catalog ${opts.catalog}: cannot read it: ${e.message}`, {
+        cause: e,
+      });
     }
     throw e;
   }

@@ -50,6 +50,7 @@ export async function keygenCommand(opts: { out: string }): Promise<number> {
     if (e instanceof Deno.errors.AlreadyExists) {
       throw new UsageError(
         `--out ${opts.out} already holds a signing.key; refusing to overwrite it`,
+        { cause: e },
       );
     }
     throw e;

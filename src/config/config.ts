@@ -279,11 +279,21 @@ function _base64Length(s: string): number {
   }
 }
 
-/** An error that means bad configuration: the CLI exits 2. */
+/**
+ * An error that means bad configuration: the CLI exits 2.
+ *
+ * @example Keep what caused it
+ * ```ts
+ * const e = new ConfigError("/etc/addon-agent/agent.json: cannot read the configuration", {
+ *   cause: new Deno.errors.NotFound("no such file"),
+ * });
+ * console.log(e.message, e.cause);
+ * ```
+ */
 export class ConfigError extends Error {
-  /** Make a configuration error with a message naming the file and field. */
-  constructor(message: string) {
-    super(message);
+  /** Make a configuration error with a message naming the file and field; keeps the `cause`. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ConfigError";
   }
 }
@@ -294,12 +304,14 @@ export async function loadConfig(path: string): Promise<AgentConfig> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    throw new ConfigError(`${path}: cannot read the configuration: ${(e as Error).message}`);
+    throw new ConfigError(`${path}: cannot read the configuration: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   try {
     return decodeConfig(parseJson(text, path), path);
   } catch (e) {
-    if (e instanceof DecodeError) throw new ConfigError(e.message);
+    if (e instanceof DecodeError) throw new ConfigError(e.message, { cause: e });
     throw e;
   }
 }

@@ -68,7 +68,14 @@ interface _Served {
   body: string;
 }
 
-/** Start the reference control plane; fails when the catalog cannot be read or decoded. */
+/**
+ * Start the reference control plane.
+ *
+ * @throws {DecodeError} when the catalog does not decode or `listen` is not `host:port`
+ * (the path names the field or `--listen`).
+ * @throws {Deno.errors.NotFound} or {Deno.errors.PermissionDenied} when the catalog cannot
+ * be read.
+ */
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const { hostname, port } = _parseListen(opts.listen ?? "127.0.0.1:0");
   if (opts.token !== undefined && opts.token.trim() === "") {
@@ -334,8 +341,9 @@ function _parseListen(listen: string): { hostname: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
   const port = Number(m?.[3]);
   if (!m || !Number.isInteger(port) || port > 65535) {
-    throw new Error(
-      `--listen: ${JSON.stringify(listen)} must be host:port, [ipv6]:port or port`,
+    throw new DecodeError(
+      "--listen",
+      `${JSON.stringify(listen)} must be host:port, [ipv6]:port or port`,
     );
   }
   const hostname = m[1] || m[2] || "127.0.0.1";

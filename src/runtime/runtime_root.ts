@@ -19,12 +19,34 @@
 import { ensureRealDir, sweepAtomicTemps } from "./fs_atomic.ts";
 import { log } from "../common/mod.ts";
 
-/** A refusal to use the runtime root (permissions, owner, lock held). */
+/**
+ * Why the runtime root cannot be used:
+ * - `refused`: it is not a real directory, cannot be created, is owned by someone else or
+ *   writable by others (a configuration problem: fix `runtime_root` or the directory).
+ * - `locked`: another agent holds `agent.lock` (the configuration is fine).
+ */
+export type RuntimeRootErrorKind = "refused" | "locked";
+
+/**
+ * A refusal to use the runtime root, with a message a person can act on.
+ *
+ * @example Tell a second agent from a bad directory
+ * ```ts
+ * try {
+ *   await openRuntimeRoot("/var/lib/addon-agent");
+ * } catch (e) {
+ *   if (e instanceof RuntimeRootError && e.kind === "locked") console.log("already running");
+ * }
+ * ```
+ */
 export class RuntimeRootError extends Error {
-  /** Make the error with a message a person can act on. */
-  constructor(message: string) {
-    super(message);
+  /** What is wrong with the runtime root. */
+  readonly kind: RuntimeRootErrorKind;
+  /** Make the error of `kind`, keeping the `cause`. */
+  constructor(message: string, options: { kind: RuntimeRootErrorKind; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "RuntimeRootError";
+    this.kind = options.kind;
   }
 }
 
@@ -111,12 +133,15 @@ export class RuntimeRoot extends Layout {
 export async function checkRuntimeRootOwnership(root: string): Promise<void> {
   const st = await Deno.lstat(root);
   if (st.isSymlink || !st.isDirectory) {
-    throw new RuntimeRootError(`runtime root ${root} must be a real directory`);
+    throw new RuntimeRootError(`runtime root ${root} must be a real directory`, {
+      kind: "refused",
+    });
   }
   const uid = Deno.uid();
   if (uid !== null && st.uid !== null && st.uid !== uid) {
     throw new RuntimeRootError(
       `runtime root ${root} is owned by uid ${st.uid}, not by this agent (uid ${uid}); chown it`,
+      { kind: "refused" },
     );
   }
   if (st.mode !== null && (st.mode & 0o022) !== 0) {
@@ -124,6 +149,7 @@ export async function checkRuntimeRootOwnership(root: string): Promise<void> {
       `runtime root ${root} is group- or world-writable (mode ${
         (st.mode & 0o777).toString(8)
       }); chmod go-w ${root}`,
+      { kind: "refused" },
     );
   }
 }
@@ -134,7 +160,10 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
     await Deno.mkdir(root, { recursive: true, mode: 0o755 });
   } catch (e) {
     if (!(e instanceof Deno.errors.AlreadyExists)) {
-      throw new RuntimeRootError(`cannot create runtime root ${root}: ${(e as Error).message}`);
+      throw new RuntimeRootError(`cannot create runtime root ${root}: ${(e as Error).message}`, {
+        kind: "refused",
+        cause: e,
+      });
     }
   }
   await checkRuntimeRootOwnership(root);
@@ -148,6 +177,7 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
     lockFile.close();
     throw new RuntimeRootError(
       `another addon-agent holds ${root}/agent.lock; only one agent may use a runtime root`,
+      { kind: "locked" },
     );
   }
   const held = new RuntimeRoot(root, lockFile);
