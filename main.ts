@@ -116,6 +116,19 @@ const COMMANDS: Record<string, Command> = {
     run: async (v) =>
       (await import("./src/commands/doctor.ts")).doctorCommand({ config: _config(v) }),
   },
+  diagnostics: {
+    summary: "write one archive for a support ticket, every secret redacted",
+    usage: "diagnostics --out FILE.tar.gz [--config PATH]",
+    flags: {
+      ...CONFIG,
+      out: { type: "string", arg: "FILE", help: "where to write the archive (- for stdout)" },
+    },
+    run: async (v) =>
+      (await import("./src/commands/diagnostics.ts")).diagnosticsCommand({
+        config: _config(v),
+        out: _need(v, "out"),
+      }),
+  },
   keygen: {
     summary: "make a signing key pair (signing.key, signing.pub)",
     usage: "keygen --out DIR",

@@ -13,14 +13,18 @@
 
 import type { Check } from "./check.ts";
 
-/** The cgroup v2 directory this process is in, or null (no cgroup v2 mount). */
+/**
+ * The cgroup v2 directory this process is in, or null (no cgroup v2 mount).
+ * @throws {Deno.errors.NotCapable} when the permission set does not let it read `/proc/self`.
+ */
 export async function ownCgroupDir(): Promise<string | null> {
   let cgroup: string;
   let mountinfo: string;
   try {
     cgroup = await Deno.readTextFile("/proc/self/cgroup");
     mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
-  } catch {
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) throw e;
     return null;
   }
   const rel = cgroup.split("\n").find((l) => l.startsWith("0::"))?.slice(3);
@@ -40,7 +44,12 @@ export async function ownCgroupDir(): Promise<string | null> {
 
 /** A doctor line: delegated (✔) or not (– : process groups are used instead). */
 export async function cgroupDelegation(): Promise<Check> {
-  const dir = await ownCgroupDir();
+  let dir: string | null;
+  try {
+    dir = await ownCgroupDir();
+  } catch (e) {
+    return { status: "na", title: `cgroup v2 not checked: ${(e as Error).message}` };
+  }
   if (dir === null) {
     return {
       status: "na",

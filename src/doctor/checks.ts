@@ -52,11 +52,18 @@ export async function runDoctor(
   }
   const out: Check[] = [ok(`configuration ${configPath} decodes`)];
   const denied = await checkPermissions(cfg);
-  out.push(
-    denied.length === 0
-      ? ok("the permission set grants every host and path the configuration names")
-      : fail(`the permission set is missing: ${denied.join("; ")}`, denied[0]!),
-  );
+  if (denied.length === 0) {
+    out.push(ok("the permission set grants every host and path the configuration names"));
+  }
+  for (const d of denied) {
+    // "<what> is not readable by this build; add … and rebuild": the part after "; " is the fix.
+    const i = d.indexOf("; ");
+    out.push(
+      i < 0
+        ? fail(d, "grant it in permissions.agent (deno.json) and rebuild")
+        : fail(d.slice(0, i), d.slice(i + 2)),
+    );
+  }
   out.push(...await _runtimeRoot(cfg));
   out.push(..._keys(cfg));
   const assigned = await _source(cfg, platform, out);
@@ -227,10 +234,13 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
           ),
       );
     } catch (e) {
+      const missing = /does not exist|not found|NoSuchKey|\b404\b/i.test((e as Error).message);
       out.push(
         fail(
           `${a.addon_id} ${a.version}: ${(e as Error).message}`,
-          `publish ${key} to the store, or correct artifact_object_key at the control plane`,
+          missing
+            ? `publish ${key} to the store, or correct artifact_object_key at the control plane`
+            : `check object_store in ${cfg.file} and the store's credentials and permissions`,
         ),
       );
     }

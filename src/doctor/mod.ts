@@ -8,3 +8,6 @@
 export * from "./check.ts";
 export * from "./checks.ts";
 export * from "./cgroup.ts";
+export * from "./diagnostics.ts";
+export * from "./listing.ts";
+export * from "./redact.ts";

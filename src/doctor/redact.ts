@@ -1,0 +1,54 @@
+/**
+ * Redaction for the support archive (SPEC 16): a deep copy of a JSON value
+ * in which nothing an add-on or an operator may keep secret survives.
+ * `env` keeps its names with every value replaced, `config` and `args` are
+ * replaced whole, fields whose names say they hold a secret are replaced,
+ * and URLs lose their user information.
+ *
+ * @example
+ * ```ts
+ * import { redact, REDACTED } from "./redact.ts";
+ * const out = redact({ addons: [{ env: { TOKEN: "s3cr3t" }, args: ["--pw", "x"] }] });
+ * // { addons: [{ env: { TOKEN: "<redacted>" }, args: "<redacted>" }] }
+ * console.log(JSON.stringify(out).includes(REDACTED));
+ * ```
+ *
+ * @module
+ */
+
+/** What a redacted value becomes. */
+export const REDACTED = "<redacted>";
+
+/** Field names whose values are secrets (a `*_file` or `*_path` names a file, and stays). */
+const _SECRET_NAME = /pass(word)?|secret|token|seed|credential|private|api_?key|auth/i;
+
+/**
+ * `text` with the user information of every URL in it replaced:
+ * `scheme://user:password@host` → `scheme://<redacted>@host`.
+ */
+export function redactUrls(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, `$1${REDACTED}@`);
+}
+
+/**
+ * Redact `value` (any JSON). Pure; the input is not changed. Must never let
+ * through a value of `env`, `config` or `args`, at any depth.
+ */
+export function redact(value: unknown): unknown {
+  if (typeof value === "string") return redactUrls(value);
+  if (Array.isArray(value)) return value.map(redact);
+  if (value === null || typeof value !== "object") return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k === "env" && v !== null && typeof v === "object" && !Array.isArray(v)) {
+      out[k] = Object.fromEntries(Object.keys(v).map((name) => [name, REDACTED]));
+    } else if (k === "config" || k === "args" || k === "helper_fingerprint") {
+      out[k] = REDACTED;
+    } else if (_SECRET_NAME.test(k) && !/_(file|path)$/.test(k) && typeof v !== "boolean") {
+      out[k] = REDACTED;
+    } else {
+      out[k] = redact(v);
+    }
+  }
+  return out;
+}
