@@ -17,8 +17,8 @@
 
 import { nextRun, type Schedule } from "../protocol/mod.ts";
 import { log } from "../common/mod.ts";
-import { spawnGroup, stopGroup } from "./process_group.ts";
-import type { LaunchSpec } from "./sidecar.ts";
+import { spawnGroup } from "./process_group.ts";
+import { launchCommand, type LaunchSpec, stopContained } from "./sidecar.ts";
 
 /** Default timeout of one helper run (10 minutes). */
 export const DEFAULT_HELPER_TIMEOUT_MS = 10 * 60_000;
@@ -49,9 +49,10 @@ export async function runHelper(
   const tail: string[] = [];
   let proc;
   try {
+    const { cmd, args } = launchCommand(spec);
     proc = spawnGroup({
-      cmd: spec.binary,
-      args: spec.args,
+      cmd,
+      args,
       env: spec.env,
       clearEnv: true,
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
@@ -72,15 +73,15 @@ export async function runHelper(
       addon_id: spec.addon_id,
       timeout_ms: opts.timeoutMs,
     });
-    stopGroup(proc, opts.graceMs ?? 5_000).catch(() => {});
+    stopContained(proc, spec.cgroup, opts.graceMs ?? 5_000).catch(() => {});
   }, opts.timeoutMs);
-  const onAbort = () => stopGroup(proc, opts.graceMs ?? 5_000).catch(() => {});
+  const onAbort = () => stopContained(proc, spec.cgroup, opts.graceMs ?? 5_000).catch(() => {});
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   if (opts.signal?.aborted) onAbort();
   const status = await proc.status;
   clearTimeout(timer);
   opts.signal?.removeEventListener("abort", onAbort);
-  await stopGroup(proc, opts.graceMs ?? 5_000);
+  await stopContained(proc, spec.cgroup, opts.graceMs ?? 5_000);
   return { code: status.code, signal: status.signal, timedOut, tail };
 }
 

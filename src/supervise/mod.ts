@@ -5,6 +5,8 @@
  */
 
 export * from "./capabilities.ts";
+export * from "./cgroup.ts";
+export * from "./confine.ts";
 export * from "./helper_job.ts";
 export * from "./proc_fs.ts";
 export * from "./process_group.ts";

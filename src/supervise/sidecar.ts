@@ -19,6 +19,8 @@
 
 import { log, WakeableSleep } from "../common/mod.ts";
 import { type GroupProcess, spawnGroup, stopGroup } from "./process_group.ts";
+import { confinedCommand, type Confinement } from "./confine.ts";
+import type { AddonCgroup } from "./cgroup.ts";
 
 /** What to launch. */
 export interface LaunchSpec {
@@ -30,6 +32,34 @@ export interface LaunchSpec {
   /** The whole environment added for the add-on (its `env` plus `ADDON_*`). */
   env: Record<string, string>;
   cwd?: string;
+  /** User, capabilities and cgroup to run under (SPEC 13); absent: as the agent. */
+  confine?: Confinement;
+  /** The add-on's cgroup (whose `procsFile` is in `confine`): stop ends everything in it. */
+  cgroup?: AddonCgroup | null;
+  /** Whether the agent may shrink the bounding set (holds `CAP_SETPCAP`). */
+  bounding?: boolean;
+}
+
+/** The executable and arguments to spawn for `spec`: confined when it says so. */
+export function launchCommand(spec: LaunchSpec): { cmd: string; args: string[] } {
+  if (!spec.confine) return { cmd: spec.binary, args: spec.args };
+  return confinedCommand(spec.confine, spec.binary, spec.args, spec.bounding ?? true);
+}
+
+/**
+ * End a spawned add-on: SIGTERM to its cgroup (escaped processes too) and
+ * group, SIGKILL to the group after `graceMs`, then `cgroup.kill` for
+ * whatever is left in the cgroup.
+ */
+export async function stopContained(
+  proc: GroupProcess,
+  cgroup: AddonCgroup | null | undefined,
+  graceMs: number,
+): Promise<void> {
+  const t0 = performance.now();
+  cgroup?.signal("SIGTERM");
+  await stopGroup(proc, graceMs);
+  if (cgroup) await cgroup.end(Math.max(0, graceMs - (performance.now() - t0)));
 }
 
 /** Timing of restarts and readiness. */
@@ -124,8 +154,10 @@ export class Sidecar {
     this.#stopping = true;
     this.#pause.wake();
     const proc = this.#proc;
-    if (proc) await stopGroup(proc, this.timing.graceMs);
+    if (proc) await stopContained(proc, this.spec.cgroup, this.timing.graceMs);
     await this.#loop;
+    // A process that escaped the group outlives its leader; the cgroup still holds it.
+    await this.spec.cgroup?.end(this.timing.graceMs);
   }
 
   async #run(): Promise<void> {
@@ -136,9 +168,10 @@ export class Sidecar {
       let ready = false;
       const timer: { ready?: ReturnType<typeof setTimeout> } = {};
       try {
+        const { cmd, args } = launchCommand(this.spec);
         proc = spawnGroup({
-          cmd: this.spec.binary,
-          args: this.spec.args,
+          cmd,
+          args,
           env: this.spec.env,
           clearEnv: true,
           ...(this.spec.cwd ? { cwd: this.spec.cwd } : {}),
@@ -172,6 +205,7 @@ export class Sidecar {
       const status = await proc.status;
       clearTimeout(timer.ready);
       await stopGroup(proc, Math.min(this.timing.graceMs, 2_000));
+      if (!this.#stopping) await this.spec.cgroup?.end(Math.min(this.timing.graceMs, 2_000));
       this.#proc = null;
       if (this.#stopping) break;
       const uptimeMs = Date.now() - startedAt;

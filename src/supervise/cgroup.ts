@@ -1,0 +1,370 @@
+/**
+ * Cgroup v2 containment of add-ons (SPEC 13): the agent finds its own cgroup
+ * through `/proc/self/cgroup` (the `0::/path` line) and `/proc/self/mountinfo`
+ * (the `cgroup2` mount), and, when it may write there, gives every sidecar and
+ * helper a child cgroup `addon-<addon_id>`. Stopping an add-on ends everything
+ * in that cgroup, so a process that called `setsid` or double-forked cannot
+ * survive: SIGTERM to every member, then `cgroup.kill` (Linux ≥ 5.14; older
+ * kernels: SIGKILL to each pid in `cgroup.procs` until it is empty).
+ *
+ * Where the add-on cgroups live (the "container"):
+ * - the agent's own cgroup when it is not the hierarchy's root (a systemd unit
+ *   with `Delegate=yes`); the agent first moves itself into the leaf
+ *   `<own>/agent`, as the v2 "no internal processes" rule requires before
+ *   controllers can be enabled for the children;
+ * - an agent already in `<container>/agent` (restarted in its leaf) keeps
+ *   using `<container>`;
+ * - an agent in the root cgroup (no delegation, a container, a test) uses
+ *   `/addon-agent-<hash of its runtime root>`, so two agents on one host never
+ *   share an add-on cgroup.
+ *
+ * Limits (`resources`) are written to `memory.max`, `cpu.max` and `pids.max`
+ * when the controller is enabled for the add-on cgroup; otherwise they are
+ * reported as not enforced, naming the missing controller.
+ *
+ * @example Contain an add-on and end it
+ * ```ts
+ * const tree = await openCgroupTree("/var/lib/addon-agent");
+ * if (tree) {
+ *   const cg = await tree.prepare("net-probe", { memory_max_bytes: 64 << 20 });
+ *   // spawn through a wrapper that writes its pid to cg.procsFile, then execs
+ *   await cg.end(10_000);
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import type { Resources } from "../protocol/mod.ts";
+import { log } from "../common/mod.ts";
+import { readProcText } from "./proc_fs.ts";
+
+/** Why a cgroup could not be prepared or ended. */
+export class CgroupError extends Error {
+  /** Make the error; `cause` is the underlying failure. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CgroupError";
+  }
+}
+
+/** Where the agent's own cgroup v2 is. */
+export interface OwnCgroup {
+  /** Mount point of the cgroup2 hierarchy. */
+  mount: string;
+  /** The agent's cgroup path inside the hierarchy (`/` for its root). */
+  path: string;
+}
+
+/** Memory and CPU use of one add-on cgroup. */
+export interface CgroupUsage {
+  /** `memory.current`, when the memory controller is enabled. */
+  memory_bytes?: number;
+  /** `usage_usec` of `cpu.stat` in seconds (always there in v2). */
+  cpu_seconds?: number;
+}
+
+/** A limit that could not be applied, and why (SPEC 13 "not enforced"). */
+export interface NotEnforced {
+  resource: keyof Resources;
+  reason: string;
+}
+
+/** Parse `/proc/self/cgroup` and `/proc/self/mountinfo` texts into the own cgroup v2, or null. */
+export function parseOwnCgroup(cgroupText: string, mountinfoText: string): OwnCgroup | null {
+  const line = cgroupText.split("\n").find((l) => l.startsWith("0::"));
+  if (!line) return null;
+  const path = line.slice(3).trim() || "/";
+  for (const m of mountinfoText.split("\n")) {
+    const sep = m.indexOf(" - ");
+    if (sep < 0) continue;
+    const fstype = m.slice(sep + 3).split(" ")[0];
+    if (fstype !== "cgroup2") continue;
+    const f = m.slice(0, sep).split(" ");
+    const root = _unescape(f[3] ?? "");
+    const mount = _unescape(f[4] ?? "");
+    if (!mount.startsWith("/")) continue;
+    // A namespaced mount shows its root; the own path is relative to it.
+    if (root !== "/" && !(path === root || path.startsWith(root + "/"))) continue;
+    const rel = root === "/" ? path : path.slice(root.length) || "/";
+    return { mount, path: rel };
+  }
+  return null;
+}
+
+/** The agent's own cgroup v2, or null when there is none (pure v1, no /proc). */
+export function findOwnCgroup(): OwnCgroup | null {
+  try {
+    return parseOwnCgroup(
+      readProcText("/proc/self/cgroup"),
+      readProcText("/proc/self/mountinfo"),
+    );
+  } catch {
+    return null;
+  }
+}
+
+/** The add-on cgroups of one agent. */
+export class CgroupTree {
+  /** `container` is the absolute directory that holds the `addon-<id>` cgroups. */
+  constructor(readonly container: string, readonly controllers: ReadonlySet<string>) {}
+
+  /** Absolute directory of the cgroup of `addonId`. */
+  dir(addonId: string): string {
+    return `${this.container}/addon-${addonId}`;
+  }
+
+  /** Create (or reuse) the add-on's cgroup and write its limits. */
+  async prepare(addonId: string, resources?: Resources): Promise<AddonCgroup> {
+    const dir = this.dir(addonId);
+    try {
+      await Deno.mkdir(dir);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) {
+        throw new CgroupError(`cannot create cgroup ${dir}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const cg = new AddonCgroup(addonId, dir);
+    cg.notEnforced = await this.#limits(dir, resources ?? {});
+    return cg;
+  }
+
+  async #limits(dir: string, r: Resources): Promise<NotEnforced[]> {
+    const out: NotEnforced[] = [];
+    const want: [keyof Resources, string, string, string][] = [
+      ["memory_max_bytes", "memory", "memory.max", String(r.memory_max_bytes ?? "max")],
+      [
+        "cpu_max_percent",
+        "cpu",
+        "cpu.max",
+        r.cpu_max_percent === undefined ? "max 100000" : `${r.cpu_max_percent * 1000} 100000`,
+      ],
+      ["pids_max", "pids", "pids.max", String(r.pids_max ?? "max")],
+    ];
+    for (const [key, controller, file, value] of want) {
+      const asked = r[key] !== undefined;
+      if (!this.controllers.has(controller)) {
+        if (asked) out.push({ resource: key, reason: `not enforced: no ${controller} controller` });
+        continue;
+      }
+      try {
+        await Deno.writeTextFile(`${dir}/${file}`, value);
+      } catch (e) {
+        if (asked) {
+          out.push({
+            resource: key,
+            reason: `not enforced: writing ${file} failed: ${(e as Error).message}`,
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Add-on cgroups left by an earlier agent run (by add-on id). */
+  async leftovers(): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const e of Deno.readDir(this.container)) {
+        if (e.isDirectory && e.name.startsWith("addon-")) out.push(e.name.slice(6));
+      }
+    } catch {
+      // no container yet
+    }
+    return out;
+  }
+}
+
+/** The cgroup of one add-on. */
+export class AddonCgroup {
+  /** Limits asked for that could not be applied. */
+  notEnforced: NotEnforced[] = [];
+  /** Wrap the cgroup directory `dir` of `addonId`. */
+  constructor(readonly addonId: string, readonly dir: string) {}
+
+  /** The file a process writes its pid to in order to join. */
+  get procsFile(): string {
+    return `${this.dir}/cgroup.procs`;
+  }
+
+  /** Pids in the cgroup (zombies are not listed by the kernel). */
+  members(): number[] {
+    try {
+      return Deno.readTextFileSync(this.procsFile).split("\n").filter((l) => l !== "").map(
+        Number,
+      );
+    } catch {
+      return [];
+    }
+  }
+
+  /** Whether no process is left in the cgroup. */
+  empty(): boolean {
+    return this.members().length === 0;
+  }
+
+  /** Send `signal` to every member; returns how many were signalled. */
+  signal(signal: Deno.Signal): number {
+    let n = 0;
+    for (const pid of this.members()) {
+      if (pid <= 1 || pid === Deno.pid) continue;
+      try {
+        Deno.kill(pid, signal);
+        n++;
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return n;
+  }
+
+  /** SIGKILL everything: `cgroup.kill`, else each member until none is left. */
+  async kill(waitMs = 5_000): Promise<boolean> {
+    try {
+      await Deno.writeTextFile(`${this.dir}/cgroup.kill`, "1");
+    } catch {
+      this.signal("SIGKILL"); // kernel < 5.14
+    }
+    const deadline = performance.now() + waitMs;
+    let interval = 5;
+    while (!this.empty()) {
+      if (performance.now() >= deadline) return false;
+      this.signal("SIGKILL"); // forked meanwhile (no cgroup.kill)
+      await new Promise((r) => setTimeout(r, interval));
+      interval = Math.min(interval * 2, 100);
+    }
+    return true;
+  }
+
+  /**
+   * End everything in the cgroup: SIGTERM (and SIGCONT) to every member, wait
+   * up to `graceMs` for it to empty, then `kill`. True when it is empty.
+   */
+  async end(graceMs: number): Promise<boolean> {
+    if (this.empty()) return true;
+    this.signal("SIGTERM");
+    this.signal("SIGCONT");
+    const deadline = performance.now() + graceMs;
+    let interval = 5;
+    while (!this.empty()) {
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        const ok = await this.kill();
+        if (!ok) {
+          log.warn("add-on cgroup still has members after SIGKILL", { addon_id: this.addonId });
+        }
+        return ok;
+      }
+      await new Promise((r) => setTimeout(r, Math.min(interval, left)));
+      interval = Math.min(interval * 2, 100);
+    }
+    return true;
+  }
+
+  /** Memory and CPU use, from `memory.current` and `cpu.stat`. */
+  usage(): CgroupUsage {
+    const out: CgroupUsage = {};
+    try {
+      const v = Number(Deno.readTextFileSync(`${this.dir}/memory.current`).trim());
+      if (Number.isFinite(v)) out.memory_bytes = v;
+    } catch { /* no memory controller */ }
+    try {
+      const m = /^usage_usec (\d+)$/m.exec(Deno.readTextFileSync(`${this.dir}/cpu.stat`));
+      if (m) out.cpu_seconds = Number(m[1]) / 1e6;
+    } catch { /* gone */ }
+    return out;
+  }
+
+  /** Remove the (empty) cgroup directory; false when it could not be removed. */
+  async remove(): Promise<boolean> {
+    try {
+      await Deno.remove(this.dir);
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return true;
+      return false;
+    }
+  }
+}
+
+/**
+ * Open the add-on cgroup container for the agent of `runtimeRoot`, or null
+ * (with the reason logged) when there is no writable cgroup v2.
+ */
+export async function openCgroupTree(
+  runtimeRoot: string,
+  own: OwnCgroup | null = findOwnCgroup(),
+): Promise<CgroupTree | null> {
+  if (!own) {
+    log.info("no cgroup v2 for this agent; add-ons are contained by process groups");
+    return null;
+  }
+  const base = own.mount.replace(/\/+$/, "");
+  let container: string;
+  let moveSelf = false;
+  if (own.path === "/") {
+    container = `${base}/addon-agent-${await _hash8(runtimeRoot)}`;
+  } else if (own.path.endsWith("/agent")) {
+    container = base + own.path.slice(0, -"/agent".length);
+  } else {
+    container = base + own.path;
+    moveSelf = true;
+  }
+  try {
+    await Deno.mkdir(container, { recursive: true });
+    if (moveSelf) {
+      await Deno.mkdir(`${container}/agent`).catch((e) => {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      });
+      // Every thread of the agent moves with its pid (cgroup.procs).
+      await Deno.writeTextFile(`${container}/agent/cgroup.procs`, String(Deno.pid));
+    }
+    // Probe: a cgroup we cannot create children in is not ours to use.
+    const probe = `${container}/addon-agent-probe-${Deno.pid}`;
+    await Deno.mkdir(probe);
+    await Deno.remove(probe);
+  } catch (e) {
+    log.info("the agent's cgroup is not writable; add-ons are contained by process groups", {
+      cgroup: container,
+      error: (e as Error).message,
+    });
+    return null;
+  }
+  const controllers = await _enableControllers(container);
+  return new CgroupTree(container, controllers);
+}
+
+/** Enable memory, cpu and pids for the children where offered; the set now enabled. */
+async function _enableControllers(container: string): Promise<Set<string>> {
+  let offered: string[] = [];
+  try {
+    offered = (await Deno.readTextFile(`${container}/cgroup.controllers`)).trim().split(/\s+/);
+  } catch { /* none */ }
+  for (const c of ["memory", "cpu", "pids"]) {
+    if (!offered.includes(c)) continue;
+    try {
+      await Deno.writeTextFile(`${container}/cgroup.subtree_control`, `+${c}`);
+    } catch (e) {
+      log.warn("could not enable a cgroup controller for add-ons", {
+        controller: c,
+        error: (e as Error).message,
+      });
+    }
+  }
+  try {
+    const on = (await Deno.readTextFile(`${container}/cgroup.subtree_control`)).trim();
+    return new Set(on ? on.split(/\s+/) : []);
+  } catch {
+    return new Set();
+  }
+}
+
+async function _hash8(s: string): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  return [...d.slice(0, 4)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal. */
+function _unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+}
