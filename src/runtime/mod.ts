@@ -9,4 +9,5 @@ export * from "./gc.ts";
 export * from "./last_good.ts";
 export * from "./runtime_root.ts";
 export * from "./state.ts";
+export * from "./verify_staged.ts";
 export * from "./versions.ts";

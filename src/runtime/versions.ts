@@ -68,7 +68,12 @@ export async function activate(
   const oldCurrent = await readLinkOrNull(layout.current(addonId));
   const target = `versions/${version}`;
   if (oldCurrent === target) return { changed: false };
-  if (oldCurrent !== null) await switchSymlink(layout.previous(addonId), oldCurrent);
+  // A `current` that points nowhere (a damaged version moved away) never becomes `previous`.
+  if (oldCurrent !== null && await _resolves(layout, addonId, oldCurrent)) {
+    await switchSymlink(layout.previous(addonId), oldCurrent);
+  } else if (await readLinkOrNull(layout.previous(addonId)) === target) {
+    await removeIfExists(layout.previous(addonId)); // no rollback to the version itself
+  }
   await switchSymlink(layout.current(addonId), target);
   return { changed: true };
 }
@@ -81,4 +86,50 @@ export async function rollBack(layout: Layout, addonId: string): Promise<string 
   await removeIfExists(layout.previous(addonId));
   await fsyncDir(layout.addonDir(addonId));
   return /^versions\/([^/]+)$/.exec(prev)?.[1] ?? null;
+}
+
+async function _resolves(layout: Layout, addonId: string, target: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(`${layout.addonDir(addonId)}/${target}`)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Repair `current` and `previous` links of `addonId` that point nowhere
+ * (SPEC 8): a dangling `current` is pointed at `ranVersion` (the version the
+ * state says ran) when that is staged, else removed; a dangling `previous` is
+ * removed. Returns a description of each repair.
+ *
+ * @example At start, from `state.json`
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * await repairLinks(new Layout("/var/lib/addon-agent"), "net-probe", "1.4.2");
+ * ```
+ */
+export async function repairLinks(
+  layout: Layout,
+  addonId: string,
+  ranVersion: string | null,
+): Promise<string[]> {
+  const done: string[] = [];
+  const cur = await readLinkOrNull(layout.current(addonId));
+  if (cur !== null && !(await _resolves(layout, addonId, cur))) {
+    const to = ranVersion === null ? null : `versions/${ranVersion}`;
+    if (to !== null && to !== cur && await _resolves(layout, addonId, to)) {
+      await switchSymlink(layout.current(addonId), to);
+      done.push(`current ${cur} -> ${to}`);
+    } else {
+      await removeIfExists(layout.current(addonId));
+      done.push(`current ${cur} removed`);
+    }
+  }
+  const prev = await readLinkOrNull(layout.previous(addonId));
+  if (prev !== null && !(await _resolves(layout, addonId, prev))) {
+    await removeIfExists(layout.previous(addonId));
+    done.push(`previous ${prev} removed`);
+  }
+  if (done.length) await fsyncDir(layout.addonDir(addonId));
+  return done;
 }

@@ -1,0 +1,196 @@
+/**
+ * Self-healing of staged versions (SPEC 8): before a version is first
+ * launched by this agent process, and whenever its file's identity (device,
+ * inode, size, mtime, ctime) changed since it was last verified, the staged
+ * bytes are hashed again and must equal the sha256 in `artifact.json`, which
+ * must equal the assignment's. A version whose `artifact.json` or bytes are
+ * missing, unreadable or different is *damaged*: its bytes never run, and
+ * {@linkcode quarantineVersion} takes it out of `versions/` so it is fetched
+ * again as a new delivery. The verified identities are cached, so an add-on
+ * that crash-loops is not re-hashed at every restart.
+ *
+ * @example Check a version before it runs
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const layout = new Layout("/var/lib/addon-agent");
+ * const verifier = new StagedVerifier();
+ * const want = { version: "1.4.2", binary_name: "net-probe", sha256: "ab".repeat(32) };
+ * try {
+ *   await verifier.check(layout, "net-probe", want);
+ * } catch (e) {
+ *   if (!(e instanceof DamagedVersionError)) throw e;
+ *   await quarantineVersion(layout, "net-probe", "1.4.2"); // fetched again by the next delivery
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { fsyncDir, removeIfExists } from "./fs_atomic.ts";
+import { log } from "../common/mod.ts";
+import type { Layout } from "./runtime_root.ts";
+import type { StagedArtifact } from "./versions.ts";
+
+/** A staged version whose `artifact.json` or bytes are missing, unreadable or different. */
+export class DamagedVersionError extends Error {
+  /** Make the error: `reason` says what is wrong with `version` of `addonId`. */
+  constructor(
+    readonly addonId: string,
+    readonly version: string,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`version ${version} is damaged: ${reason}`, options);
+    this.name = "DamagedVersionError";
+  }
+}
+
+/** What the assignment expects of a staged version. */
+export interface StagedExpectation {
+  version: string;
+  binary_name: string;
+  /** The assignment's lowercase hex sha256. */
+  sha256: string;
+}
+
+/** What {@linkcode StagedVerifier.check} found. */
+export type StagedCheck =
+  /** Not staged: delivery fetches it. */
+  | "absent"
+  /** Staged, and the bytes are the ones `artifact.json` and the assignment name. */
+  | "intact"
+  /**
+   * Not this room's to judge: the version directory is not a real directory,
+   * or `artifact.json` names other bytes than the assignment (a version
+   * published twice). Delivery refuses those as conflicts.
+   */
+  | "conflict";
+
+function _identity(st: Deno.FileInfo): string {
+  return [st.dev, st.ino, st.size, st.mtime?.getTime(), st.ctime?.getTime()].join(":");
+}
+
+/** Verifies staged versions, remembering the identity of each file it verified. */
+export class StagedVerifier {
+  /** `path` → `sha256 identity` of files verified by this process. */
+  readonly #verified = new Map<string, string>();
+  /** Files hashed so far (for tests and figures: a cached check hashes nothing). */
+  hashes = 0;
+
+  /**
+   * Check version `want.version` of `addonId` as staged under `layout`;
+   * throws {@linkcode DamagedVersionError} when it is damaged.
+   */
+  async check(layout: Layout, addonId: string, want: StagedExpectation): Promise<StagedCheck> {
+    const dir = layout.versionDir(addonId, want.version);
+    let st: Deno.FileInfo;
+    try {
+      st = await Deno.lstat(dir);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return "absent";
+      throw e;
+    }
+    if (st.isSymlink || !st.isDirectory) return "conflict";
+    const damaged = (reason: string, cause?: unknown) =>
+      new DamagedVersionError(addonId, want.version, reason, { cause });
+    let record: StagedArtifact;
+    try {
+      record = _decodeRecord(await Deno.readTextFile(`${dir}/artifact.json`));
+    } catch (e) {
+      throw damaged(`its artifact.json is missing or unreadable (${(e as Error).message})`, e);
+    }
+    if (record.sha256 !== want.sha256) return "conflict";
+    const path = `${dir}/${want.binary_name}`;
+    let f: Deno.FsFile;
+    try {
+      const lst = await Deno.lstat(path);
+      if (!lst.isFile) throw new Error("not a regular file");
+      f = await Deno.open(path, { read: true });
+    } catch (e) {
+      throw damaged(`${want.binary_name} is missing or unreadable (${(e as Error).message})`, e);
+    }
+    try {
+      const before = _identity(await f.stat());
+      if (this.#verified.get(path) === `${want.sha256} ${before}`) return "intact";
+      this.#verified.delete(path);
+      let actual: string;
+      try {
+        actual = await _hashOpen(f);
+      } catch (e) {
+        throw damaged(`${want.binary_name} is unreadable (${(e as Error).message})`, e);
+      }
+      this.hashes++;
+      if (actual !== record.sha256) {
+        throw damaged(
+          `${want.binary_name} has sha256 ${actual}, artifact.json and the assignment say ${record.sha256}`,
+        );
+      }
+      const after = _identity(await f.stat());
+      if (after === before) this.#verified.set(path, `${want.sha256} ${after}`);
+      return "intact";
+    } finally {
+      f.close();
+    }
+  }
+
+  /** Record `path` as verified to hold `sha256` now (the bytes were just staged after their check). */
+  async remember(path: string, sha256: string): Promise<void> {
+    this.#verified.set(path, `${sha256} ${_identity(await Deno.lstat(path))}`);
+  }
+
+  /** Forget what was verified below `dir` (a version was moved away). */
+  forget(dir: string): void {
+    for (const p of this.#verified.keys()) if (p.startsWith(`${dir}/`)) this.#verified.delete(p);
+  }
+}
+
+function _decodeRecord(text: string): StagedArtifact {
+  const v = JSON.parse(text) as Partial<StagedArtifact> | null;
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
+  if (typeof v.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(v.sha256)) {
+    throw new Error("sha256 is not 64 lowercase hex digits");
+  }
+  return v as StagedArtifact;
+}
+
+async function _hashOpen(f: Deno.FsFile): Promise<string> {
+  const hash = createHash("sha256");
+  const buf = new Uint8Array(1 << 20);
+  for (;;) {
+    const n = await f.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+/**
+ * Take a damaged version out of `versions/` (SPEC 8): rename it into `tmp/`
+ * (one atomic step, so `versions/` never shows a half-removed version), then
+ * delete it. `current` or `previous` may dangle until the version is staged
+ * again under the same name.
+ */
+export async function quarantineVersion(
+  layout: Layout,
+  addonId: string,
+  version: string,
+  reason = "",
+): Promise<void> {
+  const dir = layout.versionDir(addonId, version);
+  const away = `${layout.tmp}/damaged-${addonId}-${version}-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.rename(dir, away);
+    await fsyncDir(layout.versionsDir(addonId));
+    await removeIfExists(away);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    // tmp/ on another filesystem: delete in place.
+    await removeIfExists(dir);
+  }
+  log.error("damaged version moved out of versions/; it will be fetched again", {
+    addon_id: addonId,
+    version,
+    reason,
+  });
+}

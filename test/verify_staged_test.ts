@@ -1,0 +1,166 @@
+/**
+ * `StagedVerifier`, `quarantineVersion`, `repairLinks` (SPEC 8, self-healing)
+ * against real files: what counts as damaged, what is cached, and links that
+ * point nowhere.
+ */
+
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "./_assert.ts";
+import { sha256Hex, withTempDir } from "./_helpers.ts";
+import {
+  activate,
+  DamagedVersionError,
+  Layout,
+  quarantineVersion,
+  repairLinks,
+  StagedVerifier,
+} from "../src/runtime/mod.ts";
+
+const ID = "probe";
+const BYTES = "#!/bin/sh\necho fine\n";
+
+async function _stage(layout: Layout, version: string, bytes = BYTES, id = ID): Promise<string> {
+  const dir = layout.versionDir(id, version);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${dir}/${id}`, bytes);
+  await Deno.writeTextFile(
+    `${dir}/artifact.json`,
+    JSON.stringify({ addon_id: id, version, sha256: sha256Hex(bytes), size: bytes.length }),
+  );
+  return `${dir}/${id}`;
+}
+
+function _want(version: string, bytes = BYTES) {
+  return { version, binary_name: ID, sha256: sha256Hex(bytes) };
+}
+
+Deno.test("StagedVerifier.check() passes intact bytes and hashes them once while unchanged", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const path = await _stage(layout, "1.0.0");
+    const v = new StagedVerifier();
+    assertEquals(await v.check(layout, ID, _want("1.0.0")), "intact");
+    assertEquals(await v.check(layout, ID, _want("1.0.0")), "intact");
+    assertEquals(v.hashes, 1, "a second check of an unchanged file hashes nothing");
+    // Any change of identity (here mtime and ctime) makes it hash again.
+    await Deno.utime(path, new Date(2020, 0, 1), new Date(2020, 0, 1));
+    assertEquals(await v.check(layout, ID, _want("1.0.0")), "intact");
+    assertEquals(v.hashes, 2);
+  });
+});
+
+Deno.test("StagedVerifier.check() finds bytes overwritten after a successful check", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const path = await _stage(layout, "1.0.0");
+    const v = new StagedVerifier();
+    assertEquals(await v.check(layout, ID, _want("1.0.0")), "intact");
+    await Deno.writeTextFile(path, BYTES.replace("fine", "EVIL")); // same size
+    const e = await assertRejects(() => v.check(layout, ID, _want("1.0.0")), DamagedVersionError);
+    assertStringIncludes(e.message, "version 1.0.0 is damaged: probe has sha256 ");
+    assertEquals(e.version, "1.0.0");
+  });
+});
+
+Deno.test("StagedVerifier.check() calls a version damaged when its files are missing or garbage", async (t) => {
+  const cases: [string, (dir: string) => Promise<void>, string][] = [
+    [
+      "garbage artifact.json",
+      (d) => Deno.writeTextFile(`${d}/artifact.json`, "garbage{"),
+      "artifact.json",
+    ],
+    ["missing artifact.json", (d) => Deno.remove(`${d}/artifact.json`), "artifact.json"],
+    [
+      "artifact.json without a sha256",
+      (d) => Deno.writeTextFile(`${d}/artifact.json`, "{}"),
+      "sha256",
+    ],
+    ["missing binary", (d) => Deno.remove(`${d}/${ID}`), `${ID} is missing`],
+    ["binary replaced by a directory", async (d) => {
+      await Deno.remove(`${d}/${ID}`);
+      await Deno.mkdir(`${d}/${ID}`);
+    }, "not a regular file"],
+    ["binary replaced by a symlink", async (d) => {
+      await Deno.remove(`${d}/${ID}`);
+      await Deno.symlink("/bin/sh", `${d}/${ID}`);
+    }, "not a regular file"],
+  ];
+  for (const [name, damage, says] of cases) {
+    await t.step(name, async () => {
+      await withTempDir(async (dir) => {
+        const layout = new Layout(dir);
+        await _stage(layout, "1.0.0");
+        await damage(layout.versionDir(ID, "1.0.0"));
+        const e = await assertRejects(
+          () => new StagedVerifier().check(layout, ID, _want("1.0.0")),
+          DamagedVersionError,
+        );
+        assertStringIncludes(e.message, "version 1.0.0 is damaged: ");
+        assertStringIncludes(e.message, says);
+      });
+    });
+  }
+});
+
+Deno.test("StagedVerifier.check() leaves absent versions and conflicts to delivery", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const v = new StagedVerifier();
+    assertEquals(await v.check(layout, ID, _want("9.9.9")), "absent");
+    await _stage(layout, "1.0.0");
+    assertEquals(await v.check(layout, ID, _want("1.0.0", "other bytes")), "conflict");
+    await Deno.symlink("/etc", layout.versionDir(ID, "2.0.0"));
+    assertEquals(await v.check(layout, ID, _want("2.0.0")), "conflict");
+  });
+});
+
+Deno.test("StagedVerifier.check() sees one overwrite of bytes hard-linked into several add-ons", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const first = await _stage(layout, "1.0.0");
+    const second = layout.versionDir("other", "1.0.0");
+    await Deno.mkdir(second, { recursive: true });
+    await Deno.link(first, `${second}/${ID}`);
+    await Deno.copyFile(
+      `${layout.versionDir(ID, "1.0.0")}/artifact.json`,
+      `${second}/artifact.json`,
+    );
+    const v = new StagedVerifier();
+    assertEquals(await v.check(layout, ID, _want("1.0.0")), "intact");
+    assertEquals(await v.check(layout, "other", _want("1.0.0")), "intact");
+    await Deno.writeTextFile(first, "#!/bin/sh\necho TAMPERED\n");
+    await assertRejects(() => v.check(layout, ID, _want("1.0.0")), DamagedVersionError);
+    await assertRejects(() => v.check(layout, "other", _want("1.0.0")), DamagedVersionError);
+  });
+});
+
+Deno.test("quarantineVersion() takes the version out of versions/ and repairLinks() mends the links", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    await Deno.mkdir(layout.tmp, { recursive: true });
+    await _stage(layout, "1.0.0");
+    await _stage(layout, "2.0.0");
+    await activate(layout, ID, "1.0.0");
+    await activate(layout, ID, "2.0.0");
+    await quarantineVersion(layout, ID, "2.0.0", "test");
+    assertEquals([...Deno.readDirSync(layout.versionsDir(ID))].map((e) => e.name), ["1.0.0"]);
+    assertEquals([...Deno.readDirSync(layout.tmp)], [], "nothing of it left in tmp/");
+    // current dangles: activating another version must not make it `previous`.
+    await activate(layout, ID, "1.0.0");
+    assertEquals(await Deno.readLink(layout.current(ID)), "versions/1.0.0");
+    assert(!(await Deno.lstat(layout.previous(ID)).then(() => true, () => false)));
+    // Dangling links after a crash: current goes back to what the state says ran.
+    await Deno.remove(layout.current(ID));
+    await Deno.symlink("versions/2.0.0", layout.current(ID));
+    await Deno.symlink("versions/3.0.0", layout.previous(ID));
+    const done = await repairLinks(layout, ID, "1.0.0");
+    assertEquals(done.length, 2, done.join("; "));
+    assertEquals(await Deno.readLink(layout.current(ID)), "versions/1.0.0");
+    assert(!(await Deno.lstat(layout.previous(ID)).then(() => true, () => false)));
+    // Nothing staged to point at: the link goes.
+    await Deno.remove(layout.current(ID));
+    await Deno.symlink("versions/2.0.0", layout.current(ID));
+    await repairLinks(layout, ID, "2.0.0");
+    assert(!(await Deno.lstat(layout.current(ID)).then(() => true, () => false)));
+    assertEquals(await repairLinks(layout, ID, null), []);
+  });
+});
