@@ -6,10 +6,11 @@
  * polled every 0.5 s.
  */
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { readAgentState, startAgent, waitFor } from "./_agent_process.ts";
 import { daemonConfig, sidecar, sleepLink, waitAddon, withAgent } from "./_daemon_fixtures.ts";
-import { listTree, withTempDir, writeAssignments } from "./_helpers.ts";
+import { freePort, listTree, withTempDir, writeAssignments } from "./_helpers.ts";
+import type { StatusDocument } from "../src/status/mod.ts";
 import { killMarked } from "./_agent_process.ts";
 import { sweepAtomicTemps, sweepLitter } from "../src/runtime/mod.ts";
 import { Layout } from "../src/runtime/mod.ts";
@@ -123,10 +124,7 @@ Deno.test("run takes a 36-byte add-on on an 8 MiB volume (the margin is 5 % of i
   await withTempDir(async (dir) => {
     const root = `${dir}/root`;
     const cfg = await daemonConfig(dir);
-    const mount = await new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", root],
-    }).output();
-    assert(mount.success, new TextDecoder().decode(mount.stderr));
+    await _mountTmpfs(root, "8m");
     try {
       const sleepBin = await sleepLink(dir);
       await writeAssignments(dir, [await sidecar(dir, "tiny", `exec "${sleepBin}" 300`)]);
@@ -135,7 +133,128 @@ Deno.test("run takes a 36-byte add-on on an 8 MiB volume (the margin is 5 % of i
         assertEquals(a.version, "1.0.0");
       });
     } finally {
-      await new Deno.Command("umount", { args: [root] }).output();
+      await _umount(root);
+    }
+  });
+});
+
+/** Mount a tmpfs of `size` on `dir` (mode 0755, as the agent wants its root). */
+async function _mountTmpfs(dir: string, size: string): Promise<void> {
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size},mode=0755`, "tmpfs", dir],
+  }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
+}
+
+async function _mountOpt(dir: string, opts: string): Promise<void> {
+  const out = await new Deno.Command("mount", { args: ["-o", opts, dir] }).output();
+  assert(out.success, `mount -o ${opts} ${dir}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+async function _umount(dir: string): Promise<void> {
+  await new Deno.Command("umount", { args: ["-l", dir] }).output();
+}
+
+/** `GET /status` of the agent's endpoint. */
+async function _status(port: number): Promise<StatusDocument> {
+  const r = await fetch(`http://127.0.0.1:${port}/status`);
+  assertEquals(r.status, 200);
+  return await r.json() as StatusDocument;
+}
+
+Deno.test("run keeps add-ons running on a runtime root turned read-only, and resumes writing", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const port = freePort();
+    const cfg = await daemonConfig(dir, { status: { listen: `127.0.0.1:${port}` } });
+    await _mountTmpfs(root, "16m");
+    try {
+      await writeAssignments(dir, [await sidecar(dir, "steady", `exec "${sleepBin}" 300`)]);
+      await withAgent(dir, cfg, async (agent) => {
+        const first = await waitAddon(root, agent, "steady", "running", _running);
+        await _mountOpt(root, "remount,ro");
+        try {
+          // A crash of the add-on while the root is read-only: restarted, shown live.
+          Deno.kill(first.pid!, "SIGKILL");
+          const live = await waitFor(async () => {
+            agent.assertAlive();
+            const doc = await _status(port);
+            const a = doc.addons.find((x) => x.addon_id === "steady");
+            return a && a.pid !== null && a.pid !== first.pid && doc.error ? { doc, a } : null;
+          }, {
+            timeoutMs: 20_000,
+            what: "/status: restarted, with the write error",
+            context: () => agent.tail(),
+          });
+          assertStringIncludes(live.doc.error!, "state.json cannot be written");
+          assertEquals(
+            (await readAgentState(root))?.addons.steady?.pid,
+            first.pid,
+            "state.json is stale",
+          );
+        } finally {
+          await _mountOpt(root, "remount,rw");
+        }
+        const now = await waitAddon(
+          root,
+          agent,
+          "steady",
+          "state.json written again",
+          (a) => a.pid !== first.pid && _running(a),
+          40_000,
+        );
+        assertEquals((await _status(port)).error, undefined);
+        assert(now.pid !== null);
+      });
+    } finally {
+      await _umount(root);
+    }
+  });
+});
+
+Deno.test("run shows a delivery that failed on a full disk at once, and writes it when space is back", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    const port = freePort();
+    const cfg = await daemonConfig(dir, { status: { listen: `127.0.0.1:${port}` } });
+    await _mountTmpfs(root, "8m");
+    try {
+      await writeAssignments(dir, []);
+      await withAgent(dir, cfg, async (agent) => {
+        await waitFor(() => readAgentState(root), { timeoutMs: 20_000, what: "state.json" });
+        // Fill the volume to the last byte.
+        const filler = await Deno.open(`${root}/filler`, { write: true, create: true });
+        try {
+          const chunk = new Uint8Array(64 << 10);
+          for (;;) await filler.write(chunk);
+        } catch (e) {
+          if (!(e instanceof Error && /space/i.test(e.message))) throw e;
+        } finally {
+          filler.close();
+        }
+        await writeAssignments(dir, [await sidecar(dir, "big", "exec sleep 300")]);
+        const live = await waitFor(async () => {
+          agent.assertAlive();
+          const doc = await _status(port);
+          const a = doc.addons.find((x) => x.addon_id === "big");
+          return a?.state === "failed" && doc.error ? { doc, a } : null;
+        }, { timeoutMs: 20_000, what: "/status: the failure, live", context: () => agent.tail() });
+        assertStringIncludes(live.a.message, "not enough free disk space");
+        assertStringIncludes(live.doc.error!, "state.json cannot be written");
+        await Deno.remove(`${root}/filler`);
+        const a = await waitAddon(
+          root,
+          agent,
+          "big",
+          "the failure in state.json",
+          (x) => x.message.includes("not enough free disk space"),
+          40_000,
+        );
+        assertStringIncludes(a.message, "retry in");
+      });
+    } finally {
+      await _umount(root);
     }
   });
 });

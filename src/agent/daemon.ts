@@ -34,7 +34,13 @@ import {
   type Source,
 } from "../source/mod.ts";
 import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
-import { type AgentState, loadState, type RuntimeRoot, saveState } from "../runtime/mod.ts";
+import {
+  type AgentState,
+  loadState,
+  repairLinks,
+  type RuntimeRoot,
+  saveState,
+} from "../runtime/mod.ts";
 import { commandSystemctl, type SidecarTiming, SystemdUnits } from "../supervise/mod.ts";
 import {
   buildStatus,
@@ -48,6 +54,8 @@ export const MAX_POLL_BACKOFF_MS = 5 * 60_000;
 /** Status reports are sent at least every this many polls. */
 export const REPORT_EVERY_POLLS = 10;
 const RECONCILE_TICK_MS = 30_000;
+/** Longest wait between attempts to write `state.json` after failures. */
+const MAX_SAVE_BACKOFF_MS = 30_000;
 
 /** Knobs for tests and benchmarks; production uses the defaults. */
 export interface DaemonOptions {
@@ -82,6 +90,9 @@ export class Daemon {
   /** `version:sha256` the source itself assigns per add-on (rolled-back versions stay refused). */
   #pushedKeys = new Map<string, string>();
   #lastError: string | null = null;
+  /** Why `state.json` cannot be written now, or null. */
+  #stateError: string | null = null;
+  #saveFailures = 0;
   readonly #units: SystemdUnits;
 
   private constructor(
@@ -131,8 +142,9 @@ export class Daemon {
   }
 
   /** The status document of this agent now. */
-  status(): Promise<StatusDocument> {
-    return buildStatus(this.#root, this.#state);
+  async status(): Promise<StatusDocument> {
+    const doc = await buildStatus(this.#root, this.#state);
+    return this.#stateError === null ? doc : { ...doc, error: this.#stateError };
   }
 
   /** Seconds since the daemon started. */
@@ -146,10 +158,11 @@ export class Daemon {
       this.#server = startStatusServer(this.#cfg.status.listen, this);
     }
     await this.#rec.endLeftovers();
+    await this.#repairLinks();
     await this.#units.sweepTemps().catch((e) =>
       log.warn("could not sweep the unit directory", { error: e as Error })
     );
-    await this.#save();
+    await this.#trySave();
     // Before the source answers, run what was last desired (a host reboots into its add-ons).
     if (this.#state.pushed !== null) {
       log.info("starting the add-ons last desired, before the source answers");
@@ -284,17 +297,62 @@ export class Daemon {
 
   #changed(): void {
     this.#dirty = true;
-    if (this.#saveTimer === null) {
-      this.#saveTimer = setTimeout(() => {
-        this.#saveTimer = null;
-        this.#save().catch((e) => log.error("could not write state.json", { error: e as Error }));
-      }, 100);
-    }
+    this.#scheduleSave(100);
     this.#scheduleReport(500);
   }
 
-  async #save(): Promise<void> {
-    await saveState(this.#root, this.#state);
+  /** `current`/`previous` links that point nowhere are repaired from the state (SPEC 8). */
+  async #repairLinks(): Promise<void> {
+    for (const s of Object.values(this.#state.addons)) {
+      try {
+        const done = await repairLinks(this.#root, s.addon_id, s.version);
+        if (done.length) {
+          log.warn("repaired links that pointed nowhere", { addon_id: s.addon_id, done });
+        }
+      } catch (e) {
+        log.warn("could not repair links", { addon_id: s.addon_id, error: e as Error });
+      }
+    }
+  }
+
+  #scheduleSave(delayMs: number): void {
+    if (this.#saveTimer !== null || this.#stopping) return;
+    this.#saveTimer = setTimeout(() => {
+      this.#saveTimer = null;
+      this.#trySave();
+    }, delayMs);
+  }
+
+  /**
+   * Write `state.json`; when that fails (a full disk, a read-only remount)
+   * try again with backoff (1 s doubling to 30 s) while the add-ons keep
+   * running and `/status` and the reports show the live state (SPEC 8).
+   */
+  async #trySave(): Promise<void> {
+    try {
+      await saveState(this.#root, this.#state);
+      if (this.#stateError !== null) {
+        log.info("state.json is written again", { after_failures: this.#saveFailures });
+        this.#stateError = null;
+        this.#saveFailures = 0;
+        this.#dirty = true;
+        this.#scheduleReport(0);
+      }
+    } catch (e) {
+      this.#saveFailures++;
+      const wait = Math.min(1000 * 2 ** (this.#saveFailures - 1), MAX_SAVE_BACKOFF_MS);
+      const first = this.#stateError === null;
+      this.#stateError = `state.json cannot be written: ${(e as Error).message}`;
+      log[first ? "error" : "warn"]("could not write state.json; add-ons keep running", {
+        error: e as Error,
+        retry_in_s: wait / 1000,
+      });
+      if (first) {
+        this.#dirty = true;
+        this.#scheduleReport(0);
+      }
+      this.#scheduleSave(wait);
+    }
   }
 
   #scheduleReport(delayMs: number): void {
@@ -328,7 +386,9 @@ export class Daemon {
         since: a.since,
         progress: a.progress ?? null,
       })),
-      ...(this.#lastError ? { error: this.#lastError } : {}),
+      ...(this.#lastError || this.#stateError
+        ? { error: [this.#lastError, this.#stateError].filter((x) => x !== null).join("; ") }
+        : {}),
     };
     try {
       await this.#source.report(body);
@@ -351,7 +411,9 @@ export class Daemon {
     if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
     if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
     await this.#reporting;
-    await this.#save();
+    this.#saveTimer = null;
+    await this.#trySave();
+    if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
     await this.#server?.close();
     this.#source.close();
     log.info("stopped");

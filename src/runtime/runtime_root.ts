@@ -167,11 +167,13 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
     }
   }
   await checkRuntimeRootOwnership(root);
-  const lockFile = await Deno.open(`${root}/agent.lock`, {
-    read: true,
-    write: true,
-    create: true,
-    mode: 0o600,
+  // Held through a read-only descriptor: flock needs no write access, and a file open for
+  // writing would keep the filesystem busy, so a read-only remount could not happen (SPEC 8).
+  const lockPath = `${root}/agent.lock`;
+  const lockFile = await Deno.open(lockPath, { read: true }).catch(async (e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    (await Deno.open(lockPath, { write: true, create: true, mode: 0o600 })).close();
+    return await Deno.open(lockPath, { read: true });
   });
   if (!(await lockFile.tryLock(true))) {
     lockFile.close();

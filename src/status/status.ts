@@ -41,6 +41,8 @@ export interface StatusDocument {
   config_version: string | null;
   updated_at: string | null;
   addons: AddonStatus[];
+  /** Why the agent cannot do its work now (e.g. `state.json` cannot be written); absent when fine. */
+  error?: string;
 }
 
 async function _staged(layout: Layout, id: string): Promise<AddonStatus["staged"]> {

@@ -1,0 +1,98 @@
+/**
+ * Retry timing of failed deliveries (SPEC 6 and 8): per (version, sha256),
+ * 30 s doubling to 1 hour, each delay ±10 % jitter, and a timer that fires
+ * when the backoff is due, not at the next periodic tick. The clock and the
+ * random source are injected, so the timing is tested without waiting.
+ *
+ * @example Arm a retry after a failure
+ * ```ts
+ * const retries = new DeliveryRetries({ retryInitialMs: 30_000, retryMaxMs: 3_600_000 });
+ * const delay = retries.failed("1.4.2:ab12", () => console.log("retry now"));
+ * console.log(`retry in ${Math.round(delay / 1000)} s`, retries.waiting("1.4.2:ab12"));
+ * retries.clear(); // the add-on was removed or the agent stops
+ * ```
+ *
+ * @module
+ */
+
+/** Time and timers, injectable for tests. */
+export interface Clock {
+  now(): number;
+  setTimer(fn: () => void, ms: number): unknown;
+  clearTimer(handle: unknown): void;
+}
+
+/** The wall clock and `setTimeout`. */
+export const REAL_CLOCK: Clock = {
+  now: () => Date.now(),
+  setTimer: (fn, ms) => setTimeout(fn, ms),
+  clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
+/** Fraction of each delay that is random, either way (SPEC 8: ±10 %). */
+export const RETRY_JITTER = 0.1;
+
+interface _Entry {
+  attempt: number;
+  dueAt: number;
+  timer: unknown;
+}
+
+/** Failed attempts per key and the timers that retry them. */
+export class DeliveryRetries {
+  readonly #entries = new Map<string, _Entry>();
+
+  /** Back off from `retryInitialMs`, doubling, to at most `retryMaxMs`. */
+  constructor(
+    readonly timing: { retryInitialMs: number; retryMaxMs: number },
+    readonly clock: Clock = REAL_CLOCK,
+    readonly random: () => number = Math.random,
+  ) {}
+
+  /**
+   * Record a failed attempt of `key` and arm a timer that calls `onDue` when
+   * its backoff is over (replacing an earlier timer of `key`); returns the
+   * delay in ms.
+   */
+  failed(key: string, onDue: () => void): number {
+    const prev = this.#entries.get(key);
+    if (prev) this.clock.clearTimer(prev.timer);
+    const attempt = (prev?.attempt ?? 0) + 1;
+    const base = Math.min(
+      this.timing.retryInitialMs * 2 ** (attempt - 1),
+      this.timing.retryMaxMs,
+    );
+    const delay = Math.round(base * (1 - RETRY_JITTER + 2 * RETRY_JITTER * this.random()));
+    const entry: _Entry = { attempt, dueAt: this.clock.now() + delay, timer: undefined };
+    entry.timer = this.clock.setTimer(() => {
+      if (this.#entries.get(key) === entry) onDue();
+    }, delay);
+    this.#entries.set(key, entry);
+    return delay;
+  }
+
+  /** Whether `key` failed and its backoff is not over yet. */
+  waiting(key: string): boolean {
+    const e = this.#entries.get(key);
+    return e !== undefined && this.clock.now() < e.dueAt;
+  }
+
+  /** Whether `key` failed before (a retry is armed or due). */
+  has(key: string): boolean {
+    return this.#entries.has(key);
+  }
+
+  /** `key` was delivered: forget its failures and its timer. */
+  succeeded(key: string): void {
+    const e = this.#entries.get(key);
+    if (!e) return;
+    this.clock.clearTimer(e.timer);
+    this.#entries.delete(key);
+  }
+
+  /** Forget every key and stop every timer (the add-on is removed, the agent stops). */
+  clear(): void {
+    for (const e of this.#entries.values()) this.clock.clearTimer(e.timer);
+    this.#entries.clear();
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * `DeliveryRetries` (SPEC 8, retry timing) with an injected clock and random
+ * source: the delay of each attempt, its jitter, and a retry that fires when
+ * its backoff is due rather than at the next periodic tick.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { type Clock, DeliveryRetries } from "../src/agent/retry.ts";
+
+/** A clock whose time moves only when the test says so. */
+class _FakeClock implements Clock {
+  t = 1_000_000;
+  timers = new Map<number, { at: number; fn: () => void }>();
+  #next = 1;
+  now(): number {
+    return this.t;
+  }
+  setTimer(fn: () => void, ms: number): unknown {
+    const id = this.#next++;
+    this.timers.set(id, { at: this.t + ms, fn });
+    return id;
+  }
+  clearTimer(h: unknown): void {
+    this.timers.delete(h as number);
+  }
+  /** Move time to `to`, firing due timers in order. */
+  advanceTo(to: number): void {
+    for (;;) {
+      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
+        .sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.t = due[1].at;
+      due[1].fn();
+    }
+    this.t = to;
+  }
+}
+
+const TIMING = { retryInitialMs: 30_000, retryMaxMs: 3_600_000 };
+
+Deno.test("DeliveryRetries.failed() backs off 30 s doubling to 1 h", () => {
+  const clock = new _FakeClock();
+  const r = new DeliveryRetries(TIMING, clock, () => 0.5); // no jitter
+  const delays = Array.from({ length: 9 }, () => r.failed("1.0.0:ab", () => {}));
+  assertEquals(delays, [
+    30_000,
+    60_000,
+    120_000,
+    240_000,
+    480_000,
+    960_000,
+    1_920_000,
+    3_600_000,
+    3_600_000,
+  ]);
+  assertEquals(clock.timers.size, 1, "one armed timer per key, not one per failure");
+});
+
+Deno.test("DeliveryRetries.failed() jitters each delay by at most ±10 %", () => {
+  const low = new DeliveryRetries(TIMING, new _FakeClock(), () => 0);
+  const high = new DeliveryRetries(TIMING, new _FakeClock(), () => 0.999999);
+  assertEquals(low.failed("k", () => {}), 27_000);
+  assertEquals(high.failed("k", () => {}), 33_000);
+  assertEquals(low.failed("k", () => {}), 54_000);
+  const spread = new Set(
+    Array.from({ length: 50 }, () => new DeliveryRetries(TIMING).failed("k", () => {})),
+  );
+  assert(spread.size > 1, "real random delays differ");
+  for (const d of spread) assert(d >= 27_000 && d <= 33_000, `${d} outside 30 s ±10 %`);
+});
+
+Deno.test("DeliveryRetries fires the retry when its backoff is due, not at a later tick", () => {
+  const clock = new _FakeClock();
+  const r = new DeliveryRetries(TIMING, clock, () => 0.5);
+  const fired: number[] = [];
+  const start = clock.now();
+  r.failed("1.0.0:ab", () => fired.push(clock.now() - start));
+  assert(r.waiting("1.0.0:ab"));
+  clock.advanceTo(start + 29_999);
+  assertEquals(fired.length, 0, "not before its backoff");
+  clock.advanceTo(start + 30_000);
+  assertEquals(fired, [30_000], "exactly when due");
+  assert(!r.waiting("1.0.0:ab"));
+  assert(r.has("1.0.0:ab"));
+  // The retry failed again: the next one comes 60 s later.
+  r.failed("1.0.0:ab", () => fired.push(clock.now() - start));
+  clock.advanceTo(start + 200_000);
+  assertEquals(fired, [30_000, 90_000]);
+});
+
+Deno.test("DeliveryRetries.succeeded() and clear() disarm the timers", () => {
+  const clock = new _FakeClock();
+  const r = new DeliveryRetries(TIMING, clock, () => 0.5);
+  const fired: string[] = [];
+  r.failed("a", () => fired.push("a"));
+  r.failed("b", () => fired.push("b"));
+  r.failed("c", () => fired.push("c"));
+  r.succeeded("a");
+  assert(!r.has("a"));
+  assertEquals(r.failed("a", () => fired.push("a")), 30_000, "a success starts the backoff over");
+  r.succeeded("a");
+  r.clear();
+  clock.advanceTo(clock.now() + 10 * 3_600_000);
+  assertEquals(fired, []);
+  assertEquals(clock.timers.size, 0);
+});
