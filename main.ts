@@ -43,6 +43,22 @@ const JSON_FLAG: Record<string, Flag> = {
   json: { type: "boolean", help: "print JSON for machines instead of text" },
 };
 
+/** How `publish` and `control-plane --publish` reach a NATS server or an S3 store. */
+const TARGET: Record<string, Flag> = {
+  creds: { type: "string", arg: "FILE", help: "NATS: a .creds file (JWT and nkey seed)" },
+  "nkey-seed-file": { type: "string", arg: "FILE", help: "NATS: an nkey seed file" },
+  user: { type: "string", arg: "USER", help: "NATS: user name (with --password-file)" },
+  "password-file": { type: "string", arg: "FILE", help: "NATS: the user's password" },
+  "ca-file": { type: "string", arg: "FILE", help: "NATS: CA of the server's certificate" },
+  "cert-file": { type: "string", arg: "FILE", help: "NATS: client certificate (with --key-file)" },
+  "key-file": { type: "string", arg: "FILE", help: "NATS: client certificate's key" },
+  endpoint: { type: "string", arg: "URL", help: "S3: endpoint (default: AWS)" },
+  region: { type: "string", arg: "REGION", help: "S3: region (us-east-1)" },
+  "force-path-style": { type: "boolean", help: "S3: path-style addressing" },
+};
+const TARGET_USAGE = "[--creds F | --nkey-seed-file F | --user U --password-file F] " +
+  "[--ca-file F] [--cert-file F --key-file F] [--endpoint URL] [--region R] [--force-path-style]";
+
 interface Command {
   /** One line: what the command is for. */
   summary: string;
@@ -71,6 +87,53 @@ function _statement(v: Values, pos: string[]) {
     arch: _need(v, "arch"),
     file: pos[0]!,
   };
+}
+
+function _opt(v: Values, name: string): string | undefined {
+  const x = v[name];
+  return typeof x === "string" && x !== "" ? x : undefined;
+}
+
+/** The `TARGET` flags as publisher options (files made absolute). */
+function _targetOptions(v: Values) {
+  const abs = (p: string | undefined) =>
+    p === undefined ? undefined : p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
+  const nats: Record<string, string> = {};
+  for (
+    const [flag, key] of [
+      ["creds", "creds_file"],
+      ["nkey-seed-file", "nkey_seed_file"],
+      ["password-file", "password_file"],
+      ["ca-file", "ca_file"],
+      ["cert-file", "cert_file"],
+      ["key-file", "key_file"],
+    ]
+  ) {
+    const f = abs(_opt(v, flag!));
+    if (f !== undefined) nats[key!] = f;
+  }
+  const user = _opt(v, "user");
+  if (user !== undefined) nats.user = user;
+  if ((nats.user === undefined) !== (nats.password_file === undefined)) {
+    throw new UsageError("--user and --password-file go together");
+  }
+  const s3: { endpoint?: string; region?: string; force_path_style?: boolean } = {
+    force_path_style: v["force-path-style"] === true,
+  };
+  const endpoint = _opt(v, "endpoint");
+  if (endpoint !== undefined) s3.endpoint = endpoint;
+  const region = _opt(v, "region");
+  if (region !== undefined) s3.region = region;
+  return { nats, s3 };
+}
+
+function _platform(v: Values): { os: string; arch: string } {
+  const p = _opt(v, "platform") ?? "linux/amd64";
+  const m = /^(linux|darwin)\/(amd64|arm64)$/.exec(p);
+  if (!m) {
+    throw new UsageError(`--platform must be OS/ARCH like linux/amd64, got ${JSON.stringify(p)}`);
+  }
+  return { os: m[1]!, arch: m[2]! };
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -165,17 +228,85 @@ const COMMANDS: Record<string, Command> = {
       }),
   },
   "control-plane": {
-    summary: "the reference control plane: serve documents from a catalog",
-    usage: "control-plane --catalog FILE [--listen ADDR]",
+    summary: "the reference control plane: serve documents from a catalog, or publish them",
+    usage: "control-plane --catalog FILE [--listen ADDR | --publish nats://HOST:PORT/BUCKET|" +
+      `s3://BUCKET/PREFIX [--platform OS/ARCH] [--once] ${TARGET_USAGE}]`,
     flags: {
       catalog: { type: "string", arg: "FILE", help: "the catalog (docs/catalog.md)" },
       listen: { type: "string", arg: "ADDR", help: "address to listen on (127.0.0.1:8480)" },
+      publish: {
+        type: "string",
+        arg: "URL",
+        help: "write each agent's document to NATS KV or S3 instead of serving HTTP",
+      },
+      platform: {
+        type: "string",
+        arg: "OS/ARCH",
+        help: "published documents' platform (linux/amd64)",
+      },
+      once: { type: "boolean", help: "publish once and exit instead of following the catalog" },
+      ...TARGET,
     },
-    run: async (v) =>
-      (await import("./src/commands/control_plane.ts")).controlPlaneCommand({
+    run: async (v) => {
+      if (typeof v.publish === "string") {
+        if (v.listen !== undefined) throw new UsageError("give --listen or --publish, not both");
+        return (await import("./src/commands/publish.ts")).controlPlanePublish({
+          catalog: _need(v, "catalog"),
+          publish: v.publish,
+          platform: _platform(v),
+          target: _targetOptions(v),
+          once: v.once === true,
+        });
+      }
+      return (await import("./src/commands/control_plane.ts")).controlPlaneCommand({
         catalog: _need(v, "catalog"),
         listen: typeof v.listen === "string" ? v.listen : "127.0.0.1:8480",
-      }),
+      });
+    },
+  },
+  publish: {
+    summary: "upload an artifact to a NATS object store or S3",
+    usage:
+      `publish --store nats://HOST:PORT/BUCKET|s3://BUCKET/PREFIX --key K ${TARGET_USAGE} FILE`,
+    flags: {
+      store: { type: "string", arg: "URL", help: "nats://HOST:PORT/BUCKET or s3://BUCKET/PREFIX" },
+      key: { type: "string", arg: "K", help: "the object key (artifact_object_key)" },
+      ...TARGET,
+    },
+    positionals: 1,
+    run: async (v, pos) => {
+      if (pos.length !== 1) throw new UsageError("give exactly one FILE");
+      return (await import("./src/commands/publish.ts")).publishCommand({
+        store: _need(v, "store"),
+        key: _need(v, "key"),
+        file: pos[0]!,
+        target: _targetOptions(v),
+      });
+    },
+  },
+  "nats-permissions": {
+    summary: "print the nats-server permissions block of one agent",
+    usage: "nats-permissions --agent-id ID [--bucket B] [--status-bucket B] " +
+      "[--artifact-bucket B] [--inbox-prefix P] [--json]",
+    flags: {
+      "agent-id": { type: "string", arg: "ID", help: "the agent's agent_id" },
+      bucket: { type: "string", arg: "B", help: "assignments KV bucket (addon-assignments)" },
+      "status-bucket": { type: "string", arg: "B", help: "status KV bucket (addon-status)" },
+      "artifact-bucket": { type: "string", arg: "B", help: "object store (addon-artifacts)" },
+      "inbox-prefix": { type: "string", arg: "P", help: "the agent's nats.inbox_prefix" },
+      ...JSON_FLAG,
+    },
+    run: async (v) => {
+      const o = (k: string) => _opt(v, k);
+      return (await import("./src/commands/nats_permissions.ts")).natsPermissionsCommand({
+        agentId: _need(v, "agent-id"),
+        ...(o("bucket") ? { bucket: o("bucket")! } : {}),
+        ...(o("status-bucket") ? { statusBucket: o("status-bucket")! } : {}),
+        ...(o("artifact-bucket") ? { artifactBucket: o("artifact-bucket")! } : {}),
+        ...(o("inbox-prefix") ? { inboxPrefix: o("inbox-prefix")! } : {}),
+        json: v.json === true,
+      });
+    },
   },
   dev: {
     summary: "a local store, control plane and example add-on, end to end",

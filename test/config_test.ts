@@ -122,7 +122,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
       _with({ source: { kind: "control_plane", url: "https://cp", poll_interval_s: 2.5 } }),
       FILE,
     );
-    assertEquals(cfg.source.poll_interval_s, 2.5);
+    assertEquals((cfg.source as { poll_interval_s: number }).poll_interval_s, 2.5);
   });
 
   await t.step("limits: each key may be given alone", () => {

@@ -1,6 +1,7 @@
 /**
  * The daemon (`addon-agent run`): poll the source (interval ±20 % jitter,
- * exponential backoff to 5 minutes on errors), merge the local override,
+ * exponential backoff to 5 minutes on errors; a push source such as NATS
+ * wakes the loop at once when a new document arrives), merge the local override,
  * hand the desired state to the reconciler, persist `state.json`, report
  * status to the control plane (coalesced on change, at least every 10
  * polls), and stop every add-on gracefully on SIGTERM.
@@ -94,6 +95,8 @@ export class Daemon {
   #stateError: string | null = null;
   #saveFailures = 0;
   readonly #units: SystemdUnits;
+  /** A push source said a new document is there: poll again without waiting. */
+  #pushed = false;
 
   private constructor(
     cfg: AgentConfig,
@@ -176,6 +179,10 @@ export class Daemon {
       }
       await this.#applyMerged(false);
     }
+    this.#source.watch?.(() => {
+      this.#pushed = true;
+      this.#pause.wake();
+    });
     const tick = setInterval(() => {
       if (!this.#stopping) this.#rec.tick().catch(() => {});
     }, RECONCILE_TICK_MS);
@@ -183,6 +190,7 @@ export class Daemon {
     try {
       while (!this.#stopping) {
         let ok = true;
+        this.#pushed = false;
         try {
           await this.#pollOnce();
           backoffMs = 0;
@@ -206,7 +214,7 @@ export class Daemon {
           this.#scheduleReport(0);
         }
         const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
-        await this.#pause.sleep(wait);
+        if (!this.#pushed) await this.#pause.sleep(wait);
       }
     } finally {
       clearInterval(tick);
@@ -356,7 +364,7 @@ export class Daemon {
   }
 
   #scheduleReport(delayMs: number): void {
-    if (this.#cfg.source.kind !== "control_plane" || this.#stopping) return;
+    if (this.#cfg.source.kind === "file" || this.#stopping) return;
     if (this.#reportTimer !== null) {
       if (delayMs > 0) return;
       clearTimeout(this.#reportTimer);

@@ -9,3 +9,4 @@ export * from "./sha256_file.ts";
 export * from "./version.ts";
 export * from "./wake_sleep.ts";
 export * from "./suggest.ts";
+export * from "./nats_connection.ts";

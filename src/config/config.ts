@@ -12,6 +12,16 @@
 
 import { DecodeError, ObjectReader, parseJson } from "../protocol/mod.ts";
 import { decodeIsolation, type IsolationConfig, runsAsRoot } from "./isolation.ts";
+import {
+  decodeNats,
+  decodeNatsSource,
+  decodeNatsStore,
+  decodeS3Source,
+  type NatsConfig,
+  type NatsSourceConfig,
+  type NatsStoreConfig,
+  type S3SourceConfig,
+} from "./fleet.ts";
 
 /** Where assignments come from. */
 export type SourceConfig =
@@ -24,7 +34,9 @@ export type SourceConfig =
     cert_file?: string;
     key_file?: string;
   }
-  | { kind: "file"; path: string; poll_interval_s: number };
+  | { kind: "file"; path: string; poll_interval_s: number }
+  | NatsSourceConfig
+  | S3SourceConfig;
 
 /** Where artifacts are stored. */
 export type ObjectStoreConfig =
@@ -36,7 +48,8 @@ export type ObjectStoreConfig =
     force_path_style: boolean;
     prefix: string;
   }
-  | { kind: "filesystem"; root: string };
+  | { kind: "filesystem"; root: string }
+  | NatsStoreConfig;
 
 /** The decoded `agent.json`. */
 export interface AgentConfig {
@@ -55,6 +68,8 @@ export interface AgentConfig {
     free_space_margin_bytes?: number;
   };
   status?: { listen: string };
+  /** The shared NATS connection (SPEC 14); required by `nats` sources and stores. */
+  nats?: NatsConfig;
   /** Directory for `systemd_*` unit files (an extension of SPEC 2). */
   systemd: { unit_dir: string };
   /** Limits on every request to a store or source (SPEC 12). */
@@ -125,9 +140,13 @@ function _decode(value: unknown, file: string): AgentConfig {
   }
 
   const s = r.object("source");
-  const kind = s.oneOf("kind", ["control_plane", "file"] as const);
+  const kind = s.oneOf("kind", ["control_plane", "file", "nats", "s3"] as const);
   let source: SourceConfig;
-  if (kind === "control_plane") {
+  if (kind === "nats") {
+    source = decodeNatsSource(s);
+  } else if (kind === "s3") {
+    source = decodeS3Source(s, agent_id);
+  } else if (kind === "control_plane") {
     const url = s.string("url");
     let parsed: URL;
     try {
@@ -166,9 +185,11 @@ function _decode(value: unknown, file: string): AgentConfig {
   s.done();
 
   const o = r.object("object_store");
-  const okind = o.oneOf("kind", ["s3", "filesystem"] as const);
+  const okind = o.oneOf("kind", ["s3", "filesystem", "nats"] as const);
   let object_store: ObjectStoreConfig;
-  if (okind === "s3") {
+  if (okind === "nats") {
+    object_store = decodeNatsStore(o);
+  } else if (okind === "s3") {
     const endpoint = o.optString("endpoint");
     if (endpoint !== undefined) {
       try {
@@ -234,6 +255,14 @@ function _decode(value: unknown, file: string): AgentConfig {
     st.done();
   }
 
+  const nr = r.optObject("nats");
+  const nats = nr ? decodeNats(nr, config_dir, agent_id) : undefined;
+  for (const [field, k] of [["source", source.kind], ["object_store", object_store.kind]]) {
+    if (k === "nats" && !nats) {
+      throw new DecodeError("nats", `is required when ${field}.kind is "nats"`);
+    }
+  }
+
   const sd = r.optObject("systemd");
   const systemd = {
     unit_dir: _absolute(
@@ -267,6 +296,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     isolation,
   };
   if (status) cfg.status = status;
+  if (nats) cfg.nats = nats;
   return cfg;
 }
 

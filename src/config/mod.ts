@@ -7,3 +7,4 @@
 export * from "./config.ts";
 export * from "./isolation.ts";
 export * from "./permission_check.ts";
+export * from "./fleet.ts";

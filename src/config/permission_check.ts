@@ -8,11 +8,13 @@
  *
  * What is checked:
  *
- * - net: the control plane (`source.url` host:port), the S3 store (the host
+ * - net: the control plane (`source.url` host:port), the NATS servers
+ *   (`nats.servers`), the S3 source and store (the host
  *   the AWS SDK will contact: `endpoint`, or `s3.<region>.amazonaws.com`,
  *   with the bucket in front for virtual-hosted addressing), the status
  *   listener (`status.listen`);
- * - read: the config file, `config_dir`, the token/CA/certificate/key files,
+ * - read: the config file, `config_dir`, the token/CA/certificate/key files
+ *   (also those of `nats`),
  *   a file source, a filesystem store root, the runtime root;
  * - write: the runtime root and the systemd unit directory;
  * - run (unscoped: add-ons, `setcap`, `systemctl`, signalling process
@@ -60,7 +62,10 @@ export interface PermissionNeed {
   fields: string[];
 }
 
-type _S3 = Extract<ObjectStoreConfig, { kind: "s3" }>;
+type _S3 = Pick<
+  Extract<ObjectStoreConfig, { kind: "s3" }>,
+  "bucket" | "region" | "endpoint" | "force_path_style"
+>;
 
 function _isIp(host: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.startsWith("[");
@@ -96,6 +101,12 @@ export function s3Host(store: _S3): string {
   return `${virtual ? `${store.bucket}.` : ""}${hostname}:${port}`;
 }
 
+/** The `host:port` of a NATS server URL (`nats://` or `tls://`, port 4222 by default). */
+export function natsHost(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || "4222"}`;
+}
+
 function _urlHost(url: string): string {
   const u = new URL(url);
   return `${u.hostname}:${u.port || (u.protocol === "https:" ? "443" : "80")}`;
@@ -120,8 +131,11 @@ export function permissionNeeds(cfg: AgentConfig): PermissionNeed[] {
       const p = src[k];
       if (p !== undefined) add("read", p, `source.${k}`);
     }
-  } else {
+  } else if (src.kind === "file") {
     add("read", src.path, "source.path");
+  } else if (src.kind === "s3") {
+    add("net", s3Host(src), src.endpoint !== undefined ? "source.endpoint" : "source.region");
+    add("sys", "osRelease", "source (the AWS SDK)");
   }
   const store = cfg.object_store;
   if (store.kind === "s3") {
@@ -131,8 +145,24 @@ export function permissionNeeds(cfg: AgentConfig): PermissionNeed[] {
       store.endpoint !== undefined ? "object_store.endpoint" : "object_store.region",
     );
     add("sys", "osRelease", "object_store (the AWS SDK)");
-  } else {
+  } else if (store.kind === "filesystem") {
     add("read", store.root, "object_store.root");
+  }
+  if (cfg.nats) {
+    cfg.nats.servers.forEach((url, i) => add("net", natsHost(url), `nats.servers[${i}]`));
+    for (
+      const k of [
+        "nkey_seed_file",
+        "password_file",
+        "creds_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+      ] as const
+    ) {
+      const p = cfg.nats[k];
+      if (p !== undefined) add("read", p, `nats.${k}`);
+    }
   }
   if (cfg.status) add("net", cfg.status.listen, "status.listen");
   add("read", cfg.file, "the configuration file");

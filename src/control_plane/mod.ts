@@ -1,8 +1,10 @@
 /**
- * The reference control plane (SPEC 4): the catalog and the HTTP server; only the `control-plane` and `dev` commands use it.
+ * The reference control plane (SPEC 4 and 14): the catalog, the HTTP server, the publisher to NATS KV or S3 and the per-agent NATS permissions; only the `control-plane`, `publish`, `nats-permissions` and `dev` commands use it.
  *
  * @module
  */
 
 export * from "./catalog.ts";
 export * from "./server.ts";
+export * from "./nats_permissions.ts";
+export * from "./publish.ts";

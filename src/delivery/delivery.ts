@@ -101,7 +101,10 @@ export async function deliveryContext(
 ): Promise<DeliveryContext> {
   return {
     layout,
-    store: await openObjectStore(cfg.object_store),
+    store: await openObjectStore(cfg.object_store, {
+      ...(cfg.nats ? { nats: cfg.nats } : {}),
+      idleMs: cfg.timeouts.idle_s * 1000,
+    }),
     downloads: new Downloads(),
     trust: cfg.trust,
     limits: cfg.limits,

@@ -367,7 +367,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
   }
   let obj;
   try {
-    obj = await req.store.open(req.key, have);
+    obj = await req.store.open(req.key, have, { sha256: req.sha256 });
   } catch (e) {
     throw new DownloadError((e as Error).message, {
       kind: e instanceof StoreError && e.kind === "refused" ? "refused" : "unavailable",

@@ -6,3 +6,4 @@
 
 export * from "./override.ts";
 export * from "./source.ts";
+export * from "./nats.ts";

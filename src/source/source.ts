@@ -1,7 +1,9 @@
 /**
- * Assignment sources (SPEC 2 and 4): a file on disk, or the control plane
+ * Assignment sources (SPEC 2, 4 and 14): a file on disk, the control plane
  * over HTTP(S) with conditional GETs, a bearer token, a pinned CA and client
- * certificates. A source only fetches; decoding happens in `assignment.ts`.
+ * certificates, or (in `nats.ts` and `s3.ts`) a NATS KV key with push
+ * updates and an S3 object. A source only fetches; decoding happens in
+ * `assignment.ts`.
  *
  * @example Poll once
  * ```ts
@@ -52,6 +54,12 @@ export interface Source {
    * @throws {SourceError} when the endpoint could not be reached or refused the report.
    */
   report(body: StatusReport): Promise<void>;
+  /**
+   * Push sources (NATS) call `onUpdate` when a new document is there or the
+   * connection came back; the daemon then polls at once instead of waiting
+   * out its interval. Polling sources leave this out.
+   */
+  watch?(onUpdate: () => void): void;
   /** Release connections. */
   close(): void;
 }
@@ -88,16 +96,27 @@ export class SourceError extends Error {
 }
 
 /**
- * Open the configured source.
+ * Open the configured source (the NATS and S3 clients are loaded only for their kinds).
  *
  * @throws {SourceError} when a credential file (`token_file`, `ca_file`, `cert_file`,
  * `key_file`) cannot be read or the token is empty.
  */
 export async function openSource(cfg: AgentConfig, platform: Platform): Promise<Source> {
-  if (cfg.source.kind === "file") {
-    return new FileSource(cfg.source.path, cfg.source.poll_interval_s);
+  const s = cfg.source;
+  switch (s.kind) {
+    case "file":
+      return new FileSource(s.path, s.poll_interval_s);
+    case "nats": {
+      const { NatsSource } = await import("./nats.ts");
+      return NatsSource.open(cfg);
+    }
+    case "s3": {
+      const { S3Source } = await import("./s3.ts");
+      return new S3Source(s);
+    }
+    case "control_plane":
+      return await ControlPlaneSource.open(cfg, platform);
   }
-  return await ControlPlaneSource.open(cfg, platform);
 }
 
 /** Reads the document from a file; `poll` reports `not_modified` when the text did not change. */

@@ -12,14 +12,31 @@
  * @module
  */
 
-import type { ObjectStoreConfig } from "../config/mod.ts";
+import type { NatsConfig, ObjectStoreConfig } from "../config/mod.ts";
 import type { ObjectStore } from "./types.ts";
 
-/** Build the configured object store (the S3 SDK is imported only when used). */
-export async function openObjectStore(cfg: ObjectStoreConfig): Promise<ObjectStore> {
+/** What a store needs beyond its own section: the shared NATS connection, the stall timeout. */
+export interface StoreContext {
+  /** The top-level `nats` section (required for kind `nats`). */
+  nats?: NatsConfig;
+  /** Fail a read that delivers nothing for this long (`timeouts.idle_s`). */
+  idleMs?: number;
+}
+
+/** Build the configured object store (the S3 SDK and the NATS client are imported only when used). */
+export async function openObjectStore(
+  cfg: ObjectStoreConfig,
+  ctx: StoreContext = {},
+): Promise<ObjectStore> {
   if (cfg.kind === "filesystem") {
     const { FilesystemStore } = await import("./filesystem.ts");
     return new FilesystemStore(cfg.root);
+  }
+  if (cfg.kind === "nats") {
+    if (!ctx.nats) throw new Error("object_store kind nats needs the nats section");
+    const { NatsStore } = await import("./nats.ts");
+    const { acquireNats } = await import("../common/mod.ts");
+    return new NatsStore(cfg.bucket, acquireNats(ctx.nats), ctx.idleMs);
   }
   const { S3Store } = await import("./s3.ts");
   return new S3Store(cfg);

@@ -8,3 +8,4 @@ export * from "./factory.ts";
 export * from "./filesystem.ts";
 export * from "./s3.ts";
 export * from "./types.ts";
+export * from "./nats.ts";

@@ -23,6 +23,15 @@ export interface OpenedObject {
   close(): void;
 }
 
+/** What the caller knows about the object it opens. */
+export interface OpenOptions {
+  /**
+   * The sha256 (hex) the bytes must have: a store that keeps its own digest
+   * (NATS) refuses the object before reading it when the two disagree.
+   */
+  sha256?: string;
+}
+
 /**
  * Where artifacts are read from.
  *
@@ -39,7 +48,7 @@ export interface ObjectStore {
    * @throws {StoreError} `not_found` when there is no such object, `refused` when the key
    * or the object may not be read, `unavailable` when the store could not answer.
    */
-  open(key: string, offset: number): Promise<OpenedObject>;
+  open(key: string, offset: number, opts?: OpenOptions): Promise<OpenedObject>;
 }
 
 /**

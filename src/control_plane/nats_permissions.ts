@@ -1,0 +1,96 @@
+/**
+ * The nats-server `permissions` block for one agent (SPEC 14): it may read
+ * its own assignment key, put its own status key, and read the artifact
+ * object store; nothing else. Printed by `addon-agent nats-permissions`.
+ *
+ * Every grant names the agent's key *in the subject*: the direct get with
+ * the key appended (`$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<id>`) and
+ * the plain subscription to `$KV.<bucket>.<id>`. Never granted: a bare
+ * `$JS.API.DIRECT.GET.KV_<bucket>`, `$JS.API.STREAM.MSG.GET.KV_<bucket>` or
+ * a consumer on the KV stream — they carry the key in the request body, so
+ * the server could not stop an agent from reading every other agent's
+ * document.
+ *
+ * @example Print the block for edge-01
+ * ```ts
+ * import { natsPermissions, renderNatsPermissions } from "./nats_permissions.ts";
+ * const p = natsPermissions({ agentId: "edge-01" });
+ * console.log(renderNatsPermissions(p));
+ * ```
+ *
+ * @module
+ */
+
+import { defaultInboxPrefix } from "../config/mod.ts";
+
+/** Who the block is for and which buckets the fleet uses (defaults as in SPEC 14). */
+export interface NatsPermissionsInput {
+  agentId: string;
+  bucket?: string;
+  statusBucket?: string;
+  artifactBucket?: string;
+  inboxPrefix?: string;
+}
+
+/** A nats-server permissions block: subjects a user may publish and subscribe to. */
+export interface NatsPermissions {
+  publish: { allow: string[] };
+  subscribe: { allow: string[] };
+}
+
+/** The permissions of one agent. */
+export function natsPermissions(input: NatsPermissionsInput): NatsPermissions {
+  const id = input.agentId;
+  const kv = input.bucket ?? "addon-assignments";
+  const status = input.statusBucket ?? "addon-status";
+  const obj = input.artifactBucket ?? "addon-artifacts";
+  const inbox = input.inboxPrefix ?? defaultInboxPrefix(id);
+  return {
+    publish: {
+      allow: [
+        // read the own document: the key is part of the subject
+        `$JS.API.DIRECT.GET.KV_${kv}.$KV.${kv}.${id}`,
+        // put the own status report
+        `$KV.${status}.${id}`,
+        // read artifacts: object metadata and chunks (every agent may read every artifact)
+        `$JS.API.DIRECT.GET.OBJ_${obj}`,
+        `$JS.API.DIRECT.GET.OBJ_${obj}.>`,
+        `$JS.API.STREAM.INFO.OBJ_${obj}`,
+        `$JS.API.CONSUMER.CREATE.OBJ_${obj}.>`,
+        `$JS.API.CONSUMER.INFO.OBJ_${obj}.>`,
+        `$JS.API.CONSUMER.MSG.NEXT.OBJ_${obj}.>`,
+        `$JS.API.CONSUMER.DELETE.OBJ_${obj}.>`,
+      ],
+    },
+    subscribe: {
+      allow: [
+        // replies (direct gets, acks, chunks) come to the agent's own inbox
+        `${inbox}.>`,
+        // pushed updates of the own document
+        `$KV.${kv}.${id}`,
+      ],
+    },
+  };
+}
+
+/** The block as nats-server configuration text, to paste into a user entry. */
+export function renderNatsPermissions(p: NatsPermissions, agentId?: string): string {
+  const list = (xs: string[]) => xs.map((s) => `      ${JSON.stringify(s)}`).join("\n");
+  return [
+    ...(agentId
+      ? [`# addon-agent ${agentId}: its own document and status, and the artifacts`]
+      : []),
+    "permissions: {",
+    "  publish: {",
+    "    allow: [",
+    list(p.publish.allow),
+    "    ]",
+    "  }",
+    "  subscribe: {",
+    "    allow: [",
+    list(p.subscribe.allow),
+    "    ]",
+    "  }",
+    "}",
+  ].join("\n");
+}

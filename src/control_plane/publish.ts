@@ -1,0 +1,271 @@
+/**
+ * The reference control plane as a publisher (SPEC 14): render every
+ * agent's document from the catalog exactly as the HTTP server does (same
+ * `config_version`) and write it where the agents read it — a NATS KV key
+ * `<agent_id>`, or an S3 object `<prefix><agent_id>.json` — writing only the
+ * documents that changed, again whenever the catalog changes. Also uploads
+ * artifacts to either store (`addon-agent publish`).
+ *
+ * The agents published to are those the catalog names under
+ * `assignments.agents` plus those that already have a document in the
+ * target (an agent dropped from the catalog gets the default list, as the
+ * HTTP server would serve it).
+ *
+ * @example Publish a catalog once to NATS
+ * ```ts
+ * import { openTarget, parsePublishUrl, publishCatalog } from "./publish.ts";
+ * import { parseCatalog } from "./catalog.ts";
+ * const target = await openTarget(parsePublishUrl("nats://127.0.0.1:4222/addon-assignments"), {});
+ * const catalog = parseCatalog(await Deno.readTextFile("catalog.json"));
+ * const r = await publishCatalog(target, catalog, { os: "linux", arch: "amd64" });
+ * console.log(r.written);
+ * await target.close();
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { NatsConfig } from "../config/mod.ts";
+import { acquireNats, log, type NatsHandle } from "../common/mod.ts";
+import { type Catalog, documentFor } from "./catalog.ts";
+
+/** Where `--publish` / `--store` point: a NATS bucket or an S3 bucket and prefix. */
+export type PublishUrl =
+  | { kind: "nats"; server: string; bucket: string }
+  | { kind: "s3"; bucket: string; prefix: string };
+
+/** How to reach the target beyond its URL: NATS credentials and TLS, the S3 endpoint. */
+export interface TargetOptions {
+  /** NATS credentials and TLS (`servers` and `inbox_prefix` come from the URL). */
+  nats?: Omit<NatsConfig, "servers" | "inbox_prefix">;
+  /** S3: endpoint URL (default: AWS), region (default `us-east-1`), path-style addressing. */
+  s3?: { endpoint?: string; region?: string; force_path_style?: boolean };
+}
+
+/** A bad `--publish` or `--store` URL; the CLI exits 2. */
+export class PublishUrlError extends Error {
+  /** Make the error, naming the URL and what is wrong. */
+  constructor(message: string) {
+    super(message);
+    this.name = "PublishUrlError";
+  }
+}
+
+/** Parse `nats://HOST:PORT/BUCKET` (or `tls://…`) or `s3://BUCKET/PREFIX`. */
+export function parsePublishUrl(url: string): PublishUrl {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new PublishUrlError(`${JSON.stringify(url)} is not a URL`);
+  }
+  if (u.protocol === "nats:" || u.protocol === "tls:") {
+    const bucket = u.pathname.replace(/^\/+|\/+$/g, "");
+    if (!/^[A-Za-z0-9_-]+$/.test(bucket)) {
+      throw new PublishUrlError(
+        `${url}: the path must be one bucket name (letters, digits, '_', '-'), like nats://127.0.0.1:4222/addon-assignments`,
+      );
+    }
+    return { kind: "nats", server: `${u.protocol}//${u.host}`, bucket };
+  }
+  if (u.protocol === "s3:") {
+    if (!u.hostname) throw new PublishUrlError(`${url}: no bucket, like s3://fleet/assignments/`);
+    let prefix = decodeURIComponent(u.pathname.replace(/^\/+/, ""));
+    if (prefix !== "" && !prefix.endsWith("/")) prefix += "/";
+    return { kind: "s3", bucket: u.hostname, prefix };
+  }
+  throw new PublishUrlError(`${url}: must be nats://HOST:PORT/BUCKET or s3://BUCKET/PREFIX`);
+}
+
+/** Where documents and artifacts are written. */
+export interface Target {
+  /** For messages. */
+  readonly describe: string;
+  /** The agents that have a document there now, with its text. */
+  documents(): Promise<Map<string, string>>;
+  /** Write `agentId`'s document. */
+  writeDocument(agentId: string, text: string): Promise<void>;
+  /** Upload an artifact under `key`; returns its size. */
+  upload(key: string, file: string): Promise<number>;
+  /** Release connections. */
+  close(): Promise<void>;
+}
+
+/** Open the target of `url` (creating the NATS bucket when it is not there). */
+export function openTarget(url: PublishUrl, opts: TargetOptions): Promise<Target> {
+  return url.kind === "nats"
+    ? _NatsTarget.open(url, opts)
+    : Promise.resolve(new _S3Target(url, opts));
+}
+
+class _NatsTarget implements Target {
+  readonly describe: string;
+  private constructor(
+    readonly url: Extract<PublishUrl, { kind: "nats" }>,
+    readonly nats: NatsHandle,
+  ) {
+    this.describe = `${url.server}/${url.bucket}`;
+  }
+
+  static open(
+    url: Extract<PublishUrl, { kind: "nats" }>,
+    opts: TargetOptions,
+  ): Promise<_NatsTarget> {
+    const cfg: NatsConfig = { ...opts.nats, servers: [url.server], inbox_prefix: "_INBOX" };
+    return Promise.resolve(new _NatsTarget(url, acquireNats(cfg)));
+  }
+
+  async #kv() {
+    const nc = await this.nats.connection(15_000);
+    const { Kvm } = await import("@nats-io/kv");
+    return await new Kvm(nc).create(this.url.bucket, { history: 5 });
+  }
+
+  async documents(): Promise<Map<string, string>> {
+    const kv = await this.#kv();
+    const out = new Map<string, string>();
+    for await (const k of await kv.keys()) {
+      const e = await kv.get(k);
+      if (e && e.operation === "PUT") out.set(k, e.string());
+    }
+    return out;
+  }
+
+  async writeDocument(agentId: string, text: string): Promise<void> {
+    const kv = await this.#kv();
+    await kv.put(agentId, text);
+  }
+
+  async upload(key: string, file: string): Promise<number> {
+    const nc = await this.nats.connection(15_000);
+    const { Objm } = await import("@nats-io/obj");
+    const os = await new Objm(nc).create(this.url.bucket);
+    const f = await Deno.open(file, { read: true });
+    const info = await os.put({ name: key }, f.readable);
+    return info.size;
+  }
+
+  async close(): Promise<void> {
+    await this.nats.release();
+  }
+}
+
+class _S3Target implements Target {
+  readonly describe: string;
+  #client: import("@aws-sdk/client-s3").S3Client | null = null;
+  constructor(readonly url: Extract<PublishUrl, { kind: "s3" }>, readonly opts: TargetOptions) {
+    this.describe = `s3://${url.bucket}/${url.prefix}`;
+  }
+
+  async #s3() {
+    const sdk = await import("@aws-sdk/client-s3");
+    const o = this.opts.s3 ?? {};
+    this.#client ??= new sdk.S3Client({
+      region: o.region ?? "us-east-1",
+      forcePathStyle: o.force_path_style ?? false,
+      ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+    });
+    return { sdk, client: this.#client };
+  }
+
+  async documents(): Promise<Map<string, string>> {
+    const { sdk, client } = await this.#s3();
+    const out = new Map<string, string>();
+    let token: string | undefined;
+    do {
+      const r = await client.send(
+        new sdk.ListObjectsV2Command({
+          Bucket: this.url.bucket,
+          Prefix: this.url.prefix,
+          ...(token ? { ContinuationToken: token } : {}),
+        }),
+      );
+      for (const o of r.Contents ?? []) {
+        const rest = (o.Key ?? "").slice(this.url.prefix.length);
+        const m = /^([A-Za-z0-9][A-Za-z0-9._-]{0,127})\.json$/.exec(rest);
+        if (!m) continue;
+        const g = await client.send(
+          new sdk.GetObjectCommand({ Bucket: this.url.bucket, Key: o.Key }),
+        );
+        out.set(m[1]!, (await g.Body?.transformToString("utf-8")) ?? "");
+      }
+      token = r.IsTruncated ? r.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  async writeDocument(agentId: string, text: string): Promise<void> {
+    const { sdk, client } = await this.#s3();
+    await client.send(
+      new sdk.PutObjectCommand({
+        Bucket: this.url.bucket,
+        Key: `${this.url.prefix}${agentId}.json`,
+        Body: text,
+        ContentType: "application/json",
+      }),
+    );
+  }
+
+  async upload(key: string, file: string): Promise<number> {
+    const { sdk, client } = await this.#s3();
+    const bytes = await Deno.readFile(file);
+    await client.send(
+      new sdk.PutObjectCommand({
+        Bucket: this.url.bucket,
+        Key: `${this.url.prefix}${key}`,
+        Body: bytes,
+      }),
+    );
+    return bytes.length;
+  }
+
+  close(): Promise<void> {
+    this.#client?.destroy();
+    return Promise.resolve();
+  }
+}
+
+/** What one publishing pass did. */
+export interface PublishResult {
+  /** Agents whose document was written. */
+  written: string[];
+  /** Agents whose document was already current. */
+  unchanged: string[];
+}
+
+/**
+ * Render and write every agent's document; `known` (agent → text last seen
+ * in the target) is read from the target when not given, and updated.
+ */
+export async function publishCatalog(
+  target: Target,
+  catalog: Catalog,
+  platform: { os: string; arch: string },
+  known?: Map<string, string>,
+): Promise<PublishResult> {
+  const have = known ?? await target.documents();
+  const agents = new Set([...catalog.agents.keys(), ...have.keys()]);
+  const out: PublishResult = { written: [], unchanged: [] };
+  for (const id of [...agents].sort()) {
+    const text = JSON.stringify(documentFor(catalog, id, platform.os, platform.arch));
+    if (have.get(id) === text) {
+      out.unchanged.push(id);
+      continue;
+    }
+    await target.writeDocument(id, text);
+    have.set(id, text);
+    out.written.push(id);
+  }
+  log.info("catalog published", {
+    target: target.describe,
+    written: out.written.length,
+    unchanged: out.unchanged.length,
+  });
+  return out;
+}
+
+/** sha256 of `text`, for noticing a changed catalog. */
+export function textDigest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
