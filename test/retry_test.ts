@@ -5,23 +5,23 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { type Clock, DeliveryRetries } from "../src/agent/retry.ts";
+import { DeliveryRetries, REAL_CLOCK, type RetryClock } from "../src/agent/retry.ts";
 
 /** A clock whose time moves only when the test says so. */
-class _FakeClock implements Clock {
+class _FakeClock implements RetryClock {
   t = 1_000_000;
   timers = new Map<number, { at: number; fn: () => void }>();
   #next = 1;
   now(): number {
     return this.t;
   }
-  setTimer(fn: () => void, ms: number): unknown {
+  setTimeout(fn: () => void, ms: number): number {
     const id = this.#next++;
     this.timers.set(id, { at: this.t + ms, fn });
     return id;
   }
-  clearTimer(h: unknown): void {
-    this.timers.delete(h as number);
+  clearTimeout(h: number): void {
+    this.timers.delete(h);
   }
   /** Move time to `to`, firing due timers in order. */
   advanceTo(to: number): void {
@@ -41,7 +41,7 @@ const TIMING = { retryInitialMs: 30_000, retryMaxMs: 3_600_000 };
 
 Deno.test("DeliveryRetries.failed() backs off 30 s doubling to 1 h", () => {
   const clock = new _FakeClock();
-  const r = new DeliveryRetries(TIMING, clock, () => 0.5); // no jitter
+  const r = new DeliveryRetries(clock, TIMING, () => 0.5); // no jitter
   const delays = Array.from({ length: 9 }, () => r.failed("1.0.0:ab", () => {}));
   assertEquals(delays, [
     30_000,
@@ -58,13 +58,13 @@ Deno.test("DeliveryRetries.failed() backs off 30 s doubling to 1 h", () => {
 });
 
 Deno.test("DeliveryRetries.failed() jitters each delay by at most ±10 %", () => {
-  const low = new DeliveryRetries(TIMING, new _FakeClock(), () => 0);
-  const high = new DeliveryRetries(TIMING, new _FakeClock(), () => 0.999999);
+  const low = new DeliveryRetries(new _FakeClock(), TIMING, () => 0);
+  const high = new DeliveryRetries(new _FakeClock(), TIMING, () => 0.999999);
   assertEquals(low.failed("k", () => {}), 27_000);
   assertEquals(high.failed("k", () => {}), 33_000);
   assertEquals(low.failed("k", () => {}), 54_000);
   const spread = new Set(
-    Array.from({ length: 50 }, () => new DeliveryRetries(TIMING).failed("k", () => {})),
+    Array.from({ length: 50 }, () => new DeliveryRetries(REAL_CLOCK, TIMING).failed("k")),
   );
   assert(spread.size > 1, "real random delays differ");
   for (const d of spread) assert(d >= 27_000 && d <= 33_000, `${d} outside 30 s ±10 %`);
@@ -72,7 +72,7 @@ Deno.test("DeliveryRetries.failed() jitters each delay by at most ±10 %", () =>
 
 Deno.test("DeliveryRetries fires the retry when its backoff is due, not at a later tick", () => {
   const clock = new _FakeClock();
-  const r = new DeliveryRetries(TIMING, clock, () => 0.5);
+  const r = new DeliveryRetries(clock, TIMING, () => 0.5);
   const fired: number[] = [];
   const start = clock.now();
   r.failed("1.0.0:ab", () => fired.push(clock.now() - start));
@@ -91,7 +91,7 @@ Deno.test("DeliveryRetries fires the retry when its backoff is due, not at a lat
 
 Deno.test("DeliveryRetries.succeeded() and clear() disarm the timers", () => {
   const clock = new _FakeClock();
-  const r = new DeliveryRetries(TIMING, clock, () => 0.5);
+  const r = new DeliveryRetries(clock, TIMING, () => 0.5);
   const fired: string[] = [];
   r.failed("a", () => fired.push("a"));
   r.failed("b", () => fired.push("b"));

@@ -6,7 +6,8 @@
  *
  * @example Arm a retry after a failure
  * ```ts
- * const retries = new DeliveryRetries({ retryInitialMs: 30_000, retryMaxMs: 3_600_000 });
+ * const timing = { retryInitialMs: 30_000, retryMaxMs: 3_600_000 };
+ * const retries = new DeliveryRetries(REAL_CLOCK, timing);
  * const delay = retries.failed("1.4.2:ab12", () => console.log("retry now"));
  * console.log(`retry in ${Math.round(delay / 1000)} s`, retries.waiting("1.4.2:ab12"));
  * retries.clear(); // the add-on was removed or the agent stops
@@ -15,18 +16,18 @@
  * @module
  */
 
-/** Time and timers, injectable for tests. */
-export interface Clock {
+/** Time and one-shot timers, injectable for tests (the shape of `common`'s clock). */
+export interface RetryClock {
   now(): number;
-  setTimer(fn: () => void, ms: number): unknown;
-  clearTimer(handle: unknown): void;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: never): void;
 }
 
-/** The wall clock and `setTimeout`. */
-export const REAL_CLOCK: Clock = {
+/** The wall clock and the global timers. */
+export const REAL_CLOCK: RetryClock = {
   now: () => Date.now(),
-  setTimer: (fn, ms) => setTimeout(fn, ms),
-  clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h: ReturnType<typeof setTimeout>) => clearTimeout(h),
 };
 
 /** Fraction of each delay that is random, either way (SPEC 8: ±10 %). */
@@ -44,19 +45,19 @@ export class DeliveryRetries {
 
   /** Back off from `retryInitialMs`, doubling, to at most `retryMaxMs`. */
   constructor(
+    readonly clock: RetryClock,
     readonly timing: { retryInitialMs: number; retryMaxMs: number },
-    readonly clock: Clock = REAL_CLOCK,
     readonly random: () => number = Math.random,
   ) {}
 
   /**
-   * Record a failed attempt of `key` and arm a timer that calls `onDue` when
-   * its backoff is over (replacing an earlier timer of `key`); returns the
-   * delay in ms.
+   * Record a failed attempt of `key` and, given `onDue`, arm a timer that
+   * calls it when the backoff is over (replacing an earlier timer of `key`);
+   * returns the delay in ms.
    */
-  failed(key: string, onDue: () => void): number {
+  failed(key: string, onDue?: () => void): number {
     const prev = this.#entries.get(key);
-    if (prev) this.clock.clearTimer(prev.timer);
+    if (prev) this.#clear(prev);
     const attempt = (prev?.attempt ?? 0) + 1;
     const base = Math.min(
       this.timing.retryInitialMs * 2 ** (attempt - 1),
@@ -64,9 +65,11 @@ export class DeliveryRetries {
     );
     const delay = Math.round(base * (1 - RETRY_JITTER + 2 * RETRY_JITTER * this.random()));
     const entry: _Entry = { attempt, dueAt: this.clock.now() + delay, timer: undefined };
-    entry.timer = this.clock.setTimer(() => {
-      if (this.#entries.get(key) === entry) onDue();
-    }, delay);
+    if (onDue) {
+      entry.timer = this.clock.setTimeout(() => {
+        if (this.#entries.get(key) === entry) onDue();
+      }, delay);
+    }
     this.#entries.set(key, entry);
     return delay;
   }
@@ -86,13 +89,17 @@ export class DeliveryRetries {
   succeeded(key: string): void {
     const e = this.#entries.get(key);
     if (!e) return;
-    this.clock.clearTimer(e.timer);
+    this.#clear(e);
     this.#entries.delete(key);
   }
 
   /** Forget every key and stop every timer (the add-on is removed, the agent stops). */
   clear(): void {
-    for (const e of this.#entries.values()) this.clock.clearTimer(e.timer);
+    for (const e of this.#entries.values()) this.#clear(e);
     this.#entries.clear();
+  }
+
+  #clear(e: _Entry): void {
+    if (e.timer !== undefined) this.clock.clearTimeout(e.timer as never);
   }
 }
