@@ -360,17 +360,24 @@ async function _stage(
   partial: string,
   record: StagedArtifact,
 ): Promise<void> {
-  await ensureRealDir(layout.addonDir(a.addon_id));
-  await ensureRealDir(layout.versionsDir(a.addon_id));
+  // Not world-readable (SPEC 13): the launch gives the add-on's group access.
+  await ensureRealDir(layout.addonDir(a.addon_id), 0o750);
+  await ensureRealDir(layout.versionsDir(a.addon_id), 0o750);
   const stageDir = `${layout.tmp}/stage-${a.addon_id}-${a.version}-${
     crypto.randomUUID().slice(0, 8)
   }`;
-  await Deno.mkdir(stageDir, { mode: 0o755 });
+  await Deno.mkdir(stageDir, { mode: 0o750 });
   try {
     const bin = `${stageDir}/${a.binary_name}`;
-    await Deno.link(partial, bin);
-    await Deno.chmod(bin, 0o755);
-    await writeFileAtomic(`${stageDir}/artifact.json`, JSON.stringify(record, null, 2) + "\n");
+    // A copy, never a hard link: two add-ons with identical bytes must not share an
+    // inode, or file capabilities and ownership given to one would apply to the other.
+    await Deno.copyFile(partial, bin);
+    await Deno.chmod(bin, 0o750);
+    await writeFileAtomic(
+      `${stageDir}/artifact.json`,
+      JSON.stringify(record, null, 2) + "\n",
+      0o640,
+    );
     const target = layout.versionDir(a.addon_id, a.version);
     if (await Deno.lstat(target).then(() => true, () => false)) {
       throw new DeliveryError(

@@ -4,6 +4,7 @@
  * @module
  */
 
+export * from "./addon_users.ts";
 export * from "./fs_atomic.ts";
 export * from "./gc.ts";
 export * from "./last_good.ts";

@@ -63,6 +63,16 @@ export interface AddonState {
   helper_fingerprint?: string;
   /** Names of the toggle settings of a `config_toggle` add-on (never their values). */
   toggles?: string[];
+  /** The uid the add-on runs as (SPEC 13); absent: the agent's own. */
+  uid?: number;
+  /** What ends all of the add-on's processes on stop (SPEC 13). */
+  containment?: "cgroup" | "process_group";
+  /** Limits asked for but not applied, with why ("not enforced: no memory controller"). */
+  resources_not_enforced?: string[];
+  /** Memory in use by the add-on's cgroup (`memory.current`), when known. */
+  memory_bytes?: number;
+  /** CPU time used by the add-on's cgroup (`cpu.stat`), when known. */
+  cpu_seconds?: number;
 }
 
 /** The whole of `state.json`. */
@@ -73,6 +83,8 @@ export interface AgentState {
   /** The assignments document last accepted from the source, run again at start. */
   pushed: Json | null;
   addons: Record<string, AddonState>;
+  /** Per-add-on uids (SPEC 13), kept while the add-on's directory exists. */
+  uids?: Record<string, number>;
 }
 
 /** A fresh, empty agent state. */
