@@ -60,7 +60,7 @@ Deno.test("sync delivers a signed artifact from S3 and switches current", async 
         assertEquals(await Deno.readLink(`${root}/addons/net-probe/current`), "versions/1.0.0");
         const bin = `${root}/addons/net-probe/versions/1.0.0/net-probe`;
         assertEquals(await Deno.readTextFile(bin), v1);
-        assertEquals((await Deno.stat(bin)).mode! & 0o777, 0o755);
+        assertEquals((await Deno.stat(bin)).mode! & 0o777, 0o750, "not world-readable (SPEC 13)");
         const art = JSON.parse(
           await Deno.readTextFile(`${root}/addons/net-probe/versions/1.0.0/artifact.json`),
         );

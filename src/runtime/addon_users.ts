@@ -15,6 +15,8 @@
  *
  * @example Allocate and secure
  * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * import { emptyState } from "./state.ts";
  * const layout = new Layout("/var/lib/addon-agent");
  * const state = emptyState();
  * const uid = await allocateUid(layout, state, "net-probe", [61000, 61999]);
