@@ -283,6 +283,35 @@ Deno.test("renderService() grants capabilities as ambient and bounding set", asy
   });
 });
 
+Deno.test("renderService() runs an isolated add-on as its numeric uid with its limits", async (t) => {
+  await _withTempDir(async (dir) => {
+    const spec = await _spec(dir, {
+      capabilities: ["CAP_NET_RAW"],
+      uid: 61234,
+      gid: 61234,
+      resources: { memory_max_bytes: 67108864, cpu_max_percent: 50, pids_max: 32 },
+    });
+    const text = renderService(spec);
+    const { service } = unitNames(spec.addon_id);
+    await t.step("systemd-analyze verify accepts it", async () => {
+      await _assertVerifies(await _write(dir, { [service]: text }));
+    });
+    await t.step("systemd reads the user, group, capabilities and limits", async () => {
+      const dump = await _systemdDump(dir, service);
+      deepStrictEqual(_get(dump, service, "User"), ["61234"]);
+      deepStrictEqual(_get(dump, service, "Group"), ["61234"]);
+      deepStrictEqual(_get(dump, service, "CapabilityBoundingSet"), ["cap_net_raw"]);
+      deepStrictEqual(_get(dump, service, "AmbientCapabilities"), ["cap_net_raw"]);
+      ok(text.includes("\nMemoryMax=67108864\n"), text);
+      ok(text.includes("\nCPUQuota=50%\n"), text);
+      ok(text.includes("\nTasksMax=32\n"), text);
+    });
+    await t.step("uid 0 is refused", () => {
+      throws(() => renderService({ ...spec, uid: 0 }), /not a valid non-root id/);
+    });
+  });
+});
+
 Deno.test("renderTimer() writes a timer that runs a oneshot service", async (t) => {
   await _withTempDir(async (dir) => {
     const spec = await _spec(dir, {

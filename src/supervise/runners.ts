@@ -212,6 +212,13 @@ class _SystemdRunner implements Runner {
         capabilities: a.capabilities,
         kind: a.supervision === "systemd_timer" ? "timer" : "service",
         ...(a.schedule !== undefined ? { schedule: a.schedule } : {}),
+        ...(a.resources !== undefined ? { resources: a.resources } : {}),
+        ...(this.launch.confine?.uid != null
+          ? {
+            uid: this.launch.confine.uid,
+            gid: this.launch.confine.gid ?? this.launch.confine.uid,
+          }
+          : {}),
       });
       this.ev.running();
     } catch (e) {

@@ -10,7 +10,9 @@
  * `ProtectHome=yes`, `PrivateTmp=yes`, `ReadWritePaths=` the add-on's data
  * directory (which must exist before the unit starts, or systemd refuses to
  * start it), and `CapabilityBoundingSet=` exactly the add-on's `capabilities`
- * (empty when none), also raised as `AmbientCapabilities=`. Ambient
+ * (empty when none), also raised as `AmbientCapabilities=`; numeric `User=`
+ * and `Group=` when the add-on has its own uid, and `MemoryMax=`,
+ * `CPUQuota=`, `TasksMax=` from its `resources` (SPEC 13). Ambient
  * capabilities survive `execve` under `NoNewPrivileges` (that flag only stops
  * gaining privileges through setuid bits and file capabilities), so the two
  * are used together.
@@ -31,7 +33,7 @@
  * @module
  */
 
-import { isSafeSegment, parseSchedule } from "../protocol/mod.ts";
+import { isSafeSegment, parseSchedule, type Resources } from "../protocol/mod.ts";
 
 /** What the units of one `systemd_service` / `systemd_timer` add-on are made from. */
 export interface UnitSpec {
@@ -51,6 +53,11 @@ export interface UnitSpec {
   kind: "service" | "timer";
   /** systemd calendar expression (see `calendar.ts`); required for kind `timer`. */
   schedule?: string;
+  /** Numeric `User=` and `Group=` (SPEC 13); absent: systemd's default (root). */
+  uid?: number;
+  gid?: number;
+  /** `MemoryMax=`, `CPUQuota=`, `TasksMax=` (SPEC 13). */
+  resources?: Resources;
 }
 
 /** A {@linkcode UnitSpec} for a timer: it has a schedule. */
@@ -191,6 +198,8 @@ export function renderService(spec: UnitSpec): string {
     `ReadWritePaths=${_quote(dataDir)}`,
     `CapabilityBoundingSet=${caps.join(" ")}`,
     ...(caps.length ? [`AmbientCapabilities=${caps.join(" ")}`] : []),
+    ..._identity(spec),
+    ..._resources(spec.resources),
   ];
   // A timer-driven service is started by its timer only: no [Install] section.
   if (spec.kind === "service") lines.push("", "[Install]", "WantedBy=multi-user.target");
@@ -214,6 +223,39 @@ export function renderTimer(spec: TimerSpec): string {
     "WantedBy=timers.target",
     "",
   ].join("\n");
+}
+
+/** Numeric `User=`/`Group=`: no name lookup, no passwd entry needed, no name to spoof. */
+function _identity(spec: UnitSpec): string[] {
+  const out: string[] = [];
+  for (const [key, v] of [["User", spec.uid], ["Group", spec.gid ?? spec.uid]] as const) {
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 2) {
+      throw new Error(`${key.toLowerCase()} id ${v} is not a valid non-root id`);
+    }
+    out.push(`${key}=${v}`);
+  }
+  if (spec.uid !== undefined) out.push("SupplementaryGroups=");
+  return out;
+}
+
+function _resources(r: Resources | undefined): string[] {
+  if (!r) return [];
+  const out: string[] = [];
+  const int = (v: number, what: string) => {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new Error(`resources.${what} must be a positive integer`);
+    }
+    return v;
+  };
+  if (r.memory_max_bytes !== undefined) {
+    out.push(`MemoryMax=${int(r.memory_max_bytes, "memory_max_bytes")}`);
+  }
+  if (r.cpu_max_percent !== undefined) {
+    out.push(`CPUQuota=${int(r.cpu_max_percent, "cpu_max_percent")}%`);
+  }
+  if (r.pids_max !== undefined) out.push(`TasksMax=${int(r.pids_max, "pids_max")}`);
+  return out;
 }
 
 function _value(v: string, what: string): string {
