@@ -89,7 +89,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
         prefix: "",
       },
       trust: { public_keys: [], require_signature: false },
-      limits: { max_artifact_bytes: 268435456, keep_versions: 3 },
+      limits: { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 1073741824 },
       systemd: { unit_dir: "/etc/systemd/system" },
       timeouts: { connect_s: 10, idle_s: 60 },
       isolation: {
@@ -128,15 +128,19 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
   await t.step("limits: each key may be given alone", () => {
     assertEquals(
       decodeConfig(_with({ limits: { max_artifact_bytes: 1024 } }), FILE).limits,
-      { max_artifact_bytes: 1024, keep_versions: 3 },
+      { max_artifact_bytes: 1024, keep_versions: 3, max_unpacked_bytes: 1073741824 },
     );
     assertEquals(
       decodeConfig(_with({ limits: { keep_versions: 5 } }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 5 },
+      { max_artifact_bytes: 268435456, keep_versions: 5, max_unpacked_bytes: 1073741824 },
+    );
+    assertEquals(
+      decodeConfig(_with({ limits: { max_unpacked_bytes: 4096 } }), FILE).limits,
+      { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 4096 },
     );
     assertEquals(
       decodeConfig(_with({ limits: {} }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 3 },
+      { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 1073741824 },
     );
     assertEquals(
       decodeConfig(_with({ limits: { free_space_margin_bytes: 0 } }), FILE).limits,
@@ -245,7 +249,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
           prefix: "",
         },
         trust: { public_keys: [KEY_A], require_signature: false },
-        limits: { max_artifact_bytes: 268435456, keep_versions: 3 },
+        limits: { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 1073741824 },
         status: { listen: "127.0.0.1:7420" },
       },
       FILE,
@@ -331,6 +335,12 @@ Deno.test("decodeConfig() refuses wrong types, naming the path and the type", as
       "limits.max_artifact_bytes as a string",
       _with({ limits: { max_artifact_bytes: "1024" } }),
       "limits.max_artifact_bytes",
+      "must be a number",
+    ],
+    [
+      "limits.max_unpacked_bytes as a string",
+      _with({ limits: { max_unpacked_bytes: "1G" } }),
+      "limits.max_unpacked_bytes",
       "must be a number",
     ],
     [

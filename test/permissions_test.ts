@@ -463,7 +463,7 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
       prefix: "",
     },
     trust: { public_keys: [], require_signature: false },
-    limits: { max_artifact_bytes: 1, keep_versions: 3 },
+    limits: { max_artifact_bytes: 1, keep_versions: 3, max_unpacked_bytes: 1 },
     status: { listen: "127.0.0.1:7420" },
     systemd: { unit_dir: "/etc/systemd/system" },
     timeouts: { connect_s: 10, idle_s: 60 },

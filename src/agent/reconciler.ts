@@ -97,6 +97,7 @@ export function fingerprint(a: Assignment): string {
     supervisionName(a),
     a.artifact?.sha256 ?? a.binary_path ?? null,
     a.binary_name,
+    a.artifact?.bundle?.entrypoint ?? null,
     a.args,
     a.env,
     a.config,

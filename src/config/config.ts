@@ -66,6 +66,8 @@ export interface AgentConfig {
     keep_versions: number;
     /** Free space kept beyond an object's size (SPEC 8); absent: 5 % of the filesystem, at most 64 MiB. */
     free_space_margin_bytes?: number;
+    /** Bytes a bundle may unpack to, counted while writing (SPEC 15). */
+    max_unpacked_bytes: number;
   };
   status?: { listen: string };
   /** The shared NATS connection (SPEC 14); required by `nats` sources and stores. */
@@ -86,6 +88,9 @@ export interface Timeouts {
 
 /** The `timeouts` a config without the key gets. */
 export const DEFAULT_TIMEOUTS: Timeouts = { connect_s: 10, idle_s: 60 };
+
+/** Default `limits.max_unpacked_bytes`: 1 GiB (SPEC 15). */
+export const DEFAULT_MAX_UNPACKED_BYTES = 1024 ** 3;
 
 /** Default location of the agent configuration. */
 export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
@@ -233,6 +238,8 @@ function _decode(value: unknown, file: string): AgentConfig {
     max_artifact_bytes: l?.optNumber("max_artifact_bytes", { min: 1, integer: true }) ??
       268435456,
     keep_versions: l?.optNumber("keep_versions", { min: 2, integer: true }) ?? 3,
+    max_unpacked_bytes: l?.optNumber("max_unpacked_bytes", { min: 1, integer: true }) ??
+      DEFAULT_MAX_UNPACKED_BYTES,
   } as AgentConfig["limits"];
   const margin = l?.optNumber("free_space_margin_bytes", { min: 0, integer: true });
   if (margin !== undefined) limits.free_space_margin_bytes = margin;

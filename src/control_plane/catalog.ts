@@ -18,6 +18,10 @@
 import { createHash } from "node:crypto";
 import {
   ARCHES,
+  ARTIFACT_FORMATS,
+  ARTIFACT_RECORD,
+  type Bundle,
+  checkBundlePath,
   DecodeError,
   DELIVERIES,
   isObject,
@@ -39,6 +43,8 @@ export interface CatalogArtifact {
   sha256?: string;
   /** Standard base64 of the 64-byte ed25519 signature. */
   signature?: string;
+  /** A bundle's archive format and entrypoint (SPEC 15); absent for one executable. */
+  bundle?: Bundle;
 }
 
 /** The fields of a package that an assignment item may override (all of them). */
@@ -202,6 +208,10 @@ function _emit(e: CatalogEntry, os: string, arch: string): JsonObject {
     out.artifact_object_key = art.object_key;
     out.artifact_sha256 = art.sha256;
     if (art.signature !== undefined) out.artifact_signature = art.signature;
+    if (art.bundle) {
+      out.artifact_format = art.bundle.format;
+      out.entrypoint = art.bundle.entrypoint;
+    }
     out.target_os = os;
     out.target_arch = arch;
   }
@@ -292,6 +302,8 @@ function _readArtifacts(r: ObjectReader): Map<string, CatalogArtifact> | undefin
       }
       art.signature = sig;
     }
+    const bundle = _readBundle(a);
+    if (bundle) art.bundle = bundle;
     a.done();
     out.set(target, art);
   }
@@ -369,4 +381,29 @@ function _package(name: string, path: string, packages: Map<string, CatalogEntry
   const pkg = packages.get(name);
   if (!pkg) throw new DecodeError(path, `unknown package ${JSON.stringify(name)}`);
   return pkg;
+}
+
+/** `format` and `entrypoint` of one build: a bundle (SPEC 15), or undefined for one executable. */
+function _readBundle(a: ObjectReader): Bundle | undefined {
+  const format = a.has("format") ? a.oneOf("format", ARTIFACT_FORMATS) : "binary";
+  const entrypoint = a.optString("entrypoint");
+  if (format === "binary") {
+    if (entrypoint !== undefined) {
+      throw new DecodeError(
+        a.at("entrypoint"),
+        'is only for bundles (format "tar.gz" or "tar.zst")',
+      );
+    }
+    return undefined;
+  }
+  if (entrypoint === undefined) {
+    throw new DecodeError(a.at("entrypoint"), `is required for format ${JSON.stringify(format)}`);
+  }
+  const why = entrypoint === ARTIFACT_RECORD
+    ? `is the agent's own record`
+    : checkBundlePath(entrypoint);
+  if (why !== null) {
+    throw new DecodeError(a.at("entrypoint"), `${JSON.stringify(entrypoint)} ${why}`);
+  }
+  return { format, entrypoint };
 }

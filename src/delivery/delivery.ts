@@ -32,6 +32,8 @@ import {
 } from "../protocol/mod.ts";
 import type { AgentConfig } from "../config/mod.ts";
 import { DownloadError, Downloads } from "./download.ts";
+import { BundleEntryError } from "./bundle_index.ts";
+import { unpackBundle } from "./unpack.ts";
 import {
   assertRealDir,
   ensureRealDir,
@@ -258,12 +260,22 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
   const ref = a.artifact;
   if (!ref) return _hostBinary(ctx, a);
   const staged = await readStaged(ctx.layout, a.addon_id, a.version);
-  const binary = `${ctx.layout.versionDir(a.addon_id, a.version)}/${a.binary_name}`;
+  const binary = _entryPath(ctx.layout, a);
   if (staged) {
     if (staged.sha256 !== ref.sha256) {
       throw new DeliveryError(
         `${a.version} is staged with sha256 ${staged.sha256}; publish a new version (the assignment says ${ref.sha256})`,
         { kind: "conflict" },
+      );
+    }
+    const stagedFormat = staged.format ?? "binary";
+    if (stagedFormat !== (ref.bundle?.format ?? "binary")) {
+      throw new DeliveryError(
+        `${a.version} is staged as artifact_format ${stagedFormat}; publish a new version (the assignment says ${
+          ref.bundle?.format ?? "binary"
+        })`,
+        false,
+        true,
       );
     }
     const key = await checkSignature(ctx, a, staged.sha256);
@@ -312,6 +324,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
     throw e;
   }
   ctx.onPhase?.(a.addon_id, "verifying");
+  let keep = false;
   try {
     const key = await checkSignature(ctx, a, ref.sha256);
     if (key === null) {
@@ -320,7 +333,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
         version: a.version,
       });
     }
-    await _stage(ctx.layout, a, lease.path, {
+    await _stage(ctx.layout, a, lease.path, ctx.limits.max_unpacked_bytes, {
       addon_id: a.addon_id,
       version: a.version,
       sha256: ref.sha256,
@@ -329,8 +342,20 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
       key,
       staged_at: new Date().toISOString(),
     });
+  } catch (e) {
+    if (e instanceof BundleEntryError) {
+      throw new DeliveryError(`${e.message}; nothing was staged`, false);
+    }
+    if (ref.bundle === undefined || e instanceof DeliveryError) throw e;
+    keep = true;
+    throw new DeliveryError(
+      `unpacking the bundle failed: ${
+        (e as Error).message
+      }; the verified archive is kept for the next try`,
+      true,
+    );
   } finally {
-    await lease.release();
+    await lease.release(keep);
   }
   log.info("staged", {
     addon_id: a.addon_id,
@@ -342,10 +367,21 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
   return { binary, sha256: ref.sha256, fetched: lease.fetched, source: "downloaded" };
 }
 
+/** What runs: `versions/<v>/<binary_name>`, or a bundle's `versions/<v>/<entrypoint>`. */
+function _entryPath(layout: Layout, a: Assignment): string {
+  return `${layout.versionDir(a.addon_id, a.version)}/${
+    a.artifact?.bundle?.entrypoint ?? a.binary_name
+  }`;
+}
+
 async function _stagedBinary(layout: Layout, a: Assignment): Promise<string> {
-  const path = `${layout.versionDir(a.addon_id, a.version)}/${a.binary_name}`;
+  const path = _entryPath(layout, a);
   const st = await Deno.lstat(path).catch(() => null);
-  if (!st || !st.isFile) {
+  // A bundle's entrypoint may lie below the bundle's own directories (or its symlinks,
+  // which unpacking kept inside the version directory): it must resolve inside it.
+  const real = await Deno.realPath(path).catch(() => "");
+  const dir = await Deno.realPath(layout.versionDir(a.addon_id, a.version)).catch(() => "");
+  if (!st || !st.isFile || dir === "" || !real.startsWith(`${dir}/`)) {
     throw new DeliveryError(
       `${path} is missing or not a regular file; the staged version is damaged`,
       { kind: "conflict" },
@@ -358,6 +394,7 @@ async function _stage(
   layout: Layout,
   a: Assignment,
   partial: string,
+  maxUnpackedBytes: number,
   record: StagedArtifact,
 ): Promise<void> {
   // Not world-readable (SPEC 13): the launch gives the add-on's group access.
@@ -368,11 +405,21 @@ async function _stage(
   }`;
   await Deno.mkdir(stageDir, { mode: 0o750 });
   try {
-    const bin = `${stageDir}/${a.binary_name}`;
-    // A copy, never a hard link: two add-ons with identical bytes must not share an
-    // inode, or file capabilities and ownership given to one would apply to the other.
-    await Deno.copyFile(partial, bin);
-    await Deno.chmod(bin, 0o750);
+    const bundle = a.artifact?.bundle;
+    if (bundle) {
+      const u = await unpackBundle(partial, stageDir, { ...bundle, maxBytes: maxUnpackedBytes });
+      record.format = bundle.format;
+      record.entrypoint = bundle.entrypoint;
+      record.files = u.files;
+      record.unpacked_bytes = u.bytes;
+      record.entrypoint_sha256 = u.entrypoint_sha256;
+    } else {
+      const bin = `${stageDir}/${a.binary_name}`;
+      // A copy, never a hard link: two add-ons with identical bytes must not share an
+      // inode, or file capabilities and ownership given to one would apply to the other.
+      await Deno.copyFile(partial, bin);
+      await Deno.chmod(bin, 0o750);
+    }
     await writeFileAtomic(
       `${stageDir}/artifact.json`,
       JSON.stringify(record, null, 2) + "\n",

@@ -119,8 +119,11 @@ export interface DownloadLease {
   size: number;
   /** Bytes fetched from the store by this download (less than size after a resume). */
   fetched: number;
-  /** Give the file up; the last user removes it. */
-  release(): Promise<void>;
+  /**
+   * Give the file up; the last user removes it, unless `keep` says a retry
+   * may still use these verified bytes (they stay as a resumable partial).
+   */
+  release(keep?: boolean): Promise<void>;
 }
 
 interface _Flight {
@@ -334,13 +337,13 @@ export class Downloads {
       path,
       size: result.size,
       fetched: result.fetched,
-      release: async () => {
+      release: async (keep = false) => {
         if (released) return;
         released = true;
         f.users--;
         if (f.users === 0 && this.#flights.get(req.sha256) === f) {
           this.#flights.delete(req.sha256);
-          await Deno.remove(path).catch(() => {});
+          if (!keep) await Deno.remove(path).catch(() => {});
         }
       },
     };

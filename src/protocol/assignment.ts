@@ -33,6 +33,20 @@ export const DELIVERIES = ["pushed_artifact", "os_package"] as const;
 /** How an add-on's binary reaches the host. */
 export type Delivery = typeof DELIVERIES[number];
 
+/** Artifact formats (SPEC 15): one executable, or a bundle unpacked into a tree. */
+export const ARTIFACT_FORMATS = ["binary", "tar.gz", "tar.zst"] as const;
+/** How an artifact's bytes are staged. */
+export type ArtifactFormat = typeof ARTIFACT_FORMATS[number];
+/** The archive formats among {@linkcode ARTIFACT_FORMATS}. */
+export type BundleFormat = Exclude<ArtifactFormat, "binary">;
+
+/** A bundle: the archive's format and the file in its tree that runs (SPEC 15). */
+export interface Bundle {
+  format: BundleFormat;
+  /** Relative path inside the bundle, checked by {@linkcode checkBundlePath}. */
+  entrypoint: string;
+}
+
 /** Where an artifact is and which bytes it must be. */
 export interface ArtifactRef {
   object_key: string;
@@ -40,6 +54,8 @@ export interface ArtifactRef {
   sha256: string;
   /** Standard base64 of the 64-byte signature, when signed. */
   signature?: string;
+  /** Present for a bundle (`artifact_format` `tar.gz`/`tar.zst`); absent for one executable. */
+  bundle?: Bundle;
 }
 
 /** Resource limits of one add-on (SPEC 13); each is optional. */
@@ -96,6 +112,31 @@ const SHA256 = /^[0-9a-fA-F]{64}$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const CAPABILITY = /^CAP_[A-Z_]+$/;
 
+/** The name every staged version keeps for its record; a bundle may not use it at its top. */
+export const ARTIFACT_RECORD = "artifact.json";
+
+/**
+ * Why `path` is not a safe relative path inside a bundle, or null when it is:
+ * no leading `/`, no empty, `.` or `..` segment, no NUL, at most 4096 bytes.
+ *
+ * @example
+ * ```ts
+ * checkBundlePath("bin/net-probe"); // null
+ * checkBundlePath("../etc/passwd"); // 'has a ".." segment'
+ * ```
+ */
+export function checkBundlePath(path: string): string | null {
+  if (path === "") return "is empty";
+  if (path.includes("\0")) return "contains a NUL character";
+  if (path.startsWith("/")) return "is absolute";
+  if (new TextEncoder().encode(path).length > 4096) return "is longer than 4096 bytes";
+  const segments = path.split("/");
+  if (segments.includes("..")) return 'has a ".." segment';
+  if (segments.includes(".")) return 'has a "." segment';
+  if (segments.includes("")) return "has an empty segment (a doubled or trailing /)";
+  return null;
+}
+
 /** Whether `s` may be used as one path segment (SPEC 3). */
 export function isSafeSegment(s: string): boolean {
   return SEGMENT.test(s) && s !== "." && s !== "..";
@@ -151,6 +192,40 @@ function _segment(r: ObjectReader, key: string): string {
   return v;
 }
 
+/** `artifact_format` and `entrypoint` (SPEC 15): a bundle, or undefined for one executable. */
+function _bundle(r: ObjectReader): Bundle | undefined {
+  const format = r.has("artifact_format") ? r.oneOf("artifact_format", ARTIFACT_FORMATS) : "binary";
+  const entrypoint = r.optString("entrypoint");
+  if (format === "binary") {
+    if (entrypoint !== undefined) {
+      throw new DecodeError(
+        r.at("entrypoint"),
+        'is only for bundles; set artifact_format to "tar.gz" or "tar.zst", or drop entrypoint',
+      );
+    }
+    return undefined;
+  }
+  if (entrypoint === undefined) {
+    throw new DecodeError(
+      r.at("entrypoint"),
+      `is required for artifact_format ${JSON.stringify(format)}: the path in the bundle to run`,
+    );
+  }
+  const why = checkBundlePath(entrypoint);
+  if (why !== null) {
+    throw new DecodeError(
+      r.at("entrypoint"),
+      `${
+        JSON.stringify(entrypoint)
+      } ${why}; give a relative path inside the bundle like bin/net-probe`,
+    );
+  }
+  if (entrypoint === ARTIFACT_RECORD) {
+    throw new DecodeError(r.at("entrypoint"), `${ARTIFACT_RECORD} is the agent's own record`);
+  }
+  return { format, entrypoint };
+}
+
 /** Decode one entry into an {@linkcode Assignment}, throwing on the first problem. */
 export function decodeAssignment(value: Json, path: string, platform: Platform): Assignment {
   const r = ObjectReader.of(value, path);
@@ -182,7 +257,10 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   const key = pushed ? r.optString("artifact_object_key") : undefined;
   const sha = pushed ? r.optString("artifact_sha256") : undefined;
   const sig = pushed ? r.optString("artifact_signature") : undefined;
+  const bundle = pushed ? _bundle(r) : undefined;
   if (!pushed) {
+    r.raw("artifact_format");
+    r.raw("entrypoint");
     r.raw("delivery");
     r.raw("binary_path");
     r.raw("artifact_object_key");
@@ -253,6 +331,7 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   if (key !== undefined && sha !== undefined) {
     assignment.artifact = { object_key: key, sha256: sha.toLowerCase() };
     if (sig !== undefined) assignment.artifact.signature = sig;
+    if (bundle !== undefined) assignment.artifact.bundle = bundle;
   }
   if (target_os !== undefined) assignment.target_os = target_os;
   if (target_arch !== undefined) assignment.target_arch = target_arch;
@@ -298,6 +377,10 @@ export function encodeAssignment(a: Assignment): JsonObject {
     out.artifact_object_key = a.artifact.object_key;
     out.artifact_sha256 = a.artifact.sha256;
     if (a.artifact.signature !== undefined) out.artifact_signature = a.artifact.signature;
+    if (a.artifact.bundle) {
+      out.artifact_format = a.artifact.bundle.format;
+      out.entrypoint = a.artifact.bundle.entrypoint;
+    }
   }
   if (a.target_os !== undefined) out.target_os = a.target_os;
   if (a.target_arch !== undefined) out.target_arch = a.target_arch;

@@ -128,7 +128,7 @@ export async function switchSymlink(linkPath: string, target: string): Promise<v
   const dir = _dirOf(linkPath);
   await assertRealDir(dir);
   const tmp = `${linkPath}.${crypto.randomUUID().slice(0, 8)}.new`;
-  await _symlink(target, tmp);
+  await makeSymlink(target, tmp);
   try {
     await Deno.rename(tmp, linkPath);
   } catch (e) {
@@ -139,11 +139,17 @@ export async function switchSymlink(linkPath: string, target: string): Promise<v
 }
 
 /**
- * `symlink(2)`. Deno refuses `Deno.symlink` under path-scoped read/write
- * grants (the agent's permission set), so then `ln -s` does it: the agent
- * may run programs anyway, and only the link's own path is written.
+ * `symlink(2)`: create `path` pointing at `target` (never replacing `path`).
+ * Deno refuses `Deno.symlink` under path-scoped read/write grants (the
+ * agent's permission set), so then `ln -s` does it: the agent may run
+ * programs anyway, and only the link's own path is written.
+ *
+ * @example
+ * ```ts
+ * await makeSymlink("bin/net-probe", "/var/lib/addon-agent/tmp/stage-x/net-probe");
+ * ```
  */
-async function _symlink(target: string, path: string): Promise<void> {
+export async function makeSymlink(target: string, path: string): Promise<void> {
   try {
     await Deno.symlink(target, path);
     return;
@@ -151,7 +157,7 @@ async function _symlink(target: string, path: string): Promise<void> {
     if (!(e instanceof Deno.errors.NotCapable)) throw e;
   }
   const out = await new Deno.Command("ln", {
-    args: ["-s", "--", target, path],
+    args: ["-s", "-T", "--", target, path],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

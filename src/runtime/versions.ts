@@ -32,6 +32,16 @@ export interface StagedArtifact {
   /** Base64 public key that verified the signature; null for an unsigned artifact. */
   key: string | null;
   staged_at: string;
+  /** A bundle's archive format (SPEC 15); absent for one executable. */
+  format?: "tar.gz" | "tar.zst";
+  /** A bundle's entrypoint, relative to the version directory. */
+  entrypoint?: string;
+  /** A bundle's regular files (hard links included). */
+  files?: number;
+  /** A bundle's content bytes as unpacked. */
+  unpacked_bytes?: number;
+  /** sha256 of a bundle's entrypoint as unpacked (`sha256` is the archive's). */
+  entrypoint_sha256?: string;
 }
 
 /** The version `current` (or `previous`) points at, or null. */

@@ -1,0 +1,283 @@
+/**
+ * Unpacking a verified bundle (SPEC 15) into a fresh private directory,
+ * entry by entry: the archive streams through the decompressor and a tar
+ * parser (never buffered whole), {@linkcode BundleIndex} decides what each
+ * entry may be, and only then is it written — files created new (`O_EXCL`),
+ * bytes counted as they are written (a header's size is not trusted), modes
+ * kept within 0755. Finally the entrypoint is checked and the tree is flushed
+ * to disk, so the caller can rename it into `versions/<version>/`.
+ *
+ * A {@linkcode BundleEntryError} is a refusal of the archive's content (the
+ * same bytes will always be refused); any other error is the host's (a full
+ * disk, say) and a retry may succeed.
+ *
+ * @example Unpack a verified archive
+ * ```ts
+ * import { unpackBundle } from "./unpack.ts";
+ * const dir = await Deno.makeTempDir();
+ * const out = await unpackBundle("/var/lib/addon-agent/tmp/ab12….partial", dir, {
+ *   format: "tar.gz",
+ *   entrypoint: "bin/net-probe",
+ *   maxBytes: 1024 ** 3,
+ * });
+ * console.log(out.files, out.bytes, out.entrypoint_sha256);
+ * ```
+ *
+ * @module
+ */
+
+import fs from "node:fs";
+import zlib from "node:zlib";
+import { createTarDecoder, type ParsedTarEntry } from "modern-tar";
+import type { BundleFormat } from "../protocol/mod.ts";
+import { makeSymlink } from "../runtime/mod.ts";
+import { sha256File } from "../common/mod.ts";
+import {
+  type Admitted,
+  BundleEntryError,
+  BundleIndex,
+  MAX_BUNDLE_ENTRIES,
+} from "./bundle_index.ts";
+
+/** Tar's own bytes (headers, padding, long names) allowed beyond `maxBytes` of content. */
+export const TAR_OVERHEAD_BYTES = 64 << 20;
+
+const CHUNK = 64 << 10;
+
+/** How to unpack one bundle. */
+export interface UnpackOptions {
+  format: BundleFormat;
+  /** Relative path of the file that runs; must be a regular file of the bundle. */
+  entrypoint: string;
+  /** Content bytes the tree may hold (`limits.max_unpacked_bytes`). */
+  maxBytes: number;
+  /** Entries the archive may have (default {@linkcode MAX_BUNDLE_ENTRIES}). */
+  maxEntries?: number;
+}
+
+/** What an unpacked bundle holds. */
+export interface Unpacked {
+  /** Entries in the archive. */
+  entries: number;
+  /** Regular files (hard links included). */
+  files: number;
+  /** Content bytes written. */
+  bytes: number;
+  /** sha256 of the entrypoint's bytes (for re-checks of the staged tree). */
+  entrypoint_sha256: string;
+}
+
+/**
+ * The archive's tar stream: the file read through a `node:zlib` decompressor
+ * (gzip or zstd), handed on as a web stream that holds at most two chunks, so
+ * a bomb cannot fill memory faster than the tree is written.
+ */
+export function tarStream(archive: string, format: BundleFormat): ReadableStream<Uint8Array> {
+  const z = format === "tar.gz"
+    ? zlib.createGunzip({ chunkSize: CHUNK })
+    : zlib.createZstdDecompress({ chunkSize: CHUNK });
+  const file = fs.createReadStream(archive, { highWaterMark: CHUNK });
+  file.on("error", (e) => z.destroy(e));
+  file.pipe(z);
+  let done = false;
+  const stop = () => {
+    done = true;
+    file.destroy();
+    z.destroy();
+  };
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      z.pause();
+      z.on("data", (chunk: Uint8Array) => {
+        if (done) return;
+        c.enqueue(chunk);
+        if ((c.desiredSize ?? 0) <= 0) z.pause();
+      });
+      z.once("end", () => {
+        if (!done) c.close();
+        done = true;
+      });
+      z.once("error", (e) => {
+        if (!done) c.error(e);
+        stop();
+      });
+    },
+    pull() {
+      z.resume();
+    },
+    cancel() {
+      stop();
+    },
+  }, new CountQueuingStrategy({ highWaterMark: 2 }));
+}
+
+/** Unpack `archive` into the empty real directory `dest`; see the module doc for the guarantees. */
+export async function unpackBundle(
+  archive: string,
+  dest: string,
+  opts: UnpackOptions,
+): Promise<Unpacked> {
+  const index = new BundleIndex(opts.maxEntries ?? MAX_BUNDLE_ENTRIES);
+  const tarLimit = opts.maxBytes + TAR_OVERHEAD_BYTES;
+  let tarBytes = 0;
+  const entries = tarStream(archive, opts.format)
+    .pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, c) {
+          tarBytes += chunk.byteLength;
+          if (tarBytes > tarLimit) {
+            throw new BundleEntryError(
+              null,
+              `expands to more than ${tarLimit} bytes of tar (limits.max_unpacked_bytes is ${opts.maxBytes})`,
+            );
+          }
+          c.enqueue(chunk);
+        },
+      }),
+    )
+    .pipeThrough(createTarDecoder({ strict: true }));
+  const reader = entries.getReader();
+  const w = new _TreeWriter(dest, opts);
+  try {
+    for (;;) {
+      const next = await _read(reader, opts.format);
+      if (next.done) break;
+      const { header, body } = next.value as ParsedTarEntry;
+      await w.write(index.admit(header), header.size, body);
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  index.checkSymlinks();
+  const entrypoint = index.checkEntrypoint(opts.entrypoint);
+  await w.finish(entrypoint);
+  return {
+    entries: index.entries,
+    files: index.files,
+    bytes: w.bytes,
+    entrypoint_sha256: await sha256File(`${dest}/${entrypoint}`),
+  };
+}
+
+/** Read from the archive's stream; its failures are refusals of the archive. */
+async function _read<T>(
+  r: ReadableStreamDefaultReader<T>,
+  format: BundleFormat,
+): Promise<ReadableStreamReadResult<T>> {
+  try {
+    return await r.read();
+  } catch (e) {
+    if (e instanceof BundleEntryError) throw e;
+    throw new BundleEntryError(null, `is not a valid ${format} archive: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** Writes admitted entries below `dest`, counting content bytes. */
+class _TreeWriter {
+  bytes = 0;
+  readonly #dirModes = new Map<string, number>();
+
+  constructor(readonly dest: string, readonly opts: UnpackOptions) {}
+
+  async write(a: Admitted, size: number, body: ReadableStream<Uint8Array>): Promise<void> {
+    if (a.kind !== "file") await body.cancel();
+    if (a.kind === "root") return;
+    for (const d of a.mkdirs) {
+      await Deno.mkdir(`${this.dest}/${d}`, { mode: 0o700 });
+      this.#dirModes.set(d, 0o755);
+    }
+    const full = `${this.dest}/${a.path}`;
+    switch (a.kind) {
+      case "directory":
+        if (!this.#dirModes.has(a.path)) await Deno.mkdir(full, { mode: 0o700 });
+        this.#dirModes.set(a.path, a.mode);
+        return;
+      case "symlink":
+        return await makeSymlink(a.target, full);
+      case "hardlink":
+        return await Deno.link(`${this.dest}/${a.target}`, full);
+      case "file":
+        return await this.#file(a.path, full, a.mode, size, body);
+    }
+  }
+
+  async #file(
+    path: string,
+    full: string,
+    mode: number,
+    size: number,
+    body: ReadableStream<Uint8Array>,
+  ): Promise<void> {
+    const max = this.opts.maxBytes;
+    const over = () =>
+      new BundleEntryError(
+        path,
+        `takes the bundle past limits.max_unpacked_bytes (${max} bytes)`,
+      );
+    if (this.bytes + size > max) {
+      await body.cancel();
+      throw over();
+    }
+    const f = await Deno.open(full, { write: true, createNew: true, mode: 0o600 });
+    const r = body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await _read(r, this.opts.format);
+        if (done) break;
+        this.bytes += value.byteLength;
+        if (this.bytes > max) throw over();
+        for (let off = 0; off < value.byteLength;) off += await f.write(value.subarray(off));
+      }
+    } finally {
+      f.close();
+      await r.cancel().catch(() => {});
+    }
+    await Deno.chmod(full, mode);
+  }
+
+  /** Directory modes, the entrypoint's 0755, then everything flushed to disk. */
+  async finish(entrypoint: string): Promise<void> {
+    for (const [d, mode] of this.#dirModes) await Deno.chmod(`${this.dest}/${d}`, mode);
+    await Deno.chmod(`${this.dest}/${entrypoint}`, 0o755);
+    await syncTree(this.dest);
+  }
+}
+
+/**
+ * Flush a freshly written tree to disk before it is renamed into place: one
+ * `sync -f` (syncfs of its filesystem) instead of thousands of fsyncs; where
+ * that is unavailable, every file and directory is fsynced.
+ */
+export async function syncTree(dir: string): Promise<void> {
+  const out = await new Deno.Command("sync", {
+    args: ["-f", dir],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => null);
+  if (out?.success) return;
+  await _fsyncAll(dir);
+}
+
+async function _fsyncAll(dir: string): Promise<void> {
+  for await (const e of Deno.readDir(dir)) {
+    const p = `${dir}/${e.name}`;
+    if (e.isDirectory) await _fsyncAll(p);
+    else if (e.isFile) {
+      const f = await Deno.open(p, { read: true });
+      try {
+        await f.sync();
+      } finally {
+        f.close();
+      }
+    }
+  }
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
+}
