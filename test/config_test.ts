@@ -144,7 +144,12 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
     );
     assertEquals(
       decodeConfig(_with({ limits: { free_space_margin_bytes: 0 } }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 3, free_space_margin_bytes: 0 },
+      {
+        max_artifact_bytes: 268435456,
+        keep_versions: 3,
+        max_unpacked_bytes: 1073741824,
+        free_space_margin_bytes: 0,
+      },
     );
     assertThrows(
       () => decodeConfig(_with({ limits: { free_space_margin_bytes: -1 } }), FILE),

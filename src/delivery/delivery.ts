@@ -52,7 +52,8 @@ import { type ObjectStore, openObjectStore } from "../store/mod.ts";
  *   store yet; a later attempt may succeed (and resumes the partial).
  * - `integrity`: the store's bytes are not the assigned ones (sha256 mismatch).
  * - `refused`: the signature policy, a limit or the host refuses it (bad or missing
- *   signature, no artifact for this platform and no usable host binary, too large).
+ *   signature, no artifact for this platform and no usable host binary, too large, a bundle
+ *   entry that SPEC 15 refuses).
  * - `conflict`: the runtime root holds something else under that version (staged with other
  *   bytes, a planted symlink or file, a damaged staged version); a person must look.
  *
@@ -274,8 +275,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
         `${a.version} is staged as artifact_format ${stagedFormat}; publish a new version (the assignment says ${
           ref.bundle?.format ?? "binary"
         })`,
-        false,
-        true,
+        { kind: "conflict" },
       );
     }
     const key = await checkSignature(ctx, a, staged.sha256);
@@ -344,7 +344,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
     });
   } catch (e) {
     if (e instanceof BundleEntryError) {
-      throw new DeliveryError(`${e.message}; nothing was staged`, false);
+      throw new DeliveryError(`${e.message}; nothing was staged`, { kind: "refused", cause: e });
     }
     if (ref.bundle === undefined || e instanceof DeliveryError) throw e;
     keep = true;
@@ -352,7 +352,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
       `unpacking the bundle failed: ${
         (e as Error).message
       }; the verified archive is kept for the next try`,
-      true,
+      { kind: "unavailable", cause: e },
     );
   } finally {
     await lease.release(keep);
