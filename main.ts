@@ -124,7 +124,7 @@ function _targetOptions(v: Values) {
   if (endpoint !== undefined) s3.endpoint = endpoint;
   const region = _opt(v, "region");
   if (region !== undefined) s3.region = region;
-  return { nats, s3 };
+  return { nats, s3, statusBucket: _opt(v, "status-bucket") ?? "addon-status" };
 }
 
 function _platform(v: Values): { os: string; arch: string } {
@@ -245,6 +245,11 @@ const COMMANDS: Record<string, Command> = {
         help: "published documents' platform (linux/amd64)",
       },
       once: { type: "boolean", help: "publish once and exit instead of following the catalog" },
+      "status-bucket": {
+        type: "string",
+        arg: "B",
+        help: "NATS: the status KV bucket to create for the agents (addon-status)",
+      },
       ...TARGET,
     },
     run: async (v) => {

@@ -41,8 +41,13 @@ async function _waitListening(port: number, child: Deno.ChildProcess): Promise<v
   throw new Error(`nats-server did not listen on ${port} within 15 s`);
 }
 
-/** Start nats-server with JetStream, storing below `dir`; `config` is nats-server config text. */
-export async function startNats(dir: string, config?: string): Promise<NatsFixture> {
+/**
+ * Start nats-server with JetStream, storing in a temp dir of its own (not
+ * below a test's dir, whose marker `killMarked` looks for); `config` is
+ * nats-server configuration text.
+ */
+export async function startNats(config?: string): Promise<NatsFixture> {
+  const dir = await Deno.makeTempDir({ prefix: "addon-agent-nats-" });
   const port = freePort();
   const sd = `${dir}/nats-js`;
   await Deno.mkdir(sd, { recursive: true });
@@ -67,7 +72,11 @@ export async function startNats(dir: string, config?: string): Promise<NatsFixtu
     await c.status;
   };
   await start();
-  return { port, url: `nats://127.0.0.1:${port}`, kill, start, stop: kill };
+  const stop = async () => {
+    await kill();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  return { port, url: `nats://127.0.0.1:${port}`, kill, start, stop };
 }
 
 /** Whether nats-server is installed (tests that need it are ignored where it is not). */

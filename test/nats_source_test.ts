@@ -35,7 +35,7 @@ async function admin(url: string) {
 
 async function withNats(fn: (nats: NatsFixture) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
-    const nats = await startNats(dir);
+    const nats = await startNats();
     try {
       await fn(nats);
     } finally {

@@ -13,7 +13,7 @@ import { HAVE_NATS, type NatsFixture, startNats } from "./_nats.ts";
 
 async function withNats(fn: (nats: NatsFixture, dir: string) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
-    const nats = await startNats(dir);
+    const nats = await startNats();
     try {
       await fn(nats, dir);
     } finally {

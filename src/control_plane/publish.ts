@@ -39,6 +39,8 @@ export type PublishUrl =
 export interface TargetOptions {
   /** NATS credentials and TLS (`servers` and `inbox_prefix` come from the URL). */
   nats?: Omit<NatsConfig, "servers" | "inbox_prefix">;
+  /** NATS: the KV bucket agents put status reports to, created when missing (`addon-status`). */
+  statusBucket?: string;
   /** S3: endpoint URL (default: AWS), region (default `us-east-1`), path-style addressing. */
   s3?: { endpoint?: string; region?: string; force_path_style?: boolean };
 }
@@ -104,6 +106,7 @@ class _NatsTarget implements Target {
   private constructor(
     readonly url: Extract<PublishUrl, { kind: "nats" }>,
     readonly nats: NatsHandle,
+    readonly statusBucket: string | undefined,
   ) {
     this.describe = `${url.server}/${url.bucket}`;
   }
@@ -113,7 +116,7 @@ class _NatsTarget implements Target {
     opts: TargetOptions,
   ): Promise<_NatsTarget> {
     const cfg: NatsConfig = { ...opts.nats, servers: [url.server], inbox_prefix: "_INBOX" };
-    return Promise.resolve(new _NatsTarget(url, acquireNats(cfg)));
+    return Promise.resolve(new _NatsTarget(url, acquireNats(cfg), opts.statusBucket));
   }
 
   async #kv() {
@@ -124,6 +127,10 @@ class _NatsTarget implements Target {
 
   async documents(): Promise<Map<string, string>> {
     const kv = await this.#kv();
+    if (this.statusBucket) {
+      const { Kvm } = await import("@nats-io/kv");
+      await new Kvm(await this.nats.connection(15_000)).create(this.statusBucket, { history: 1 });
+    }
     const out = new Map<string, string>();
     for await (const k of await kv.keys()) {
       const e = await kv.get(k);
