@@ -9,7 +9,7 @@ import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { decodeConfig } from "../src/config/mod.ts";
 import { NatsSource } from "../src/source/nats.ts";
 import { SourceError } from "../src/source/mod.ts";
-import { withTempDir } from "./_helpers.ts";
+
 import { HAVE_NATS, type NatsFixture, startNats } from "./_nats.ts";
 import { waitFor } from "./_agent_process.ts";
 
@@ -34,14 +34,12 @@ async function admin(url: string) {
 }
 
 async function withNats(fn: (nats: NatsFixture) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const nats = await startNats();
-    try {
-      await fn(nats);
-    } finally {
-      await nats.stop();
-    }
-  });
+  const nats = await startNats();
+  try {
+    await fn(nats);
+  } finally {
+    await nats.stop();
+  }
 }
 
 function doc(v: string) {
