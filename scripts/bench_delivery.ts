@@ -35,7 +35,7 @@
 import { createHash } from "node:crypto";
 import { hostPlatform, platformString } from "../src/protocol/platform.ts";
 import { generateKey, signStatement } from "../src/protocol/signature.ts";
-import { S3_ENV, writeAssignments, writeConfig } from "../test/_helpers.ts";
+import { S3_ENV, writeAssignments, writeConfig } from "./_agent_files.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const MAIN_TS = `${REPO}/main.ts`;

@@ -14,6 +14,9 @@ import {
   type KeyPair,
   signStatement,
 } from "../src/protocol/signature.ts";
+import { S3_ENV } from "../scripts/_agent_files.ts";
+
+export { S3_ENV, writeAssignments, writeConfig } from "../scripts/_agent_files.ts";
 
 /** Absolute path of the repository's `main.ts`. */
 export const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
@@ -71,13 +74,6 @@ export async function startS3(dir: string, port = 0): Promise<S3Fixture> {
     },
   };
 }
-
-/** Environment for the agent to reach s3rver through the AWS default credential chain. */
-export const S3_ENV: Record<string, string> = {
-  AWS_ACCESS_KEY_ID: "S3RVER",
-  AWS_SECRET_ACCESS_KEY: "S3RVER",
-  AWS_EC2_METADATA_DISABLED: "true",
-};
 
 /**
  * `agent.json` keys for the store `s3` (path-style, at its endpoint) and a
@@ -138,36 +134,6 @@ export async function publishFs(
   await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
   if (typeof bytes === "string") await Deno.writeTextFile(path, bytes);
   else await Deno.writeFile(path, bytes);
-}
-
-/** Write `agent.json` into `dir` with sensible test defaults merged with `extra`. */
-export async function writeConfig(
-  dir: string,
-  extra: Record<string, unknown>,
-): Promise<string> {
-  await Deno.mkdir(`${dir}/root`, { recursive: true, mode: 0o755 });
-  await Deno.chmod(`${dir}/root`, 0o755);
-  const cfg = {
-    agent_id: "test-host",
-    runtime_root: `${dir}/root`,
-    source: { kind: "file", path: `${dir}/assignments.json` },
-    ...extra,
-  };
-  const path = `${dir}/agent.json`;
-  await Deno.writeTextFile(path, JSON.stringify(cfg, null, 2));
-  return path;
-}
-
-/** Write the assignments document used by a file source. */
-export async function writeAssignments(
-  dir: string,
-  addons: Record<string, unknown>[],
-  configVersion = "v1",
-): Promise<void> {
-  await Deno.writeTextFile(
-    `${dir}/assignments.json`,
-    JSON.stringify({ config_version: configVersion, addons }, null, 2),
-  );
 }
 
 /** The outcome of running the agent once. */

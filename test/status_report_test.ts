@@ -39,6 +39,7 @@ import {
   waitFor,
 } from "./_agent_process.ts";
 import { hostPlatform, platformString } from "../src/protocol/platform.ts";
+import { startTcpProxy, type TcpProxy } from "./_tcp_proxy.ts";
 import type { KeyPair } from "../src/protocol/signature.ts";
 import type { AddonState } from "../src/runtime/state.ts";
 
@@ -167,101 +168,6 @@ function entryOf(p: RecordedPost, id = ADDON): ReportedAddon | null {
 }
 
 // ---------------------------------------------------------------------------
-// A throttling TCP proxy
-
-/** A loopback TCP proxy that forwards both ways and paces the server → client direction. */
-interface ThrottleProxy {
-  endpoint: string;
-  /** Bytes forwarded server → client so far. */
-  readonly bytesDown: number;
-  close(): Promise<void>;
-}
-
-function closeQuietly(c: { close(): void }): void {
-  try {
-    c.close();
-  } catch { /* already closed */ }
-}
-
-function startThrottleProxy(targetPort: number, bytesPerSecond: number): ThrottleProxy {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const open = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
-  let closed = false;
-  let bytesDown = 0;
-
-  /** Copy `from` → `to`; with `rate`, at most `rate` bytes a second (a token bucket). */
-  const pump = async (from: Deno.Conn, to: Deno.Conn, rate: number | null): Promise<void> => {
-    const buf = new Uint8Array(64 * 1024);
-    let next = performance.now();
-    for (;;) {
-      const n = await from.read(buf);
-      if (n === null) break;
-      let off = 0;
-      while (off < n) off += await to.write(buf.subarray(off, n));
-      if (rate === null) continue;
-      bytesDown += n;
-      const now = performance.now();
-      next = Math.max(next, now - 20) + (n * 1000) / rate;
-      if (next > now) await new Promise((r) => setTimeout(r, next - now));
-    }
-    await to.closeWrite().catch(() => {});
-  };
-
-  const handle = async (client: Deno.Conn): Promise<void> => {
-    let upstream: Deno.Conn;
-    try {
-      upstream = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-    } catch {
-      closeQuietly(client);
-      return;
-    }
-    open.add(upstream);
-    const both = () => {
-      closeQuietly(client);
-      closeQuietly(upstream);
-    };
-    // When either direction fails (a side went away), end the other one too.
-    await Promise.all([
-      pump(client, upstream, null).catch(both),
-      pump(upstream, client, bytesPerSecond).catch(both),
-    ]);
-    both();
-    open.delete(client);
-    open.delete(upstream);
-  };
-
-  const accepting = (async () => {
-    try {
-      for await (const client of listener) {
-        if (closed) {
-          closeQuietly(client);
-          break;
-        }
-        open.add(client);
-        const t = handle(client);
-        tasks.add(t);
-        t.finally(() => tasks.delete(t));
-      }
-    } catch { /* the listener was closed */ }
-  })();
-
-  return {
-    endpoint: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-    get bytesDown() {
-      return bytesDown;
-    },
-    close: async () => {
-      closed = true;
-      closeQuietly(listener);
-      await accepting;
-      for (const c of open) closeQuietly(c);
-      await Promise.all([...tasks]);
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------
 // Add-ons and the world a test runs in
 
 /**
@@ -288,7 +194,7 @@ interface World {
   key: KeyPair;
   s3: S3Fixture;
   cp: FakeControlPlane;
-  proxy: ThrottleProxy | null;
+  proxy: TcpProxy | null;
   agent: AgentProcess;
   /** What a wait saw last, for failure messages. */
   lastSeen: unknown;
@@ -344,10 +250,9 @@ async function withWorld(opts: WorldOptions, fn: (w: World) => Promise<void>): P
       w.cp.failPosts = opts.failPosts ?? false;
       const store = s3SignedStore(w.s3, w.key) as { object_store: Record<string, unknown> };
       if (opts.throttleBytesPerSecond) {
-        w.proxy = startThrottleProxy(
-          Number(new URL(w.s3.endpoint).port),
-          opts.throttleBytesPerSecond,
-        );
+        w.proxy = startTcpProxy(Number(new URL(w.s3.endpoint).port), {
+          bytesPerSecond: opts.throttleBytesPerSecond,
+        });
         store.object_store.endpoint = w.proxy.endpoint;
       }
       const configPath = await writeConfig(dir, {

@@ -21,6 +21,7 @@ import {
   writeConfig,
 } from "./_helpers.ts";
 import { openRuntimeRoot } from "../src/runtime/runtime_root.ts";
+import { startTcpProxy } from "./_tcp_proxy.ts";
 import { hostPlatform } from "../src/protocol/platform.ts";
 
 const HOST = hostPlatform();
@@ -314,58 +315,11 @@ Deno.test("sync exits 1 with a clear error while another agent holds the lock", 
   });
 });
 
-/** A loopback TCP proxy that closes each connection after `limit` response bytes. */
-function _cuttingProxy(target: number, limit: number): { port: number; close(): void } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  (async () => {
-    for await (const client of listener) {
-      const upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      conns.push(client, upstream);
-      client.readable.pipeTo(upstream.writable).catch(() => {});
-      (async () => {
-        let sent = 0;
-        const reader = upstream.readable.getReader();
-        const writer = client.writable.getWriter();
-        try {
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done) break;
-            const n = Math.min(value.length, limit - sent);
-            await writer.write(value.subarray(0, n));
-            sent += n;
-            if (sent >= limit) break;
-          }
-        } catch {
-          // the agent went away
-        }
-        try {
-          client.close();
-        } catch { /* closed */ }
-        try {
-          upstream.close();
-        } catch { /* closed */ }
-      })();
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    close: () => {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
-}
-
 Deno.test("sync resumes an interrupted download with a range request", async () => {
   await withTempDir(async (dir) => {
     const s3 = await startS3(dir);
     const port = Number(new URL(s3.endpoint).port);
-    const proxy = _cuttingProxy(port, 3 << 20);
+    const proxy = startTcpProxy(port, { cutAfterBytes: 3 << 20 });
     try {
       const key = await newKey();
       const bytes = randomBytes(8 << 20);
@@ -401,7 +355,7 @@ Deno.test("sync resumes an interrupted download with a range request", async () 
       );
       assertEquals(await listTree(`${dir}/root/tmp`), []);
     } finally {
-      proxy.close();
+      await proxy.close();
       await s3.stop();
     }
   });
