@@ -17,6 +17,7 @@ import {
   killMarked,
   readAgentState,
   startAgent,
+  type StartAgentOptions,
   waitFor,
 } from "./_agent_process.ts";
 import { publishFs, scriptAddon, sha256Hex, writeConfig } from "./_helpers.ts";
@@ -93,8 +94,9 @@ export async function withAgent(
   cfgPath: string,
   body: (agent: AgentProcess) => Promise<void>,
   env: Record<string, string> = {},
+  opts: StartAgentOptions = {},
 ): Promise<void> {
-  const agent = startAgent(cfgPath, env);
+  const agent = startAgent(cfgPath, env, opts);
   let ok = false;
   try {
     await body(agent);
@@ -112,6 +114,27 @@ export async function withAgent(
       assertEquals(left, [], "processes of the test that outlived the agent");
     }
   }
+}
+
+/** Start options that make the agent log each poll, for {@linkcode waitPolls}. */
+export const COUNT_POLLS: StartAgentOptions = { extraArgs: ["--log-level", "debug"] };
+
+/**
+ * Wait until the agent finished `n` more polls (its "poll done" debug lines; start it with
+ * {@linkcode COUNT_POLLS}). The way to let time pass before checking that nothing happened:
+ * it counts what the agent did instead of guessing how long that takes.
+ */
+export async function waitPolls(agent: AgentProcess, n: number, timeoutMs = 20_000): Promise<void> {
+  const done = () => agent.logs().filter((l) => l.msg === "poll done").length;
+  const from = done();
+  await waitFor(() => {
+    agent.assertAlive();
+    return done() >= from + n;
+  }, {
+    timeoutMs,
+    what: `${n} more polls (is the agent started with COUNT_POLLS?)`,
+    context: () => agent.tail(),
+  });
 }
 
 /** Wait until `pred` holds for add-on `id` in `state.json`; returns that add-on's state. */

@@ -15,13 +15,15 @@
  */
 
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
-import { markedProcesses, pidAlive, readAgentState, sleep, waitFor } from "./_agent_process.ts";
+import { markedProcesses, pidAlive, readAgentState, waitFor } from "./_agent_process.ts";
 import {
+  COUNT_POLLS,
   daemonConfig,
   entry,
   sleepLink,
   VERSION,
   waitAddon,
+  waitPolls,
   waitState,
   withAgent,
 } from "./_daemon_fixtures.ts";
@@ -73,49 +75,64 @@ Deno.test("run kills an overrunning helper with its group and runs a completed o
     const cfg = await daemonConfig(dir);
     let completedMessage = "";
 
-    await withAgent(dir, cfg, async (agent) => {
-      await t.step("a helper that overruns its timeout fails and its group is killed", async () => {
-        const s = await waitState(root, agent, "overrun", "failed");
-        assertStringIncludes(s.message, "timed out");
-        assertStringIncludes(s.message, "working", "the message carries the output's tail");
-        assertEquals([s.pid, s.pgid], [null, null]);
-        const gcs = (await fileLines(`${root}/addons/overrun/data/grandchildren`)).map(Number);
-        assertEquals(gcs.length, 1, "grandchildren recorded");
-        assert(!pidAlive(gcs[0]!), `the helper's grandchild ${gcs[0]} is alive`);
-        assertEquals(
-          markedProcesses(`${root}/addons/overrun/`).concat(markedProcesses(sleepBin)),
-          [],
-          "processes of the helper alive",
+    await withAgent(
+      dir,
+      cfg,
+      async (agent) => {
+        await t.step(
+          "a helper that overruns its timeout fails and its group is killed",
+          async () => {
+            const s = await waitState(root, agent, "overrun", "failed");
+            assertStringIncludes(s.message, "timed out");
+            assertStringIncludes(s.message, "working", "the message carries the output's tail");
+            assertEquals([s.pid, s.pgid], [null, null]);
+            const gcs = (await fileLines(`${root}/addons/overrun/data/grandchildren`)).map(Number);
+            assertEquals(gcs.length, 1, "grandchildren recorded");
+            assert(!pidAlive(gcs[0]!), `the helper's grandchild ${gcs[0]} is alive`);
+            assertEquals(
+              markedProcesses(`${root}/addons/overrun/`).concat(markedProcesses(sleepBin)),
+              [],
+              "processes of the helper alive",
+            );
+          },
         );
-      });
 
-      await t.step("a helper that exits 0 is completed", async () => {
-        const s = await waitState(root, agent, "once", "completed");
-        assertEquals(s.exit_code, 0);
-        assertStringIncludes(s.message, "all done");
-        completedMessage = s.message;
-        await sleep(1_500); // more polls: it is not run again
-        assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"]);
-      });
-    });
-
-    await withAgent(dir, cfg, async (agent) => {
-      await t.step(
-        "after an agent restart with the same version and config it is not run again",
-        async () => {
-          const s = await waitAddon(
-            root,
-            agent,
-            "once",
-            "completed again, without a run",
-            (a) => a.state === "completed" && a.message !== completedMessage,
-          );
+        await t.step("a helper that exits 0 is completed", async () => {
+          const s = await waitState(root, agent, "once", "completed");
           assertEquals(s.exit_code, 0);
-          await sleep(1_500);
-          assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"], "runs");
-        },
-      );
-    });
+          assertStringIncludes(s.message, "all done");
+          completedMessage = s.message;
+          await waitPolls(agent, 3); // more polls: it is not run again
+          assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"]);
+        });
+      },
+      {},
+      COUNT_POLLS,
+    );
+
+    await withAgent(
+      dir,
+      cfg,
+      async (agent) => {
+        await t.step(
+          "after an agent restart with the same version and config it is not run again",
+          async () => {
+            const s = await waitAddon(
+              root,
+              agent,
+              "once",
+              "completed again, without a run",
+              (a) => a.state === "completed" && a.message !== completedMessage,
+            );
+            assertEquals(s.exit_code, 0);
+            await waitPolls(agent, 3);
+            assertEquals(await fileLines(`${root}/addons/once/data/runs`), ["run"], "runs");
+          },
+        );
+      },
+      {},
+      COUNT_POLLS,
+    );
   });
 });
 
@@ -285,122 +302,131 @@ Deno.test("run writes systemd units that verify and drives systemctl to enable a
       tmrTimer: `${unitDir}/addon-agent-tmr.timer`,
     };
 
-    await withAgent(dir, cfg, async (agent) => {
-      await t.step("the unit files are written and pass systemd-analyze verify", async () => {
-        await waitState(root, agent, "svc", "running");
-        await waitState(root, agent, "tmr", "running");
-        for (const f of Object.values(files)) assert(await exists(f), `${f} exists`);
-        assertEquals(
-          [...Deno.readDirSync(unitDir)].map((e) => e.name).sort(),
-          ["addon-agent-svc.service", "addon-agent-tmr.service", "addon-agent-tmr.timer"],
-        );
-        const r = await _cmd("systemd-analyze", [
-          "verify",
-          "--man=no",
-          "--recursive-errors=no",
-          ...Object.values(files),
-        ]);
-        assertEquals(`exit ${r.code}: ${r.output}`, "exit 0: ", "systemd-analyze verify");
-      });
-
-      await t.step("ExecStart runs the staged binary, which exists", async () => {
-        const staged = `${root}/addons/svc/versions/${VERSION}/svc`;
-        const unit = await Deno.readTextFile(files.svc);
-        assert(unit.split("\n").includes(`ExecStart=${staged} --port 8080`), unit);
-        assert(unit.split("\n").includes('Environment="MODE=fast"'), unit);
-        assert(unit.split("\n").includes(`ReadWritePaths="${root}/addons/svc/data"`), unit);
-        const st = await Deno.stat(staged);
-        assert(st.isFile && (st.mode! & 0o111) !== 0, `${staged} is executable`);
-        const tunit = await Deno.readTextFile(files.tmrService);
-        assert(
-          tunit.split("\n").includes(`ExecStart=${root}/addons/tmr/versions/${VERSION}/tmr`),
-          tunit,
-        );
-        const timer = await Deno.readTextFile(files.tmrTimer);
-        assert(timer.split("\n").includes("OnCalendar=*:0/5"), timer);
-        assert(timer.split("\n").includes("Unit=addon-agent-tmr.service"), timer);
-      });
-
-      await t.step("systemctl was asked to reload and enable --now each primary unit", async () => {
-        const c = await calls();
-        const enables = c.filter((l) => l.startsWith("enable"));
-        assertEquals(
-          enables.sort(),
-          ["enable --now addon-agent-svc.service", "enable --now addon-agent-tmr.timer"],
-          `calls: ${JSON.stringify(c)}`,
-        );
-        for (const e of enables) {
-          const i = c.indexOf(e);
-          assert(c.slice(0, i).includes("daemon-reload"), `no daemon-reload before ${e}: ${c}`);
-        }
-        assertEquals(
-          c.filter((l) => l !== "daemon-reload" && !l.startsWith("enable --now")),
-          [],
-          "other calls",
-        );
-      });
-
-      /**
-       * Assign `addons` as `version`, wait until `gone()` (the unit files are
-       * deleted) and `n` more systemctl calls, and, 1 s later (no further
-       * calls), return the calls made since the assignment.
-       */
-      const removal = async (
-        addons: Record<string, unknown>[],
-        version: string,
-        what: string,
-        gone: () => Promise<boolean> | boolean,
-        n: number,
-      ): Promise<string[]> => {
-        const before = (await calls()).length;
-        await writeAssignments(dir, addons, version);
-        await waitFor(gone, { timeoutMs: 10_000, what, context: () => agent.tail() });
-        await waitFor(async () => (await calls()).length >= before + n, {
-          timeoutMs: 5_000,
-          what: "systemctl calls for the removal",
-        });
-        await sleep(1_000);
-        return (await calls()).slice(before);
-      };
-
-      await t.step(
-        "removing the service: disable --now, files deleted, daemon-reload",
-        async () => {
-          const made = await removal(
-            [tmr],
-            "v2",
-            "the svc unit file to be deleted",
-            async () => !(await exists(files.svc)),
-            2,
+    await withAgent(
+      dir,
+      cfg,
+      async (agent) => {
+        await t.step("the unit files are written and pass systemd-analyze verify", async () => {
+          await waitState(root, agent, "svc", "running");
+          await waitState(root, agent, "tmr", "running");
+          for (const f of Object.values(files)) assert(await exists(f), `${f} exists`);
+          assertEquals(
+            [...Deno.readDirSync(unitDir)].map((e) => e.name).sort(),
+            ["addon-agent-svc.service", "addon-agent-tmr.service", "addon-agent-tmr.timer"],
           );
-          assertEquals(made, ["disable --now addon-agent-svc.service", "daemon-reload"]);
-          assert(
-            await exists(files.tmrTimer) && await exists(files.tmrService),
-            "tmr's units stay",
-          );
-          const s = await readAgentState(root);
-          assert(s && !("svc" in s.addons), "svc is no longer in state.json");
-        },
-      );
-
-      await t.step(
-        "removing the timer: disable --now timer and service, files deleted",
-        async () => {
-          const made = await removal(
-            [],
-            "v3",
-            "the tmr unit files to be deleted",
-            () => [...Deno.readDirSync(unitDir)].length === 0,
-            3,
-          );
-          assertEquals(made, [
-            "disable --now addon-agent-tmr.timer",
-            "disable --now addon-agent-tmr.service",
-            "daemon-reload",
+          const r = await _cmd("systemd-analyze", [
+            "verify",
+            "--man=no",
+            "--recursive-errors=no",
+            ...Object.values(files),
           ]);
-        },
-      );
-    }, env);
+          assertEquals(`exit ${r.code}: ${r.output}`, "exit 0: ", "systemd-analyze verify");
+        });
+
+        await t.step("ExecStart runs the staged binary, which exists", async () => {
+          const staged = `${root}/addons/svc/versions/${VERSION}/svc`;
+          const unit = await Deno.readTextFile(files.svc);
+          assert(unit.split("\n").includes(`ExecStart=${staged} --port 8080`), unit);
+          assert(unit.split("\n").includes('Environment="MODE=fast"'), unit);
+          assert(unit.split("\n").includes(`ReadWritePaths="${root}/addons/svc/data"`), unit);
+          const st = await Deno.stat(staged);
+          assert(st.isFile && (st.mode! & 0o111) !== 0, `${staged} is executable`);
+          const tunit = await Deno.readTextFile(files.tmrService);
+          assert(
+            tunit.split("\n").includes(`ExecStart=${root}/addons/tmr/versions/${VERSION}/tmr`),
+            tunit,
+          );
+          const timer = await Deno.readTextFile(files.tmrTimer);
+          assert(timer.split("\n").includes("OnCalendar=*:0/5"), timer);
+          assert(timer.split("\n").includes("Unit=addon-agent-tmr.service"), timer);
+        });
+
+        await t.step(
+          "systemctl was asked to reload and enable --now each primary unit",
+          async () => {
+            const c = await calls();
+            const enables = c.filter((l) => l.startsWith("enable"));
+            assertEquals(
+              enables.sort(),
+              ["enable --now addon-agent-svc.service", "enable --now addon-agent-tmr.timer"],
+              `calls: ${JSON.stringify(c)}`,
+            );
+            for (const e of enables) {
+              const i = c.indexOf(e);
+              assert(c.slice(0, i).includes("daemon-reload"), `no daemon-reload before ${e}: ${c}`);
+            }
+            assertEquals(
+              c.filter((l) => l !== "daemon-reload" && !l.startsWith("enable --now")),
+              [],
+              "other calls",
+            );
+          },
+        );
+
+        /**
+         * Assign `addons` as `version`, wait until `gone()` (the unit files are
+         * deleted) and `n` more systemctl calls, and, 2 polls later (no further
+         * calls), return the calls made since the assignment.
+         */
+        const removal = async (
+          addons: Record<string, unknown>[],
+          version: string,
+          what: string,
+          gone: () => Promise<boolean> | boolean,
+          n: number,
+        ): Promise<string[]> => {
+          const before = (await calls()).length;
+          await writeAssignments(dir, addons, version);
+          await waitFor(gone, { timeoutMs: 10_000, what, context: () => agent.tail() });
+          await waitFor(async () => (await calls()).length >= before + n, {
+            timeoutMs: 5_000,
+            what: "systemctl calls for the removal",
+          });
+          await waitPolls(agent, 2);
+          return (await calls()).slice(before);
+        };
+
+        await t.step(
+          "removing the service: disable --now, files deleted, daemon-reload",
+          async () => {
+            const made = await removal(
+              [tmr],
+              "v2",
+              "the svc unit file to be deleted",
+              async () => !(await exists(files.svc)),
+              2,
+            );
+            assertEquals(made, ["disable --now addon-agent-svc.service", "daemon-reload"]);
+            assert(
+              await exists(files.tmrTimer) && await exists(files.tmrService),
+              "tmr's units stay",
+            );
+            const s = await readAgentState(root);
+            assert(s && !("svc" in s.addons), "svc is no longer in state.json");
+          },
+        );
+
+        await t.step(
+          "removing the timer: disable --now timer and service, files deleted",
+          async () => {
+            const made = await removal(
+              [],
+              "v3",
+              "the tmr unit files to be deleted",
+              () => [...Deno.readDirSync(unitDir)].length === 0,
+              3,
+            );
+            assertEquals(made, [
+              "disable --now addon-agent-tmr.timer",
+              "disable --now addon-agent-tmr.service",
+              "daemon-reload",
+            ]);
+          },
+        );
+      },
+      env,
+      COUNT_POLLS,
+    );
   });
 });
 
@@ -415,21 +441,25 @@ Deno.test("run applies file capabilities with setcap to a staged executable", as
       }),
     ]);
     const cfg = await daemonConfig(dir);
-    await withAgent(dir, cfg, async (agent) => {
-      const staged = `${root}/addons/pinger/versions/${VERSION}/pinger`;
-      const s = await waitState(root, agent, "pinger", "running");
+    await withAgent(
+      dir,
+      cfg,
+      async (agent) => {
+        const staged = `${root}/addons/pinger/versions/${VERSION}/pinger`;
+        const s = await waitState(root, agent, "pinger", "running");
 
-      await t.step("getcap shows cap_net_raw=ep on the staged binary", async () => {
-        const r = await _cmd("getcap", [staged]);
-        assertEquals(r.code, 0, r.output);
-        assertEquals(r.output, `${staged} cap_net_raw=ep`);
-      });
+        await t.step("getcap shows cap_net_raw=ep on the staged binary", async () => {
+          const r = await _cmd("getcap", [staged]);
+          assertEquals(r.code, 0, r.output);
+          assertEquals(r.output, `${staged} cap_net_raw=ep`);
+        });
 
-      await t.step("the add-on runs from that binary", async () => {
-        assert(s.pid !== null && pidAlive(s.pid), "pinger runs");
-        assertEquals(await Deno.readLink(`/proc/${s.pid}/exe`), staged);
-        assertEquals(sha256Hex(await Deno.readFile(staged)), sha256Hex(sleepBytes));
-      });
-    });
+        await t.step("the add-on runs from that binary", async () => {
+          assert(s.pid !== null && pidAlive(s.pid), "pinger runs");
+          assertEquals(await Deno.readLink(`/proc/${s.pid}/exe`), staged);
+          assertEquals(sha256Hex(await Deno.readFile(staged)), sha256Hex(sleepBytes));
+        });
+      },
+    );
   });
 });

@@ -207,6 +207,8 @@ export class Daemon {
             retry_in_s: Math.round(backoffMs / 1000),
           });
         }
+        // One line a poll at debug level: tests count polls with it instead of sleeping.
+        log.debug("poll done", { ok, polls: this.#polls });
         if (
           !this.#stopping &&
           (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)
