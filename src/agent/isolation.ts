@@ -1,0 +1,212 @@
+/**
+ * Add-on isolation for the launch (SPEC 13): refuses assignments that ask
+ * for capabilities outside `isolation.allowed_capabilities`, allocates the
+ * add-on's uid, secures its files, prepares its cgroup and says how the
+ * process is to be confined. Sidecars and helpers get all of it; systemd
+ * units get the uid and limits; `config_toggle` add-ons run nothing.
+ *
+ * @example At start, per launch, at stop
+ * ```ts
+ * import type { AgentConfig } from "../config/mod.ts";
+ * import type { Assignment } from "../protocol/mod.ts";
+ * import { emptyState, Layout } from "../runtime/mod.ts";
+ * declare const cfg: AgentConfig;
+ * declare const assignment: Assignment;
+ * const layout = new Layout(cfg.runtime_root);
+ * const state = emptyState();
+ * const iso = await AddonIsolation.open(cfg, layout, state);
+ * const refusal = iso.refusal(assignment); // a message naming allowed_capabilities, or null
+ * const placed = await iso.place(assignment, "1.4.2"); // uid, files, cgroup
+ * // launch with placed.confine and placed.cgroup; then, when the add-on is removed:
+ * await iso.release(assignment.addon_id);
+ * ```
+ *
+ * @module
+ */
+
+import type { Assignment, Entry } from "../protocol/mod.ts";
+import type { AgentConfig } from "../config/mod.ts";
+import {
+  type AddonCgroup,
+  type CgroupTree,
+  type Confinement,
+  holdsSetpcap,
+  openCgroupTree,
+  setprivPath,
+} from "../supervise/mod.ts";
+import {
+  type AddonOwner,
+  type AgentState,
+  allocateUid,
+  type Layout,
+  resolveUser,
+  secureAddonTree,
+} from "../runtime/mod.ts";
+import { log } from "../common/mod.ts";
+
+/** How one add-on is placed: its owner, its confinement and its cgroup. */
+export interface Placement {
+  owner: AddonOwner;
+  /** Absent when the add-on runs unconfined (no setpriv on this host and `users: none`). */
+  confine?: Confinement;
+  cgroup: AddonCgroup | null;
+  /** Whether the agent may shrink the bounding set. */
+  bounding: boolean;
+  containment: "cgroup" | "process_group";
+  /** Limits not applied, with why. */
+  notEnforced: string[];
+}
+
+/** The isolation of every add-on of one agent. */
+export class AddonIsolation {
+  readonly #cgroups = new Map<string, AddonCgroup>();
+
+  private constructor(
+    readonly cfg: AgentConfig["isolation"],
+    readonly layout: Layout,
+    readonly state: AgentState,
+    readonly tree: CgroupTree | null,
+    readonly shared: { uid: number; gid: number } | null,
+    readonly bounding: boolean,
+    readonly setpriv: boolean,
+  ) {}
+
+  /** Set up for `cfg`: resolve a shared user, find a writable cgroup v2 (`cgroup: auto`). */
+  static async open(
+    cfg: Pick<AgentConfig, "isolation" | "runtime_root">,
+    layout: Layout,
+    state: AgentState,
+  ): Promise<AddonIsolation> {
+    const iso = cfg.isolation;
+    const linux = Deno.build.os === "linux";
+    const tree = iso.cgroup === "auto" && linux ? await openCgroupTree(cfg.runtime_root) : null;
+    const shared = iso.users === "shared" && iso.user !== undefined
+      ? await resolveUser(iso.user)
+      : null;
+    const setpriv = linux && setprivPath() !== null;
+    if (!setpriv && (iso.users !== "none" || tree !== null)) {
+      log.error(
+        "setpriv (util-linux) is not installed: add-ons cannot be given their own user or cgroup",
+      );
+    }
+    return new AddonIsolation(iso, layout, state, tree, shared, linux && holdsSetpcap(), setpriv);
+  }
+
+  /** What stops add-ons from escaping a stop. */
+  get containment(): "cgroup" | "process_group" {
+    return this.tree ? "cgroup" : "process_group";
+  }
+
+  /** Why `a` is refused (a capability outside `allowed_capabilities`), or null. */
+  refusal(a: Assignment): string | null {
+    const bad = a.capabilities.filter((c) => !this.cfg.allowed_capabilities.includes(c));
+    if (bad.length === 0) return null;
+    return `capabilities ${bad.join(", ")} are not in isolation.allowed_capabilities (${
+      this.cfg.allowed_capabilities.join(", ") || "empty"
+    }); the entry is refused and nothing is granted`;
+  }
+
+  /** `entries` with every assignment that `refusal` names turned into a refused entry. */
+  screen(entries: Entry[]): Entry[] {
+    return entries.map((e) => {
+      if (!e.ok) return e;
+      const why = this.refusal(e.assignment);
+      if (why === null) return e;
+      return {
+        ok: false,
+        addon_id: e.assignment.addon_id,
+        path: "capabilities",
+        error: why,
+      };
+    });
+  }
+
+  /** The owner `a` runs as: its own uid, the shared user, or the agent. */
+  async owner(addonId: string): Promise<AddonOwner> {
+    switch (this.cfg.users) {
+      case "per_addon": {
+        const uid = await allocateUid(this.layout, this.state, addonId, this.cfg.uid_range);
+        return { uid, gid: uid };
+      }
+      case "shared":
+        return { uid: this.shared!.uid, gid: this.shared!.gid };
+      default:
+        return { uid: null, gid: _agentGid() };
+    }
+  }
+
+  /** Allocate, secure and contain `a` (with `version` the staged version it runs, if any). */
+  async place(a: Assignment, version: string | null): Promise<Placement> {
+    const owner = await this.owner(a.addon_id);
+    await secureAddonTree(this.layout, a.addon_id, version, owner);
+    let cgroup: AddonCgroup | null = null;
+    const runsProcess = a.supervision === "agent_sidecar" ||
+      a.supervision === "ephemeral_helper";
+    if (this.tree && runsProcess && this.setpriv) {
+      cgroup = await this.tree.prepare(a.addon_id, a.resources);
+      this.#cgroups.set(a.addon_id, cgroup);
+    }
+    const notEnforced = cgroup?.notEnforced.map((n) => `${n.resource}: ${n.reason}`) ??
+      (a.resources && runsProcess
+        ? Object.keys(a.resources).map((k) => `${k}: not enforced: no cgroup`)
+        : []);
+    const out: Placement = {
+      owner,
+      cgroup,
+      bounding: this.bounding,
+      containment: cgroup ? "cgroup" : "process_group",
+      notEnforced,
+    };
+    if (this.setpriv) {
+      out.confine = {
+        uid: owner.uid,
+        gid: owner.uid === null ? null : owner.gid,
+        capabilities: a.capabilities,
+        procsFile: cgroup?.procsFile ?? null,
+      };
+    }
+    return out;
+  }
+
+  /** Memory and CPU use of every contained add-on, into `state`. */
+  refreshUsage(): void {
+    for (const [id, cg] of this.#cgroups) {
+      const s = this.state.addons[id];
+      if (!s) continue;
+      const u = cg.usage();
+      if (u.memory_bytes !== undefined) s.memory_bytes = u.memory_bytes;
+      if (u.cpu_seconds !== undefined) s.cpu_seconds = u.cpu_seconds;
+    }
+  }
+
+  /** End what is left in the add-on's cgroup and remove it (the add-on was removed or disabled). */
+  async release(addonId: string): Promise<void> {
+    const cg = this.#cgroups.get(addonId);
+    if (!cg) return;
+    await cg.end(5_000);
+    if (await cg.remove()) this.#cgroups.delete(addonId);
+  }
+
+  /** End the processes in add-on cgroups an earlier (killed) agent left behind. */
+  async endLeftovers(): Promise<void> {
+    if (!this.tree) return;
+    for (const id of await this.tree.leftovers()) {
+      const cg = await this.tree.prepare(id);
+      if (!cg.empty()) {
+        log.info("ending processes left in an add-on cgroup by an earlier agent", {
+          addon_id: id,
+          pids: cg.members(),
+        });
+        await cg.end(5_000);
+      }
+    }
+  }
+}
+
+function _agentGid(): number | null {
+  try {
+    return Deno.gid();
+  } catch {
+    return null;
+  }
+}
