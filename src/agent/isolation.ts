@@ -157,6 +157,14 @@ export class AddonIsolation {
       containment: cgroup ? "cgroup" : "process_group",
       notEnforced,
     };
+    const st = this.state.addons[a.addon_id];
+    if (st) {
+      if (owner.uid !== null) st.uid = owner.uid;
+      else delete st.uid;
+      st.containment = out.containment;
+      if (notEnforced.length) st.resources_not_enforced = notEnforced;
+      else delete st.resources_not_enforced;
+    }
     if (this.setpriv) {
       out.confine = {
         uid: owner.uid,
@@ -185,6 +193,12 @@ export class AddonIsolation {
     if (!cg) return;
     await cg.end(5_000);
     if (await cg.remove()) this.#cgroups.delete(addonId);
+  }
+
+  /** At agent stop: end and remove every add-on cgroup, then the container when it is ours alone. */
+  async close(): Promise<void> {
+    for (const id of [...this.#cgroups.keys()]) await this.release(id);
+    this.tree?.close();
   }
 
   /** End the processes in add-on cgroups an earlier (killed) agent left behind. */

@@ -106,6 +106,30 @@ export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): strin
       );
     }
   }
+  out.push(
+    "# HELP addon_agent_addon_memory_bytes Memory in use by each add-on's cgroup (memory.current).",
+    "# TYPE addon_agent_addon_memory_bytes gauge",
+  );
+  for (const a of doc.addons) {
+    if (a.memory_bytes !== undefined) {
+      out.push(
+        `addon_agent_addon_memory_bytes{addon_id="${_label(a.addon_id)}"} ${a.memory_bytes}`,
+      );
+    }
+  }
+  out.push(
+    "# HELP addon_agent_addon_cpu_seconds_total CPU time used by each add-on's cgroup (cpu.stat).",
+    "# TYPE addon_agent_addon_cpu_seconds_total counter",
+  );
+  for (const a of doc.addons) {
+    if (a.cpu_seconds !== undefined) {
+      out.push(
+        `addon_agent_addon_cpu_seconds_total{addon_id="${_label(a.addon_id)}"} ${
+          a.cpu_seconds.toFixed(6)
+        }`,
+      );
+    }
+  }
   return out.join("\n") + "\n";
 }
 

@@ -38,6 +38,7 @@
 import type { Resources } from "../protocol/mod.ts";
 import { log } from "../common/mod.ts";
 import { readProcText } from "./proc_fs.ts";
+import { sysExists, sysMkdir, sysReadText, sysRmdir, sysSubdirs, sysWriteText } from "./sys_fs.ts";
 
 /** Why a cgroup could not be prepared or ended. */
 export class CgroupError extends Error {
@@ -118,18 +119,18 @@ export class CgroupTree {
   async prepare(addonId: string, resources?: Resources): Promise<AddonCgroup> {
     const dir = this.dir(addonId);
     try {
-      await Deno.mkdir(dir);
+      sysMkdir(dir);
     } catch (e) {
       if (!(e instanceof Deno.errors.AlreadyExists)) {
         throw new CgroupError(`cannot create cgroup ${dir}: ${(e as Error).message}`, { cause: e });
       }
     }
     const cg = new AddonCgroup(addonId, dir);
-    cg.notEnforced = await this.#limits(dir, resources ?? {});
+    cg.notEnforced = this.#limits(dir, resources ?? {});
     return cg;
   }
 
-  async #limits(dir: string, r: Resources): Promise<NotEnforced[]> {
+  #limits(dir: string, r: Resources): NotEnforced[] {
     const out: NotEnforced[] = [];
     const want: [keyof Resources, string, string, string][] = [
       ["memory_max_bytes", "memory", "memory.max", String(r.memory_max_bytes ?? "max")],
@@ -148,7 +149,7 @@ export class CgroupTree {
         continue;
       }
       try {
-        await Deno.writeTextFile(`${dir}/${file}`, value);
+        sysWriteText(`${dir}/${file}`, value);
       } catch (e) {
         if (asked) {
           out.push({
@@ -162,16 +163,18 @@ export class CgroupTree {
   }
 
   /** Add-on cgroups left by an earlier agent run (by add-on id). */
-  async leftovers(): Promise<string[]> {
-    const out: string[] = [];
+  leftovers(): string[] {
+    return sysSubdirs(this.container).filter((n) => n.startsWith("addon-")).map((n) => n.slice(6));
+  }
+
+  /** Remove the container when it is empty and was made for this runtime root (best effort). */
+  close(): void {
+    if (!/\/addon-agent-[0-9a-f]{8}$/.test(this.container)) return;
     try {
-      for await (const e of Deno.readDir(this.container)) {
-        if (e.isDirectory && e.name.startsWith("addon-")) out.push(e.name.slice(6));
-      }
+      sysRmdir(this.container);
     } catch {
-      // no container yet
+      // add-on cgroups are still there
     }
-    return out;
   }
 }
 
@@ -190,9 +193,7 @@ export class AddonCgroup {
   /** Pids in the cgroup (zombies are not listed by the kernel). */
   members(): number[] {
     try {
-      return Deno.readTextFileSync(this.procsFile).split("\n").filter((l) => l !== "").map(
-        Number,
-      );
+      return sysReadText(this.procsFile).split("\n").filter((l) => l !== "").map(Number);
     } catch {
       return [];
     }
@@ -221,7 +222,8 @@ export class AddonCgroup {
   /** SIGKILL everything: `cgroup.kill`, else each member until none is left. */
   async kill(waitMs = 5_000): Promise<boolean> {
     try {
-      await Deno.writeTextFile(`${this.dir}/cgroup.kill`, "1");
+      if (!sysExists(`${this.dir}/cgroup.kill`)) throw new Error("no cgroup.kill");
+      sysWriteText(`${this.dir}/cgroup.kill`, "1");
     } catch {
       this.signal("SIGKILL"); // kernel < 5.14
     }
@@ -265,23 +267,23 @@ export class AddonCgroup {
   usage(): CgroupUsage {
     const out: CgroupUsage = {};
     try {
-      const v = Number(Deno.readTextFileSync(`${this.dir}/memory.current`).trim());
+      const v = Number(sysReadText(`${this.dir}/memory.current`).trim());
       if (Number.isFinite(v)) out.memory_bytes = v;
     } catch { /* no memory controller */ }
     try {
-      const m = /^usage_usec (\d+)$/m.exec(Deno.readTextFileSync(`${this.dir}/cpu.stat`));
+      const m = /^usage_usec (\d+)$/m.exec(sysReadText(`${this.dir}/cpu.stat`));
       if (m) out.cpu_seconds = Number(m[1]) / 1e6;
     } catch { /* gone */ }
     return out;
   }
 
   /** Remove the (empty) cgroup directory; false when it could not be removed. */
-  async remove(): Promise<boolean> {
+  remove(): boolean {
+    if (!sysExists(this.dir)) return true;
     try {
-      await Deno.remove(this.dir);
+      sysRmdir(this.dir);
       return true;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return true;
+    } catch {
       return false;
     }
   }
@@ -311,18 +313,16 @@ export async function openCgroupTree(
     moveSelf = true;
   }
   try {
-    await Deno.mkdir(container, { recursive: true });
+    if (!sysExists(container)) sysMkdir(container);
     if (moveSelf) {
-      await Deno.mkdir(`${container}/agent`).catch((e) => {
-        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      });
+      if (!sysExists(`${container}/agent`)) sysMkdir(`${container}/agent`);
       // Every thread of the agent moves with its pid (cgroup.procs).
-      await Deno.writeTextFile(`${container}/agent/cgroup.procs`, String(Deno.pid));
+      sysWriteText(`${container}/agent/cgroup.procs`, String(Deno.pid));
     }
     // Probe: a cgroup we cannot create children in is not ours to use.
     const probe = `${container}/addon-agent-probe-${Deno.pid}`;
-    await Deno.mkdir(probe);
-    await Deno.remove(probe);
+    sysMkdir(probe);
+    sysRmdir(probe);
   } catch (e) {
     log.info("the agent's cgroup is not writable; add-ons are contained by process groups", {
       cgroup: container,
@@ -330,20 +330,20 @@ export async function openCgroupTree(
     });
     return null;
   }
-  const controllers = await _enableControllers(container);
+  const controllers = _enableControllers(container);
   return new CgroupTree(container, controllers);
 }
 
 /** Enable memory, cpu and pids for the children where offered; the set now enabled. */
-async function _enableControllers(container: string): Promise<Set<string>> {
+function _enableControllers(container: string): Set<string> {
   let offered: string[] = [];
   try {
-    offered = (await Deno.readTextFile(`${container}/cgroup.controllers`)).trim().split(/\s+/);
+    offered = sysReadText(`${container}/cgroup.controllers`).trim().split(/\s+/);
   } catch { /* none */ }
   for (const c of ["memory", "cpu", "pids"]) {
     if (!offered.includes(c)) continue;
     try {
-      await Deno.writeTextFile(`${container}/cgroup.subtree_control`, `+${c}`);
+      sysWriteText(`${container}/cgroup.subtree_control`, `+${c}`);
     } catch (e) {
       log.warn("could not enable a cgroup controller for add-ons", {
         controller: c,
@@ -352,7 +352,7 @@ async function _enableControllers(container: string): Promise<Set<string>> {
     }
   }
   try {
-    const on = (await Deno.readTextFile(`${container}/cgroup.subtree_control`)).trim();
+    const on = sysReadText(`${container}/cgroup.subtree_control`).trim();
     return new Set(on ? on.split(/\s+/) : []);
   } catch {
     return new Set();
