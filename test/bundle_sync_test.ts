@@ -5,7 +5,13 @@
  * and a kill -9 while unpacking never leaves a partial tree behind `current`.
  */
 
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+} from "./_assert.ts";
 import {
   exists,
   listTree,
@@ -13,6 +19,7 @@ import {
   newKey,
   publishFs,
   runAgent,
+  sha256Hex,
   signFor,
   syncJson,
   withTempDir,
@@ -20,6 +27,7 @@ import {
   writeConfig,
 } from "./_helpers.ts";
 import { hostileBundle, tarDir, writeHelloTree } from "./_bundles.ts";
+import { DamagedVersionError, Layout, StagedVerifier } from "../src/runtime/mod.ts";
 
 const ID = "hello";
 
@@ -110,6 +118,20 @@ Deno.test("sync stages a signed tar.gz and tar.zst bundle and its entrypoint run
       await writeAssignments(dir, [await _entry(key, "2.0.0", v2, { artifact_format: "tar.zst" })]);
       const report = syncJson(await runAgent(["sync", "--config", cfg, "--json"]));
       assertEquals(report.results[0]?.fetched_bytes, 0);
+    });
+
+    await t.step("self-healing re-checks the entrypoint's bytes, not the archive's", async () => {
+      const v = new StagedVerifier();
+      const want = { version: "2.0.0", binary_name: ID, sha256: sha256Hex(v2) };
+      const layout = new Layout(root);
+      assertEquals(await v.check(layout, ID, want), "intact");
+      const ep = `${root}/addons/${ID}/versions/2.0.0/bin/hello`;
+      await Deno.writeTextFile(ep, "#!/bin/sh\necho tampered\n");
+      const e = await assertRejects(() => v.check(layout, ID, want), DamagedVersionError);
+      assertMatch(
+        e.message,
+        /version 2\.0\.0 is damaged: bin\/hello has sha256 [0-9a-f]{64}, artifact\.json says/,
+      );
     });
 
     await t.step("the same version as another format is a conflict, not a re-stage", async () => {

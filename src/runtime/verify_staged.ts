@@ -3,7 +3,8 @@
  * launched by this agent process, and whenever its file's identity (device,
  * inode, size, mtime, ctime) changed since it was last verified, the staged
  * bytes are hashed again and must equal the sha256 in `artifact.json`, which
- * must equal the assignment's. A version whose `artifact.json` or bytes are
+ * must equal the assignment's (for a bundle, SPEC 15, its entrypoint's bytes
+ * must equal `entrypoint_sha256` in `artifact.json`). A version whose `artifact.json` or bytes are
  * missing, unreadable or different is *damaged*: its bytes never run, and
  * {@linkcode quarantineVersion} takes it out of `versions/` so it is fetched
  * again as a new delivery. The verified identities are cached, so an add-on
@@ -101,14 +102,20 @@ export class StagedVerifier {
       throw damaged(`its artifact.json is missing or unreadable (${(e as Error).message})`, e);
     }
     if (record.sha256 !== want.sha256) return "conflict";
-    const path = `${dir}/${want.binary_name}`;
+    // A bundle (SPEC 15): `sha256` is the archive's; the entrypoint's own digest is re-checked.
+    const name = record.format !== undefined ? record.entrypoint ?? "" : want.binary_name;
+    const expected = record.format !== undefined ? record.entrypoint_sha256 ?? "" : record.sha256;
+    if (name === "" || expected === "") {
+      throw damaged("its artifact.json names a bundle without its entrypoint and its sha256");
+    }
+    const path = `${dir}/${name}`;
     let f: Deno.FsFile;
     try {
       const lst = await Deno.lstat(path);
       if (!lst.isFile) throw new Error("not a regular file");
       f = await Deno.open(path, { read: true });
     } catch (e) {
-      throw damaged(`${want.binary_name} is missing or unreadable (${(e as Error).message})`, e);
+      throw damaged(`${name} is missing or unreadable (${(e as Error).message})`, e);
     }
     try {
       const before = _identity(await f.stat());
@@ -118,12 +125,16 @@ export class StagedVerifier {
       try {
         actual = await _hashOpen(f);
       } catch (e) {
-        throw damaged(`${want.binary_name} is unreadable (${(e as Error).message})`, e);
+        throw damaged(`${name} is unreadable (${(e as Error).message})`, e);
       }
       this.hashes++;
-      if (actual !== record.sha256) {
+      if (actual !== expected) {
         throw damaged(
-          `${want.binary_name} has sha256 ${actual}, artifact.json and the assignment say ${record.sha256}`,
+          `${name} has sha256 ${actual}, ${
+            record.format !== undefined
+              ? "artifact.json says"
+              : "artifact.json and the assignment say"
+          } ${expected}`,
         );
       }
       const after = _identity(await f.stat());
