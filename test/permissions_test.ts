@@ -27,6 +27,7 @@ import {
 } from "./_helpers.ts";
 import { checkPermissions, permissionNeeds, s3Host } from "../src/config/permission_check.ts";
 import type { AgentConfig } from "../src/config/config.ts";
+import { HAVE_NATS, startNats } from "./_nats.ts";
 
 /** The production paths the set names, and where each one lives in a test's temp dir. */
 const PROD = {
@@ -499,4 +500,53 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
   await t.step("this test process runs with -A: nothing is reported", async () => {
     assertEquals(await checkPermissions(cfg), []);
   });
+});
+
+Deno.test({
+  name: "the agent permission set runs sync from a NATS source and object store",
+  ignore: !HAVE_NATS,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const sb = await _sandbox(dir);
+      const nats = await startNats();
+      const { connect } = await import("@nats-io/transport-node");
+      const { Kvm } = await import("@nats-io/kv");
+      const { Objm } = await import("@nats-io/obj");
+      const nc = await connect({ servers: [nats.url] });
+      try {
+        const bytes = scriptAddon('echo "v1"');
+        const os = await new Objm(nc).create("artifacts");
+        await os.putBlob({ name: "probe/1.0.0/probe" }, new TextEncoder().encode(bytes));
+        const kv = await new Kvm(nc).create("assign");
+        await kv.put(
+          "perm-host",
+          JSON.stringify({
+            config_version: "v1",
+            addons: [{
+              addon_id: "probe",
+              version: "1.0.0",
+              delivery: "pushed_artifact",
+              supervision: "agent_sidecar",
+              artifact_object_key: "probe/1.0.0/probe",
+              artifact_sha256: sha256Hex(bytes),
+            }],
+          }),
+        );
+        const cfg = await _config(sb, {
+          source: { kind: "nats", bucket: "assign" },
+          object_store: { kind: "nats", bucket: "artifacts" },
+          nats: { servers: [nats.url] },
+        });
+        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], _baseEnv());
+        assertEquals(run.code, 0, run.stderr);
+        assertEquals(syncJson(run).results.map((r) => r.outcome), ["current"]);
+        assertEquals(
+          await Deno.readTextFile(`${sb.root}/addons/probe/versions/1.0.0/probe`),
+          bytes,
+        );
+      } finally {
+        await nc.close();
+        await nats.stop();
+      }
+    }),
 });
