@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import {
   nextRun,
   parseSchedule,
@@ -100,7 +100,7 @@ async function _systemdCalendar(
     if (m[1] === "(in UTC)") runs[runs.length - 1] = iso;
     else runs.push(m[3] === "UTC" ? iso : null);
   }
-  ok(runs.every((r) => r !== null), `could not read UTC times from:\n${output}`);
+  assert(runs.every((r) => r !== null), `could not read UTC times from:\n${output}`);
   return { code: out.code, output, runs: runs as string[] };
 }
 
@@ -118,30 +118,27 @@ Deno.test("parseSchedule() accepts the documented subset", async (t) => {
   for (const [expr, want] of SUPPORTED) {
     await t.step(JSON.stringify(expr), () => {
       const s = parseSchedule(expr);
-      deepStrictEqual(
+      assertEquals(
         { hours: s.hours, minutes: s.minutes, seconds: s.seconds, utc: s.utc },
         { ...want, utc: want.utc ?? false },
       );
-      strictEqual(s.source, expr);
+      assertEquals(s.source, expr);
     });
   }
   await t.step("the SPEC example is in the subset", () => {
     parseSchedule("*-*-* *:0/5:00");
-    ok(SUPPORTED_SCHEDULES.includes("*-*-* *:0/5:00"));
+    assert(SUPPORTED_SCHEDULES.includes("*-*-* *:0/5:00"));
   });
 });
 
 Deno.test("parseSchedule() refuses everything else, naming the expression", async (t) => {
   for (const [expr, reason] of REJECTED) {
     await t.step(JSON.stringify(expr), () => {
-      throws(() => parseSchedule(expr), (e: unknown) => {
-        ok(e instanceof ScheduleError, `not a ScheduleError: ${e}`);
-        ok(e.message.includes(JSON.stringify(expr)), `names the expression: ${e.message}`);
-        ok(e.message.includes(reason), `says "${reason}": ${e.message}`);
-        ok(e.message.includes(SUPPORTED_SCHEDULES), "says what is supported");
-        strictEqual(e.expression, expr);
-        return true;
-      });
+      const e = assertThrows(() => parseSchedule(expr), ScheduleError);
+      assert(e.message.includes(JSON.stringify(expr)), `names the expression: ${e.message}`);
+      assert(e.message.includes(reason), `says "${reason}": ${e.message}`);
+      assert(e.message.includes(SUPPORTED_SCHEDULES), "says what is supported");
+      assertEquals(e.expression, expr);
     });
   }
 });
@@ -150,20 +147,20 @@ Deno.test("nextRun() finds the next matching time strictly after", async (t) => 
   const at = (d: number, h: number, m: number, s = 0, ms = 0) => new Date(2024, 0, d, h, m, s, ms);
   await t.step("every 5 minutes", () => {
     const s = parseSchedule("*:0/5");
-    strictEqual(nextRun(s, at(1, 10, 7)).getTime(), at(1, 10, 10).getTime());
-    strictEqual(nextRun(s, at(1, 10, 10)).getTime(), at(1, 10, 15).getTime(), "strictly after");
-    strictEqual(nextRun(s, at(1, 10, 9, 59, 999)).getTime(), at(1, 10, 10).getTime());
-    strictEqual(nextRun(s, at(1, 23, 58)).getTime(), at(2, 0, 0).getTime(), "across midnight");
+    assertEquals(nextRun(s, at(1, 10, 7)).getTime(), at(1, 10, 10).getTime());
+    assertEquals(nextRun(s, at(1, 10, 10)).getTime(), at(1, 10, 15).getTime(), "strictly after");
+    assertEquals(nextRun(s, at(1, 10, 9, 59, 999)).getTime(), at(1, 10, 10).getTime());
+    assertEquals(nextRun(s, at(1, 23, 58)).getTime(), at(2, 0, 0).getTime(), "across midnight");
   });
   await t.step("daily at 08:30", () => {
     const s = parseSchedule("08:30");
-    strictEqual(nextRun(s, at(1, 8, 0)).getTime(), at(1, 8, 30).getTime());
-    strictEqual(nextRun(s, at(1, 8, 30)).getTime(), at(2, 8, 30).getTime());
-    strictEqual(nextRun(s, at(31, 9, 0)).getTime(), new Date(2024, 1, 1, 8, 30).getTime());
+    assertEquals(nextRun(s, at(1, 8, 0)).getTime(), at(1, 8, 30).getTime());
+    assertEquals(nextRun(s, at(1, 8, 30)).getTime(), at(2, 8, 30).getTime());
+    assertEquals(nextRun(s, at(31, 9, 0)).getTime(), new Date(2024, 1, 1, 8, 30).getTime());
   });
   await t.step("hourly at :15 and a minute list", () => {
-    strictEqual(nextRun(parseSchedule("*:15"), at(1, 10, 15)).getTime(), at(1, 11, 15).getTime());
-    strictEqual(
+    assertEquals(nextRun(parseSchedule("*:15"), at(1, 10, 15)).getTime(), at(1, 11, 15).getTime());
+    assertEquals(
       nextRun(parseSchedule("*:00,30"), at(1, 10, 0, 1)).getTime(),
       at(1, 10, 30).getTime(),
     );
@@ -171,14 +168,14 @@ Deno.test("nextRun() finds the next matching time strictly after", async (t) => 
   await t.step("UTC schedules ignore the local time zone", () => {
     const s = parseSchedule("*-*-* 02:30:00 UTC");
     const next = nextRun(s, new Date(Date.UTC(2024, 11, 31, 3, 0)));
-    strictEqual(next.toISOString(), "2025-01-01T02:30:00.000Z");
+    assertEquals(next.toISOString(), "2025-01-01T02:30:00.000Z");
   });
   await t.step("every second of the day is reachable", () => {
     const s = _sched(range(0, 23), range(0, 59), range(0, 59));
-    strictEqual(nextRun(s, at(1, 23, 59, 59)).getTime(), at(2, 0, 0).getTime());
+    assertEquals(nextRun(s, at(1, 23, 59, 59)).getTime(), at(2, 0, 0).getTime());
   });
   await t.step("an invalid Date is refused", () => {
-    throws(() => nextRun(parseSchedule("daily"), new Date(NaN)), RangeError);
+    assertThrows(() => nextRun(parseSchedule("daily"), new Date(NaN)), RangeError);
   });
 });
 
@@ -187,14 +184,14 @@ Deno.test("parseSchedule()/nextRun() agree with systemd-analyze calendar", async
   for (const [expr] of SUPPORTED) {
     await t.step(JSON.stringify(expr), async () => {
       const res = await _systemdCalendar(expr, { base, iterations: 6 });
-      strictEqual(res.code, 0, `systemd-analyze calendar rejected it:\n${res.output}`);
-      deepStrictEqual(_chain(parseSchedule(expr), base, 6), res.runs);
+      assertEquals(res.code, 0, `systemd-analyze calendar rejected it:\n${res.output}`);
+      assertEquals(_chain(parseSchedule(expr), base, 6), res.runs);
     });
   }
   await t.step("the cross-check itself can fail", async () => {
     const res = await _systemdCalendar("*:0/5", { base, iterations: 3 });
-    ok(JSON.stringify(_chain(parseSchedule("*:0/10"), base, 3)) !== JSON.stringify(res.runs));
-    strictEqual((await _systemdCalendar("not a schedule")).code !== 0, true);
+    assert(JSON.stringify(_chain(parseSchedule("*:0/10"), base, 3)) !== JSON.stringify(res.runs));
+    assertEquals((await _systemdCalendar("not a schedule")).code !== 0, true);
   });
 });
 
@@ -220,13 +217,13 @@ Deno.test("nextRun() follows systemd across DST changes (Europe/Berlin)", async 
     stdout: "piped",
     stderr: "piped",
   }).output();
-  strictEqual(child.code, 0, new TextDecoder().decode(child.stderr));
+  assertEquals(child.code, 0, new TextDecoder().decode(child.stderr));
   const ours = JSON.parse(new TextDecoder().decode(child.stdout)) as Record<string, string[]>;
   for (const e of exprs) {
     for (const b of bases) {
       const res = await _systemdCalendar(e, { base: new Date(b), iterations: 8, env });
-      strictEqual(res.code, 0, res.output);
-      deepStrictEqual(ours[`${e} @ ${b}`], res.runs, `${e} after ${b}`);
+      assertEquals(res.code, 0, res.output);
+      assertEquals(ours[`${e} @ ${b}`], res.runs, `${e} after ${b}`);
     }
   }
 });

@@ -9,27 +9,12 @@ import { decodeDocument } from "../src/protocol/assignment.ts";
 import { DecodeError, type Json, type JsonObject } from "../src/protocol/decode.ts";
 import { captureLog } from "../src/common/log.ts";
 import { MAIN_TS, runDeno, withTempDir } from "./_helpers.ts";
-
-function assert(cond: unknown, msg = "assertion failed"): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-
-function assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`${msg ? msg + ": " : ""}expected ${e}, got ${a}`);
-}
+import { assert, assertEquals, assertThrows } from "./_assert.ts";
 
 function assertThrowsDecode(fn: () => unknown, path: string, includes = ""): DecodeError {
-  try {
-    fn();
-  } catch (e) {
-    if (!(e instanceof DecodeError)) throw e;
-    assertEquals(e.path, path, `path of "${e.message}"`);
-    assert(e.message.includes(includes), `"${e.message}" should include "${includes}"`);
-    return e;
-  }
-  throw new Error(`expected a DecodeError at ${path}`);
+  const e = assertThrows(fn, DecodeError, includes);
+  assertEquals(e.path, path, `path of "${e.message}"`);
+  return e;
 }
 
 const SHA_A = "a".repeat(64);

@@ -2,7 +2,7 @@
 // place the agent can see them never reach the archive, and the archive holds
 // what support needs.
 
-import assert from "node:assert/strict";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { gunzipSync } from "node:zlib";
 import { unpackTar } from "modern-tar";
 import {
@@ -53,7 +53,7 @@ Deno.test("diagnostics writes the support archive with every planted secret reda
       trust: { public_keys: [key.publicBase64], require_signature: true },
     });
     const sync = await runDeno(["run", "-A", "--quiet", MAIN_TS, "sync", "--config", config]);
-    assert.equal(sync.code, 0, sync.stderr);
+    assertEquals(sync.code, 0, sync.stderr);
 
     // The daemon keeps the document it applied in state.json (`pushed`); plant it as it would.
     const statePath = `${dir}/root/state.json`;
@@ -94,12 +94,12 @@ Deno.test("diagnostics writes the support archive with every planted secret reda
       ["run", "-A", "--quiet", MAIN_TS, "diagnostics", "--config", config, "--out", out],
       { env: { ...S3_ENV, AWS_SECRET_ACCESS_KEY: SECRETS.aws } },
     );
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal((await Deno.stat(out)).mode! & 0o777, 0o600);
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals((await Deno.stat(out)).mode! & 0o777, 0o600);
     const tar = gunzipSync(await Deno.readFile(out));
     const text = new TextDecoder().decode(tar);
     for (const [where, secret] of Object.entries(SECRETS)) {
-      assert.ok(!text.includes(secret), `the ${where} secret leaked into the archive`);
+      assert(!text.includes(secret), `the ${where} secret leaked into the archive`);
     }
     const entries = await unpackTar(tar);
     const names = entries.map((e) => e.header.name.replace(/^addon-agent-diagnostics\//, ""));
@@ -116,27 +116,27 @@ Deno.test("diagnostics writes the support archive with every planted secret reda
         "addons/probe/versions/1.0.0/artifact.json",
         "listing.txt",
       ]
-    ) assert.ok(names.includes(n), `${n} in ${names}`);
+    ) assert(names.includes(n), `${n} in ${names}`);
     const file = (n: string) =>
       new TextDecoder().decode(
         entries.find((e) => e.header.name === `addon-agent-diagnostics/${n}`)!.data,
       );
     const doc = JSON.parse(file("document.json"));
-    assert.deepEqual(doc.addons[0].env, { API_TOKEN: "<redacted>" });
-    assert.equal(doc.addons[0].args, "<redacted>");
-    assert.equal(doc.addons[0].config, "<redacted>");
-    assert.equal(JSON.parse(file("agent.json")).source.token_file, `${dir}/token`);
-    assert.match(
+    assertEquals(doc.addons[0].env, { API_TOKEN: "<redacted>" });
+    assertEquals(doc.addons[0].args, "<redacted>");
+    assertEquals(doc.addons[0].config, "<redacted>");
+    assertEquals(JSON.parse(file("agent.json")).source.token_file, `${dir}/token`);
+    assertMatch(
       file("listing.txt"),
       /^- 0[0-7]{3} \d+:\d+ +\d+ addons\/probe\/data\/cache\.txt$/m,
     );
-    assert.match(file("listing.txt"), /^l 0777 .* addons\/probe\/current -> versions\/1\.0\.0$/m);
-    assert.match(file("doctor.txt"), /^✘ the source .* does not answer/m);
+    assertMatch(file("listing.txt"), /^l 0777 .* addons\/probe\/current -> versions\/1\.0\.0$/m);
+    assertMatch(file("doctor.txt"), /^✘ the source .* does not answer/m);
   });
 });
 
 Deno.test("diagnostics without --out is bad usage (exit 2)", async () => {
   const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "diagnostics"]);
-  assert.equal(r.code, 2);
-  assert.match(r.stderr, /--out is required/);
+  assertEquals(r.code, 2);
+  assertMatch(r.stderr, /--out is required/);
 });

@@ -2,7 +2,7 @@
 // source and filesystem store: a healthy host passes, and each way of
 // breaking it fails its own line with what to change.
 
-import assert from "node:assert/strict";
+import { assertEquals, assertMatch } from "./_assert.ts";
 import {
   freePort,
   MAIN_TS,
@@ -46,11 +46,11 @@ function failed(stdout: string): string[] {
 Deno.test("doctor passes a healthy host: no ✘ line, exit 0", async () => {
   await withTempDir(async (dir) => {
     const r = await doctor(await host(dir));
-    assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.deepEqual(failed(r.stdout), []);
-    assert.match(r.stdout, /✔ configuration .* decodes/);
-    assert.match(r.stdout, /✔ probe 1\.0\.0: .*probe\/1\.0\.0\/probe exists \(25 bytes\)/);
-    assert.match(r.stdout, /– no systemd_\* add-on assigned/);
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    assertEquals(failed(r.stdout), []);
+    assertMatch(r.stdout, /✔ configuration .* decodes/);
+    assertMatch(r.stdout, /✔ probe 1\.0\.0: .*probe\/1\.0\.0\/probe exists \(25 bytes\)/);
+    assertMatch(r.stdout, /– no systemd_\* add-on assigned/);
   });
 });
 
@@ -59,9 +59,9 @@ Deno.test("doctor names a missing artifact and what to publish", async () => {
     const config = await host(dir);
     await Deno.remove(`${dir}/store/probe/1.0.0/probe`);
     const r = await doctor(config);
-    assert.equal(r.code, 1);
-    assert.equal(failed(r.stdout).length, 1, r.stdout);
-    assert.match(
+    assertEquals(r.code, 1);
+    assertEquals(failed(r.stdout).length, 1, r.stdout);
+    assertMatch(
       r.stdout,
       /✘ probe 1\.0\.0: .*does not exist\n {4}fix: publish probe\/1\.0\.0\/probe/,
     );
@@ -73,8 +73,8 @@ Deno.test("doctor names a loose runtime-root mode and the chmod that fixes it", 
     const config = await host(dir);
     await Deno.chmod(`${dir}/root`, 0o777);
     const r = await doctor(config);
-    assert.equal(r.code, 1);
-    assert.match(
+    assertEquals(r.code, 1);
+    assertMatch(
       r.stdout,
       /✘ .*\/root is group- or world-writable \(mode 0777\)\n {4}fix: run: chmod go-w /,
     );
@@ -87,8 +87,8 @@ Deno.test("doctor names an unreachable source", async () => {
       source: { kind: "control_plane", url: `http://127.0.0.1:${freePort()}` },
     });
     const r = await doctor(config);
-    assert.equal(r.code, 1);
-    assert.match(r.stdout, /✘ the source .* does not answer: .*\n {4}fix: check source in /);
+    assertEquals(r.code, 1);
+    assertMatch(r.stdout, /✘ the source .* does not answer: .*\n {4}fix: check source in /);
   });
 });
 
@@ -96,12 +96,12 @@ Deno.test("doctor names an invalid trusted key by its field", async () => {
   await withTempDir(async (dir) => {
     const config = await host(dir, { trust: { public_keys: ["AAAA"], require_signature: true } });
     const r = await doctor(config);
-    assert.equal(r.code, 1);
-    assert.match(r.stdout, /✘ configuration .* does not decode: .*trust\.public_keys\[0\]/);
+    assertEquals(r.code, 1);
+    assertMatch(r.stdout, /✘ configuration .* does not decode: .*trust\.public_keys\[0\]/);
   });
 });
 
 Deno.test("doctor with a bad flag is bad usage (exit 2)", async () => {
   const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "doctor", "--bogus"]);
-  assert.equal(r.code, 2);
+  assertEquals(r.code, 2);
 });

@@ -14,19 +14,10 @@ import {
   TRUNCATION_MARKER,
 } from "../src/supervise/process_group.ts";
 import { captureLog } from "../src/common/log.ts";
+import { assert, assertEquals } from "./_assert.ts";
 
 // ---------------------------------------------------------------------------
 // helpers
-
-function _assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
-}
-
-function _assertEquals(actual: unknown, expected: unknown, msg = ""): void {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
-  if (a !== e) throw new Error(`assertion failed: ${msg}\n  actual:   ${a}\n  expected: ${e}`);
-}
 
 interface _Stat {
   pid: number;
@@ -162,15 +153,15 @@ Deno.test("spawnGroup() makes the child a session and process-group leader", asy
 
     await t.step("pgid == sid == pid", () => {
       const st = _stat(proc!.pid);
-      _assertEquals(proc!.pgid, proc!.pid, "pgid");
-      _assertEquals([st?.pgrp, st?.session], [proc!.pid, proc!.pid], "stat pgrp/session");
+      assertEquals(proc!.pgid, proc!.pid, "pgid");
+      assertEquals([st?.pgrp, st?.session], [proc!.pid, proc!.pid], "stat pgrp/session");
     });
 
     await t.step("identity is the leader's and matches the group", () => {
-      _assertEquals(proc!.identity, processIdentity(proc!.pid), "identity");
-      _assert(groupMatches(proc!.pgid, proc!.identity), "groupMatches");
-      _assertEquals(groupMembers(proc!.pgid), [proc!.pid], "members");
-      _assert(groupAlive(proc!.pgid), "alive");
+      assertEquals(proc!.identity, processIdentity(proc!.pid), "identity");
+      assert(groupMatches(proc!.pgid, proc!.identity), "groupMatches");
+      assertEquals(groupMembers(proc!.pgid), [proc!.pid], "members");
+      assert(groupAlive(proc!.pgid), "alive");
     });
 
     await t.step("env and cwd are passed", async () => {
@@ -184,9 +175,9 @@ Deno.test("spawnGroup() makes the child a session and process-group leader", asy
         onLine: c2.onLine,
       });
       try {
-        _assertEquals((await p2.status).code, 0, "exit code");
+        assertEquals((await p2.status).code, 0, "exit code");
         await p2.output;
-        _assertEquals(c2.lines, [["stdout", "bar /tmp nohome"]], "lines");
+        assertEquals(c2.lines, [["stdout", "bar /tmp nohome"]], "lines");
       } finally {
         await _cleanup(p2);
       }
@@ -199,7 +190,7 @@ Deno.test("spawnGroup() makes the child a session and process-group leader", asy
       } catch (e) {
         err = e;
       }
-      _assert(err instanceof Deno.errors.NotFound, `NotFound, got ${err}`);
+      assert(err instanceof Deno.errors.NotFound, `NotFound, got ${err}`);
     });
   } finally {
     await _cleanup(proc);
@@ -213,13 +204,13 @@ Deno.test("spawnGroup() forwards output line by line", async (t) => {
     );
     const out = lines.filter(([s]) => s === "stdout").map(([, l]) => l);
     const err = lines.filter(([s]) => s === "stderr").map(([, l]) => l);
-    _assertEquals(out, Array.from({ length: 300 }, (_, i) => `out ${i + 1}`), "stdout");
-    _assertEquals(err, Array.from({ length: 300 }, (_, i) => `err ${i + 1}`), "stderr");
+    assertEquals(out, Array.from({ length: 300 }, (_, i) => `out ${i + 1}`), "stdout");
+    assertEquals(err, Array.from({ length: 300 }, (_, i) => `err ${i + 1}`), "stderr");
   });
 
   await t.step("CRLF, empty lines and a last line without newline", async () => {
     const lines = await _lines(String.raw`printf 'a\r\n\nb\nno newline'`);
-    _assertEquals(lines.map(([, l]) => l), ["a", "", "b", "no newline"], "lines");
+    assertEquals(lines.map(([, l]) => l), ["a", "", "b", "no newline"], "lines");
   });
 
   await t.step("an overlong line is cut at maxLineBytes, the next line is intact", async () => {
@@ -228,7 +219,7 @@ Deno.test("spawnGroup() forwards output line by line", async (t) => {
       "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo after; head -c 5000 /dev/zero | tr '\\0' b",
       1000,
     );
-    _assertEquals(
+    assertEquals(
       lines,
       [
         ["stdout", "a".repeat(1000) + TRUNCATION_MARKER],
@@ -244,7 +235,7 @@ Deno.test("spawnGroup() forwards output line by line", async (t) => {
       "i=0; while [ $i -lt 100 ]; do printf 'é'; i=$((i+1)); done; echo",
       7,
     );
-    _assertEquals(lines, [["stdout", "ééé" + TRUNCATION_MARKER]], "lines");
+    assertEquals(lines, [["stdout", "ééé" + TRUNCATION_MARKER]], "lines");
   });
 
   await t.step("a throwing line handler does not stop forwarding", async () => {
@@ -258,7 +249,7 @@ Deno.test("spawnGroup() forwards output line by line", async (t) => {
         await proc.status;
         await proc.output;
       });
-      _assertEquals(seen, ["one", "two"], "lines");
+      assertEquals(seen, ["one", "two"], "lines");
     } finally {
       await _cleanup(proc);
     }
@@ -278,8 +269,8 @@ Deno.test("LineSplitter bounds lines across arbitrary chunk boundaries", async (
 
   await t.step("byte-by-byte input gives the same lines", () => {
     const text = "héllo\r\nwörld\n\nlast";
-    _assertEquals(run(100, bytewise(text)), ["héllo", "wörld", "", "last"], "lines");
-    _assertEquals(run(100, [enc.encode(text)]), ["héllo", "wörld", "", "last"], "one chunk");
+    assertEquals(run(100, bytewise(text)), ["héllo", "wörld", "", "last"], "lines");
+    assertEquals(run(100, [enc.encode(text)]), ["héllo", "wörld", "", "last"], "one chunk");
   });
 
   await t.step("overlong lines spread over chunks are cut once", () => {
@@ -289,20 +280,20 @@ Deno.test("LineSplitter bounds lines across arbitrary chunk boundaries", async (
       enc.encode("ij\nxy"),
       enc.encode("z\n"),
     ];
-    _assertEquals(run(4, chunks), ["abcd" + TRUNCATION_MARKER, "xyz"], "lines");
+    assertEquals(run(4, chunks), ["abcd" + TRUNCATION_MARKER, "xyz"], "lines");
   });
 
   await t.step("a line of exactly maxBytes is not cut", () => {
-    _assertEquals(run(4, [enc.encode("abcd\nabcde\n")]), ["abcd", "abcd" + TRUNCATION_MARKER]);
+    assertEquals(run(4, [enc.encode("abcd\nabcde\n")]), ["abcd", "abcd" + TRUNCATION_MARKER]);
   });
 
   await t.step("4-byte characters are not split", () => {
-    _assertEquals(run(6, bytewise("😀😀\n")), ["😀" + TRUNCATION_MARKER], "lines");
-    _assertEquals(run(8, bytewise("😀😀\n")), ["😀😀"], "exact fit");
+    assertEquals(run(6, bytewise("😀😀\n")), ["😀" + TRUNCATION_MARKER], "lines");
+    assertEquals(run(8, bytewise("😀😀\n")), ["😀😀"], "exact fit");
   });
 
   await t.step("invalid UTF-8 is replaced, not thrown", () => {
-    _assertEquals(run(10, [Uint8Array.of(0x61, 0xff, 0x62, 0x0a)]), ["a\ufffdb"], "lines");
+    assertEquals(run(10, [Uint8Array.of(0x61, 0xff, 0x62, 0x0a)]), ["a\ufffdb"], "lines");
   });
 });
 
@@ -312,15 +303,15 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
     const proc = _sh("sleep 300 & echo $!; wait", c.onLine);
     try {
       const grandchild = Number(await c.waitFor((l) => /^\d+$/.test(l)));
-      _assert(_alive(grandchild), "grandchild runs");
-      _assertEquals(_stat(grandchild)?.pgrp, proc.pgid, "grandchild is in the group");
+      assert(_alive(grandchild), "grandchild runs");
+      assertEquals(_stat(grandchild)?.pgrp, proc.pgid, "grandchild is in the group");
       const r = await stopGroup(proc, 2_000);
-      _assertEquals(r, { killed: false, remaining: [] }, "result");
-      _assert(!_alive(grandchild), "grandchild gone");
-      _assertEquals(groupMembers(proc.pgid), [], "group empty");
-      _assert(!groupAlive(proc.pgid), "group not alive");
-      _assertEquals(_stat(proc.pid), null, "leader reaped");
-      _assertEquals((await proc.status).signal, "SIGTERM", "leader got SIGTERM");
+      assertEquals(r, { killed: false, remaining: [] }, "result");
+      assert(!_alive(grandchild), "grandchild gone");
+      assertEquals(groupMembers(proc.pgid), [], "group empty");
+      assert(!groupAlive(proc.pgid), "group not alive");
+      assertEquals(_stat(proc.pid), null, "leader reaped");
+      assertEquals((await proc.status).signal, "SIGTERM", "leader got SIGTERM");
     } finally {
       await _cleanup(proc);
     }
@@ -334,10 +325,10 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
       await c.waitFor((l) => l === "ready");
       const t0 = performance.now();
       const r = await stopGroup(proc, 300);
-      _assertEquals(r, { killed: true, remaining: [] }, "result");
-      _assert(performance.now() - t0 >= 290, "waited for the grace");
-      _assertEquals((await proc.status).signal, "SIGKILL", "leader got SIGKILL");
-      _assertEquals(groupMembers(proc.pgid), [], "group empty");
+      assertEquals(r, { killed: true, remaining: [] }, "result");
+      assert(performance.now() - t0 >= 290, "waited for the grace");
+      assertEquals((await proc.status).signal, "SIGKILL", "leader got SIGKILL");
+      assertEquals(groupMembers(proc.pgid), [], "group empty");
     } finally {
       await _cleanup(proc);
     }
@@ -348,10 +339,10 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
     const proc = _sh("echo ready; exec sleep 300", c.onLine);
     try {
       await c.waitFor((l) => l === "ready");
-      _assert(signalGroup(proc.pgid, "SIGSTOP"), "stopped");
-      _assert(await _eventually(() => _stat(proc.pid)?.state === "T"), "state T");
+      assert(signalGroup(proc.pgid, "SIGSTOP"), "stopped");
+      assert(await _eventually(() => _stat(proc.pid)?.state === "T"), "state T");
       const r = await stopGroup(proc, 2_000);
-      _assertEquals(r, { killed: false, remaining: [] }, "result");
+      assertEquals(r, { killed: false, remaining: [] }, "result");
     } finally {
       await _cleanup(proc);
     }
@@ -360,8 +351,8 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
   await t.step("a leader that already exited with an empty group: nothing to do", async () => {
     const proc = _sh("exit 3", () => {});
     try {
-      _assertEquals((await proc.status).code, 3, "code");
-      _assertEquals(await stopGroup(proc, 300), { killed: false, remaining: [] }, "result");
+      assertEquals((await proc.status).code, 3, "code");
+      assertEquals(await stopGroup(proc, 300), { killed: false, remaining: [] }, "result");
     } finally {
       await _cleanup(proc);
     }
@@ -378,16 +369,16 @@ Deno.test("stopGroup() ends the whole group", async (t) => {
         grandchildren.push(Number(await c.waitFor((l) => /^\d+$/.test(l))));
       }
       await Promise.all(procs.map((p) => stopGroup(p, 1_000)));
-      _assertEquals(_ourZombies(), [], "zombie children of ours");
+      assertEquals(_ourZombies(), [], "zombie children of ours");
       for (const p of procs) {
-        _assertEquals(_stat(p.pid), null, `leader ${p.pid} reaped`);
-        _assertEquals(groupMembers(p.pgid), [], `group ${p.pgid} empty`);
+        assertEquals(_stat(p.pid), null, `leader ${p.pid} reaped`);
+        assertEquals(groupMembers(p.pgid), [], `group ${p.pgid} empty`);
       }
       // Orphaned grandchildren are reparented to pid 1 (or a subreaper); if
       // they are zombies at all, reaping them is that process's job.
       for (const g of grandchildren) {
         const st = _stat(g);
-        _assert(st === null || (st.state === "Z" && st.ppid !== Deno.pid), `grandchild ${g}`);
+        assert(st === null || (st.state === "Z" && st.ppid !== Deno.pid), `grandchild ${g}`);
       }
     } finally {
       for (const p of procs) await _cleanup(p);
@@ -402,15 +393,15 @@ Deno.test("stopGroup() ends what a leader that exited by itself left behind", as
     const proc = _sh("sleep 300 & echo $!; echo leader done", c.onLine);
     try {
       const grandchild = Number(await c.waitFor((l) => /^\d+$/.test(l)));
-      _assertEquals((await proc.status).code, 0, "leader exited by itself");
-      _assert(_alive(grandchild), "grandchild still runs");
-      _assertEquals(groupMembers(proc.pgid), [grandchild], "group is the grandchild");
-      _assert(groupMatches(proc.pgid, proc.identity), "leaderless group still matches");
+      assertEquals((await proc.status).code, 0, "leader exited by itself");
+      assert(_alive(grandchild), "grandchild still runs");
+      assertEquals(groupMembers(proc.pgid), [grandchild], "group is the grandchild");
+      assert(groupMatches(proc.pgid, proc.identity), "leaderless group still matches");
       const r = await stopGroup(proc, 2_000);
-      _assertEquals(r, { killed: false, remaining: [] }, "result");
-      _assert(!_alive(grandchild), "grandchild gone");
+      assertEquals(r, { killed: false, remaining: [] }, "result");
+      assert(!_alive(grandchild), "grandchild gone");
       await proc.output; // EOF now that nobody holds the pipe
-      _assertEquals(c.lines.map(([, l]) => l), [String(grandchild), "leader done"], "lines");
+      assertEquals(c.lines.map(([, l]) => l), [String(grandchild), "leader done"], "lines");
     } finally {
       await _cleanup(proc);
     }
@@ -422,10 +413,10 @@ Deno.test("stopGroup() ends what a leader that exited by itself left behind", as
     try {
       const grandchild = Number(await c.waitFor((l) => /^\d+$/.test(l)));
       await proc.status;
-      _assert(await _eventually(() => _alive(grandchild)), "grandchild runs");
+      assert(await _eventually(() => _alive(grandchild)), "grandchild runs");
       const r = await stopGroup(proc, 300);
-      _assertEquals(r, { killed: true, remaining: [] }, "result");
-      _assert(!_alive(grandchild), "grandchild gone");
+      assertEquals(r, { killed: true, remaining: [] }, "result");
+      assert(!_alive(grandchild), "grandchild gone");
       await proc.output;
     } finally {
       await _cleanup(proc);
@@ -437,9 +428,9 @@ Deno.test("signalGroup() and groupMembers() with groups that do not exist", asyn
   const beyond = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim()) + 1;
 
   await t.step("no such group: false and empty, no throw", () => {
-    _assertEquals(signalGroup(beyond, "SIGTERM"), false, "signalGroup");
-    _assertEquals(groupMembers(beyond), [], "groupMembers");
-    _assertEquals(groupAlive(beyond), false, "groupAlive");
+    assertEquals(signalGroup(beyond, "SIGTERM"), false, "signalGroup");
+    assertEquals(groupMembers(beyond), [], "groupMembers");
+    assertEquals(groupAlive(beyond), false, "groupAlive");
   });
 
   await t.step("pgid 0, 1, negatives and the agent's own group are refused", () => {
@@ -451,7 +442,7 @@ Deno.test("signalGroup() and groupMembers() with groups that do not exist", asyn
       } catch (e) {
         err = e;
       }
-      _assert(err instanceof RangeError, `refused ${bad}`);
+      assert(err instanceof RangeError, `refused ${bad}`);
     }
   });
 
@@ -459,8 +450,8 @@ Deno.test("signalGroup() and groupMembers() with groups that do not exist", asyn
     const proc = _sh("exit 0", () => {});
     try {
       await proc.status;
-      _assertEquals(groupMembers(proc.pgid), [], "members");
-      _assertEquals(signalGroup(proc.pgid, "SIGTERM"), false, "no group");
+      assertEquals(groupMembers(proc.pgid), [], "members");
+      assertEquals(signalGroup(proc.pgid, "SIGTERM"), false, "no group");
     } finally {
       await _cleanup(proc);
     }
@@ -479,9 +470,9 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
       stderr: "null",
     }).output();
     const pgid = Number(new TextDecoder().decode(out.stdout).trim());
-    _assert(pgid > 1, "pgid");
+    assert(pgid > 1, "pgid");
     // setsid + exec are done once the process is its own group leader.
-    _assert(await _eventually(() => _stat(pgid)?.pgrp === pgid), "became group leader");
+    assert(await _eventually(() => _stat(pgid)?.pgrp === pgid), "became group leader");
     return pgid;
   }
 
@@ -489,14 +480,14 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
     let pgid: number | undefined;
     try {
       pgid = await orphanGroup("sleep 300 & wait");
-      _assert(await _eventually(() => groupMembers(pgid!).length === 2), "leader + sleep");
+      assert(await _eventually(() => groupMembers(pgid!).length === 2), "leader + sleep");
       const members = groupMembers(pgid);
       const identity = processIdentity(pgid)!; // what state.json recorded
-      _assert(_stat(pgid)?.ppid !== Deno.pid, "not our child");
-      _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "ended");
-      _assertEquals(groupMembers(pgid), [], "group empty");
-      for (const m of members) _assert(!_alive(m), `member ${m} gone`);
-      _assertEquals(
+      assert(_stat(pgid)?.ppid !== Deno.pid, "not our child");
+      assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "ended");
+      assertEquals(groupMembers(pgid), [], "group empty");
+      for (const m of members) assert(!_alive(m), `member ${m} gone`);
+      assertEquals(
         await endLeftoverGroup(pgid, identity, 300),
         false,
         "nothing left the 2nd time",
@@ -511,8 +502,8 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
     try {
       pgid = await orphanGroup(`trap "" TERM; while :; do sleep 0.05; done`);
       const identity = processIdentity(pgid)!;
-      _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 300)), true, "ended");
-      _assertEquals(groupMembers(pgid), [], "group empty");
+      assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 300)), true, "ended");
+      assertEquals(groupMembers(pgid), [], "group empty");
     } finally {
       _killGroup(pgid);
     }
@@ -531,7 +522,7 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
         stdin: "null",
       }).spawn();
       pgid = child.pid;
-      _assert(await _eventually(() => _stat(pgid!)?.pgrp === pgid), "became group leader");
+      assert(await _eventually(() => _stat(pgid!)?.pgrp === pgid), "became group leader");
       const identity = processIdentity(pgid)!;
       const reader = child.stdout.getReader();
       const first = new TextDecoder().decode((await reader.read()).value);
@@ -539,11 +530,11 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
       const sleeper = Number(first.trim());
       await Deno.writeTextFile(flag, "");
       await child.status;
-      _assertEquals(_stat(pgid), null, "leader reaped");
-      _assertEquals(groupMembers(pgid), [sleeper], "sleep is left");
-      _assert(groupMatches(pgid, identity), "matches without leader");
-      _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "ended");
-      _assert(!_alive(sleeper), "sleep gone");
+      assertEquals(_stat(pgid), null, "leader reaped");
+      assertEquals(groupMembers(pgid), [sleeper], "sleep is left");
+      assert(groupMatches(pgid, identity), "matches without leader");
+      assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "ended");
+      assert(!_alive(sleeper), "sleep gone");
     } finally {
       _killGroup(pgid);
       if (child) await child.status;
@@ -567,12 +558,12 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
         "",
       ];
       for (const w of wrong) {
-        _assertEquals(groupMatches(pgid, w), false, `groupMatches ${w}`);
-        _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, w, 300)), false, `refused ${w}`);
-        _assert(_alive(pgid), "still running");
+        assertEquals(groupMatches(pgid, w), false, `groupMatches ${w}`);
+        assertEquals(await _quiet(() => endLeftoverGroup(pgid!, w, 300)), false, `refused ${w}`);
+        assert(_alive(pgid), "still running");
       }
-      _assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "real one");
-      _assert(!_alive(pgid), "ended");
+      assertEquals(await _quiet(() => endLeftoverGroup(pgid!, identity, 1_000)), true, "real one");
+      assert(!_alive(pgid), "ended");
     } finally {
       _killGroup(pgid);
     }
@@ -581,9 +572,9 @@ Deno.test("endLeftoverGroup() ends groups of an earlier run, and only those", as
   await t.step("a group that does not exist or pgid <= 1: false", async () => {
     const beyond = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim()) + 1;
     const me = processIdentity(Deno.pid)!;
-    _assertEquals(await endLeftoverGroup(beyond, me, 300), false, "missing");
-    _assertEquals(await endLeftoverGroup(1, processIdentity(1)!, 300), false, "init");
-    _assertEquals(await endLeftoverGroup(0, me, 300), false, "zero");
-    _assertEquals(await endLeftoverGroup(_stat(Deno.pid)!.pgrp, me, 300), false, "own group");
+    assertEquals(await endLeftoverGroup(beyond, me, 300), false, "missing");
+    assertEquals(await endLeftoverGroup(1, processIdentity(1)!, 300), false, "init");
+    assertEquals(await endLeftoverGroup(0, me, 300), false, "zero");
+    assertEquals(await endLeftoverGroup(_stat(Deno.pid)!.pgrp, me, 300), false, "own group");
   });
 });

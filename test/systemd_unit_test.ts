@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
+import { assert, assertEquals, assertMatch, assertRejects, assertThrows } from "./_assert.ts";
 import {
   renderService,
   renderTimer,
@@ -78,7 +78,7 @@ async function _verify(paths: string[]): Promise<{ code: number; output: string 
 /** Fail unless systemd-analyze verify accepts `paths` without a single warning. */
 async function _assertVerifies(paths: string[]): Promise<void> {
   const { code, output } = await _verify(paths);
-  strictEqual(
+  assertEquals(
     `exit ${code}: ${output}`,
     "exit 0: ",
     `systemd-analyze ${VERIFY_ARGS.join(" ")} ${paths.join(" ")}`,
@@ -93,7 +93,7 @@ async function _systemdDump(dir: string, unit: string): Promise<Dump> {
   for (const b of SYSTEMD_BINS) {
     if (await Deno.stat(b).then(() => true, () => false)) bin = b;
   }
-  ok(bin, `systemd binary not found in ${SYSTEMD_BINS.join(", ")}`);
+  assert(bin, `systemd binary not found in ${SYSTEMD_BINS.join(", ")}`);
   const args = ["--test", "--system", `--unit=${unit}`, "--no-pager"];
   const asNobody = Deno.uid() === 0;
   const out = await new Deno.Command(asNobody ? "setpriv" : bin, {
@@ -103,7 +103,7 @@ async function _systemdDump(dir: string, unit: string): Promise<Dump> {
     stderr: "piped",
   }).output();
   const text = decoder.decode(out.stdout);
-  strictEqual(out.code, 0, `systemd --test failed: ${decoder.decode(out.stderr)}`);
+  assertEquals(out.code, 0, `systemd --test failed: ${decoder.decode(out.stderr)}`);
   const dump: Dump = new Map();
   let current: Map<string, string[]> | undefined;
   for (const line of text.split("\n")) {
@@ -123,7 +123,7 @@ async function _systemdDump(dir: string, unit: string): Promise<Dump> {
 
 function _get(dump: Dump, unit: string, key: string): string[] {
   const u = dump.get(unit);
-  ok(u, `unit ${unit} not in systemd's dump`);
+  assert(u, `unit ${unit} not in systemd's dump`);
   return u.get(key) ?? [];
 }
 
@@ -186,16 +186,18 @@ const TRICKY_ENV = {
 
 Deno.test("unitNames() names the units after the add-on", async (t) => {
   await t.step("plain ids", () => {
-    deepStrictEqual(unitNames("net-probe"), {
+    assertEquals(unitNames("net-probe"), {
       service: "addon-agent-net-probe.service",
       timer: "addon-agent-net-probe.timer",
     });
   });
   await t.step("characters not allowed in unit names are \\x-escaped like systemd-escape", () => {
-    strictEqual(unitNames("a+b").service, "addon-agent-a\\x2bb.service");
+    assertEquals(unitNames("a+b").service, "addon-agent-a\\x2bb.service");
   });
   await t.step("unsafe ids are refused", () => {
-    for (const id of ["", "../x", "a/b", "a b", ".hidden"]) throws(() => unitNames(id), /addon_id/);
+    for (const id of ["", "../x", "a/b", "a b", ".hidden"]) {
+      assertMatch(assertThrows(() => unitNames(id)).message, /addon_id/);
+    }
   });
 });
 
@@ -212,14 +214,14 @@ Deno.test("renderService() writes a sidecar-like service that systemd reads as m
     const dump = await _systemdDump(dir, service);
     await t.step("ExecStart is parsed into exactly the path and args", () => {
       const [cmd] = _get(dump, service, "Command Line");
-      ok(cmd !== undefined, "no ExecStart in the dump");
+      assert(cmd !== undefined, "no ExecStart in the dump");
       // systemd turns "$$" into "$" when it executes the command (after this dump).
       const want = [spec.exec_path, ...TRICKY_ARGS].map((a) => a.replaceAll("$", "$$$$"));
-      deepStrictEqual(_splitCommandLine(cmd), want);
+      assertEquals(_splitCommandLine(cmd), want);
     });
     await t.step("Environment= is the add-on's env plus ADDON_* (which win)", () => {
       const env = _get(dump, service, "Environment");
-      deepStrictEqual(env, [
+      assertEquals(env, [
         "EMPTY=",
         'GREETING=hello "world" 50% $x \\ end',
         "PROBE_MODE=fast",
@@ -229,27 +231,27 @@ Deno.test("renderService() writes a sidecar-like service that systemd reads as m
         `ADDON_CONFIG_FILE=${dir}/config.json`,
         `ADDON_DATA_DIR=${dir}/data dir`,
       ]);
-      ok(!text.includes("overridden"), "the add-on's ADDON_ID is dropped");
+      assert(!text.includes("overridden"), "the add-on's ADDON_ID is dropped");
     });
     await t.step("restart on failure, hardened, no capabilities", () => {
       const one = (k: string) => _get(dump, service, k).join(" | ");
-      strictEqual(one("Type"), "simple");
-      strictEqual(one("Restart"), "on-failure");
-      strictEqual(one("ProtectSystem"), "strict");
-      strictEqual(one("ProtectHome"), "yes");
-      strictEqual(one("PrivateTmp"), "yes");
-      strictEqual(one("ReadWritePaths"), `${dir}/data dir`);
-      strictEqual(one("CapabilityBoundingSet"), "");
-      strictEqual(one("AmbientCapabilities"), "");
+      assertEquals(one("Type"), "simple");
+      assertEquals(one("Restart"), "on-failure");
+      assertEquals(one("ProtectSystem"), "strict");
+      assertEquals(one("ProtectHome"), "yes");
+      assertEquals(one("PrivateTmp"), "yes");
+      assertEquals(one("ReadWritePaths"), `${dir}/data dir`);
+      assertEquals(one("CapabilityBoundingSet"), "");
+      assertEquals(one("AmbientCapabilities"), "");
       // systemd's dump does not show NoNewPrivileges: check the text.
-      ok(text.includes("\nNoNewPrivileges=yes\n"));
-      ok(text.includes("\nCapabilityBoundingSet=\n"));
-      ok(!text.includes("AmbientCapabilities"));
-      ok(text.includes("\n[Install]\nWantedBy=multi-user.target\n"));
+      assert(text.includes("\nNoNewPrivileges=yes\n"));
+      assert(text.includes("\nCapabilityBoundingSet=\n"));
+      assert(!text.includes("AmbientCapabilities"));
+      assert(text.includes("\n[Install]\nWantedBy=multi-user.target\n"));
     });
     await t.step("rendering is deterministic (env order does not matter)", () => {
       const reversed = Object.fromEntries(Object.entries(TRICKY_ENV).reverse());
-      strictEqual(renderService({ ...spec, env: reversed }), text);
+      assertEquals(renderService({ ...spec, env: reversed }), text);
     });
   });
 });
@@ -264,21 +266,21 @@ Deno.test("renderService() grants capabilities as ambient and bounding set", asy
     });
     await t.step("systemd reads both sets, and NoNewPrivileges stays on", async () => {
       const dump = await _systemdDump(dir, service);
-      deepStrictEqual(_get(dump, service, "CapabilityBoundingSet"), [
+      assertEquals(_get(dump, service, "CapabilityBoundingSet"), [
         "cap_net_bind_service cap_net_raw",
       ]);
-      deepStrictEqual(_get(dump, service, "AmbientCapabilities"), [
+      assertEquals(_get(dump, service, "AmbientCapabilities"), [
         "cap_net_bind_service cap_net_raw",
       ]);
-      ok(text.includes("\nNoNewPrivileges=yes\n"));
-      ok(text.includes("\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW\n"));
-      ok(text.includes("\nAmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW\n"));
+      assert(text.includes("\nNoNewPrivileges=yes\n"));
+      assert(text.includes("\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW\n"));
+      assert(text.includes("\nAmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW\n"));
     });
     await t.step("every capability name we accept is one systemd knows", async () => {
       const out = await new Deno.Command("systemd-analyze", { args: ["capability"] }).output();
       const known = decoder.decode(out.stdout).toUpperCase();
       const { KNOWN_CAPABILITIES } = await import("../src/supervise/systemd_unit.ts");
-      for (const c of KNOWN_CAPABILITIES) ok(new RegExp(`\\b${c}\\b`).test(known), c);
+      for (const c of KNOWN_CAPABILITIES) assert(new RegExp(`\\b${c}\\b`).test(known), c);
     });
   });
 });
@@ -298,16 +300,19 @@ Deno.test("renderService() runs an isolated add-on as its numeric uid with its l
     });
     await t.step("systemd reads the user, group, capabilities and limits", async () => {
       const dump = await _systemdDump(dir, service);
-      deepStrictEqual(_get(dump, service, "User"), ["61234"]);
-      deepStrictEqual(_get(dump, service, "Group"), ["61234"]);
-      deepStrictEqual(_get(dump, service, "CapabilityBoundingSet"), ["cap_net_raw"]);
-      deepStrictEqual(_get(dump, service, "AmbientCapabilities"), ["cap_net_raw"]);
-      ok(text.includes("\nMemoryMax=67108864\n"), text);
-      ok(text.includes("\nCPUQuota=50%\n"), text);
-      ok(text.includes("\nTasksMax=32\n"), text);
+      assertEquals(_get(dump, service, "User"), ["61234"]);
+      assertEquals(_get(dump, service, "Group"), ["61234"]);
+      assertEquals(_get(dump, service, "CapabilityBoundingSet"), ["cap_net_raw"]);
+      assertEquals(_get(dump, service, "AmbientCapabilities"), ["cap_net_raw"]);
+      assert(text.includes("\nMemoryMax=67108864\n"), text);
+      assert(text.includes("\nCPUQuota=50%\n"), text);
+      assert(text.includes("\nTasksMax=32\n"), text);
     });
     await t.step("uid 0 is refused", () => {
-      throws(() => renderService({ ...spec, uid: 0 }), /not a valid non-root id/);
+      assertMatch(
+        assertThrows(() => renderService({ ...spec, uid: 0 })).message,
+        /not a valid non-root id/,
+      );
     });
   });
 });
@@ -330,13 +335,13 @@ Deno.test("renderTimer() writes a timer that runs a oneshot service", async (t) 
     });
     await t.step("systemd links the timer to the service and reads the schedule", async () => {
       const dump = await _systemdDump(dir, names.timer);
-      deepStrictEqual(_get(dump, names.timer, "Unit"), [names.service]);
-      deepStrictEqual(_get(dump, names.timer, "OnCalendar"), ["*-*-* *:00/5:00"]);
-      deepStrictEqual(_get(dump, names.service, "Type"), ["oneshot"]);
-      deepStrictEqual(_get(dump, names.service, "Restart"), ["no"]);
-      ok(timerText.includes("\nOnCalendar=*-*-* *:0/5:00\n"), "schedule passed verbatim");
-      ok(timerText.includes("\n[Install]\nWantedBy=timers.target\n"));
-      ok(!serviceText.includes("[Install]"), "the timer starts the service, not boot");
+      assertEquals(_get(dump, names.timer, "Unit"), [names.service]);
+      assertEquals(_get(dump, names.timer, "OnCalendar"), ["*-*-* *:00/5:00"]);
+      assertEquals(_get(dump, names.service, "Type"), ["oneshot"]);
+      assertEquals(_get(dump, names.service, "Restart"), ["no"]);
+      assert(timerText.includes("\nOnCalendar=*-*-* *:0/5:00\n"), "schedule passed verbatim");
+      assert(timerText.includes("\n[Install]\nWantedBy=timers.target\n"));
+      assert(!serviceText.includes("[Install]"), "the timer starts the service, not boot");
     });
   });
 });
@@ -363,12 +368,15 @@ Deno.test("renderService()/renderTimer() refuse what a unit cannot carry", async
     ];
     for (const [what, over, re] of cases) {
       await t.step(what, () => {
-        throws(() => renderService({ ...spec, ...over }), re);
+        assertMatch(assertThrows(() => renderService({ ...spec, ...over })).message, re);
       });
     }
     for (const schedule of ["weekly", "*:0/5\nExecStart=/bin/evil", "Mon 00:00"]) {
       await t.step(`timer schedule ${JSON.stringify(schedule)}`, () => {
-        throws(() => renderTimer({ ...spec, kind: "timer", schedule }), /is not supported/);
+        assertMatch(
+          assertThrows(() => renderTimer({ ...spec, kind: "timer", schedule })).message,
+          /is not supported/,
+        );
       });
     }
   });
@@ -389,10 +397,13 @@ Deno.test("systemd-analyze verify fails on broken units (the check can fail)", a
     });
     for (const [what, text] of Object.entries(broken)) {
       await t.step(what, async () => {
-        ok(text !== good);
+        assert(text !== good);
         const name = what === "bad calendar" ? "addon-agent-bad.timer" : "addon-agent-bad.service";
         const paths = await _write(dir, { [name]: text });
-        await rejects(_assertVerifies(paths), /systemd-analyze verify/);
+        assertMatch(
+          (await assertRejects(() => _assertVerifies(paths))).message,
+          /systemd-analyze verify/,
+        );
       });
     }
   });
@@ -446,46 +457,46 @@ Deno.test("SystemdUnits installs, changes and removes units through systemctl", 
       const svc = "addon-agent-net-probe.service";
 
       await t.step("first install: write, daemon-reload, enable --now", async () => {
-        deepStrictEqual(await units.install(spec), { changed: true });
-        deepStrictEqual(await standIn.calls(), ["daemon-reload", `enable --now ${svc}`]);
-        deepStrictEqual(await _ls(unitDir), [svc]);
-        strictEqual(await Deno.readTextFile(`${unitDir}/${svc}`), renderService(spec));
+        assertEquals(await units.install(spec), { changed: true });
+        assertEquals(await standIn.calls(), ["daemon-reload", `enable --now ${svc}`]);
+        assertEquals(await _ls(unitDir), [svc]);
+        assertEquals(await Deno.readTextFile(`${unitDir}/${svc}`), renderService(spec));
         await _assertVerifies([`${unitDir}/${svc}`]);
         // Environment= may carry secrets: never world-readable (SPEC 12).
-        strictEqual(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
+        assertEquals(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
       });
       await t.step("install again, unchanged: no calls, no write", async () => {
         // As an older agent left it: world-readable. The mode is tightened in place.
         await Deno.chmod(`${unitDir}/${svc}`, 0o644);
         const before = (await Deno.stat(`${unitDir}/${svc}`)).ino;
-        deepStrictEqual(await units.install(spec), { changed: false });
-        deepStrictEqual(await standIn.calls(), []);
-        strictEqual((await Deno.stat(`${unitDir}/${svc}`)).ino, before);
-        strictEqual(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
+        assertEquals(await units.install(spec), { changed: false });
+        assertEquals(await standIn.calls(), []);
+        assertEquals((await Deno.stat(`${unitDir}/${svc}`)).ino, before);
+        assertEquals(((await Deno.stat(`${unitDir}/${svc}`)).mode! & 0o777).toString(8), "600");
       });
       await t.step("install changed: daemon-reload, restart", async () => {
         const v2 = { ...spec, version: "1.5.0", args: ["--interval", "5s"] };
-        deepStrictEqual(await units.install(v2), { changed: true });
-        deepStrictEqual(await standIn.calls(), ["daemon-reload", `restart ${svc}`]);
-        ok((await Deno.readTextFile(`${unitDir}/${svc}`)).includes("ADDON_VERSION=1.5.0"));
-        deepStrictEqual(await _ls(unitDir), [svc], "no temporary files left");
+        assertEquals(await units.install(v2), { changed: true });
+        assertEquals(await standIn.calls(), ["daemon-reload", `restart ${svc}`]);
+        assert((await Deno.readTextFile(`${unitDir}/${svc}`)).includes("ADDON_VERSION=1.5.0"));
+        assertEquals(await _ls(unitDir), [svc], "no temporary files left");
       });
       await t.step("a new instance (agent restart) converges once: reload, enable", async () => {
         const again = new SystemdUnits(unitDir, systemctl);
         const v2 = { ...spec, version: "1.5.0", args: ["--interval", "5s"] };
-        deepStrictEqual(await again.install(v2), { changed: false });
-        deepStrictEqual(await standIn.calls(), ["daemon-reload", `enable --now ${svc}`]);
-        deepStrictEqual(await again.install(v2), { changed: false });
-        deepStrictEqual(await standIn.calls(), []);
+        assertEquals(await again.install(v2), { changed: false });
+        assertEquals(await standIn.calls(), ["daemon-reload", `enable --now ${svc}`]);
+        assertEquals(await again.install(v2), { changed: false });
+        assertEquals(await standIn.calls(), []);
       });
       await t.step("remove: disable --now, delete, daemon-reload", async () => {
         await units.remove(spec.addon_id);
-        deepStrictEqual(await standIn.calls(), [`disable --now ${svc}`, "daemon-reload"]);
-        deepStrictEqual(await _ls(unitDir), []);
+        assertEquals(await standIn.calls(), [`disable --now ${svc}`, "daemon-reload"]);
+        assertEquals(await _ls(unitDir), []);
       });
       await t.step("remove again: a no-op", async () => {
         await units.remove(spec.addon_id);
-        deepStrictEqual(await standIn.calls(), []);
+        assertEquals(await standIn.calls(), []);
       });
 
       const timerSpec: UnitSpec = {
@@ -496,64 +507,64 @@ Deno.test("SystemdUnits installs, changes and removes units through systemctl", 
       };
       const tn = unitNames(timerSpec.addon_id);
       await t.step("timer install enables the timer, not the service", async () => {
-        deepStrictEqual(await units.install(timerSpec), { changed: true });
-        deepStrictEqual(await standIn.calls(), ["daemon-reload", `enable --now ${tn.timer}`]);
-        deepStrictEqual(await _ls(unitDir), [tn.service, tn.timer]);
+        assertEquals(await units.install(timerSpec), { changed: true });
+        assertEquals(await standIn.calls(), ["daemon-reload", `enable --now ${tn.timer}`]);
+        assertEquals(await _ls(unitDir), [tn.service, tn.timer]);
         await _assertVerifies([`${unitDir}/${tn.service}`, `${unitDir}/${tn.timer}`]);
       });
       await t.step("timer schedule change: reload, restart the timer", async () => {
         await units.install({ ...timerSpec, schedule: "*:0/15" });
-        deepStrictEqual(await standIn.calls(), ["daemon-reload", `restart ${tn.timer}`]);
+        assertEquals(await standIn.calls(), ["daemon-reload", `restart ${tn.timer}`]);
       });
       await t.step("timer to service: old units removed first", async () => {
         await units.install({ ...timerSpec, kind: "service", schedule: undefined });
-        deepStrictEqual(await standIn.calls(), [
+        assertEquals(await standIn.calls(), [
           `disable --now ${tn.timer}`,
           `disable --now ${tn.service}`,
           "daemon-reload",
           "daemon-reload",
           `enable --now ${tn.service}`,
         ]);
-        deepStrictEqual(await _ls(unitDir), [tn.service]);
+        assertEquals(await _ls(unitDir), [tn.service]);
       });
       await t.step("a timer without a schedule is refused before any call", async () => {
-        await rejects(units.install({ ...timerSpec, schedule: undefined }), /needs a schedule/);
-        deepStrictEqual(await standIn.calls(), []);
+        assertMatch(
+          (await assertRejects(() => units.install({ ...timerSpec, schedule: undefined }))).message,
+          /needs a schedule/,
+        );
+        assertEquals(await standIn.calls(), []);
       });
       await t.step("a failing systemctl rejects with the command and its stderr", async () => {
         await Deno.writeTextFile(`${dir}/fail`, "");
         const err = await units.remove(timerSpec.addon_id).then(() => null, (e: unknown) => e);
-        ok(err instanceof SystemctlError, `got ${err}`);
-        deepStrictEqual(err.command, ["systemctl", "disable", "--now", tn.service]);
-        strictEqual(err.code, 5);
-        ok(
+        assert(err instanceof SystemctlError, `got ${err}`);
+        assertEquals(err.command, ["systemctl", "disable", "--now", tn.service]);
+        assertEquals(err.code, 5);
+        assert(
           err.message.includes(`systemctl disable --now ${tn.service} failed (exit 5)`),
           err.message,
         );
-        ok(
+        assert(
           err.message.endsWith(
             `: Failed to run systemctl disable --now ${tn.service}: Unit not loaded.`,
           ),
           err.message,
         );
-        deepStrictEqual(await _ls(unitDir), [tn.service], "files stay until disable worked");
+        assertEquals(await _ls(unitDir), [tn.service], "files stay until disable worked");
         await Deno.remove(`${dir}/fail`);
         await standIn.calls();
         await units.remove(timerSpec.addon_id);
-        deepStrictEqual(await standIn.calls(), [
+        assertEquals(await standIn.calls(), [
           "daemon-reload",
           `disable --now ${tn.service}`,
           "daemon-reload",
         ]);
-        deepStrictEqual(await _ls(unitDir), []);
+        assertEquals(await _ls(unitDir), []);
       });
       await t.step("a missing systemctl binary is a SystemctlError too", async () => {
         const none = commandSystemctl(`${dir}/no-such-systemctl`);
-        await rejects(none.daemonReload(), (e: unknown) => {
-          ok(e instanceof SystemctlError);
-          ok(e.message.includes("no-such-systemctl daemon-reload failed"), e.message);
-          return true;
-        });
+        const e = await assertRejects(() => none.daemonReload(), SystemctlError);
+        assert(e.message.includes("no-such-systemctl daemon-reload failed"), e.message);
       });
     });
   } finally {
