@@ -22,8 +22,25 @@
  * @module
  */
 
-import type { NatsConfig } from "../config/mod.ts";
 import type { NatsConnection } from "@nats-io/nats-core";
+
+/**
+ * What a connection needs: the `nats` section of `agent.json` as the config
+ * room decodes it (files absolute, one way to authenticate at most).
+ */
+export interface NatsConnectionConfig {
+  servers: string[];
+  nkey_seed_file?: string;
+  user?: string;
+  password_file?: string;
+  creds_file?: string;
+  ca_file?: string;
+  cert_file?: string;
+  key_file?: string;
+  inbox_prefix: string;
+}
+
+type NatsConfig = NatsConnectionConfig;
 
 /** The connection is not there (yet or any more); what failed is in the message. */
 export class NatsUnavailableError extends Error {
