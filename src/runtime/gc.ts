@@ -1,7 +1,7 @@
 /**
  * Garbage collection (SPEC 8): keep at most `keep_versions` staged versions
  * per add-on (never `current` or `previous`), and drop resumable partials
- * nobody wants any more.
+ * nobody wants any more, and the files of an add-on no longer assigned.
  *
  * @example
  * ```ts
@@ -65,4 +65,17 @@ export async function collectPartials(layout: Layout, wanted: ReadonlySet<string
     const m = /^([0-9a-f]{64})\.partial$/.exec(e.name);
     if (m && !wanted.has(m[1]!)) await removeIfExists(`${layout.tmp}/${e.name}`);
   }
+}
+
+/**
+ * Remove what the agent keeps of an add-on that is no longer assigned: `last-good.json`,
+ * the `current` and `previous` links, every staged version and `config.json`. Its `data/`
+ * directory stays (an operator may want it; a re-assignment finds it again).
+ */
+export async function removeAddonFiles(layout: Layout, addonId: string): Promise<void> {
+  await removeIfExists(layout.lastGood(addonId));
+  await removeIfExists(layout.current(addonId));
+  await removeIfExists(layout.previous(addonId));
+  await removeIfExists(layout.versionsDir(addonId));
+  await removeIfExists(layout.configFile(addonId));
 }

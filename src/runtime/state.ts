@@ -19,21 +19,25 @@ import { writeFileAtomic } from "./fs_atomic.ts";
 import { log, sha256Hex } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
 
-/** The states an add-on moves through (SPEC 11). */
-export type AddonStateName =
-  | "pending"
-  | "downloading"
-  | "verifying"
-  | "staged"
-  | "starting"
-  | "running"
-  | "stopped"
-  | "disabled"
-  | "failed"
-  | "fallback"
-  | "rolled_back"
-  | "unsupported"
-  | "completed";
+/** The states an add-on moves through (SPEC 11), in the order metrics list them. */
+export const ADDON_STATE_NAMES = [
+  "pending",
+  "downloading",
+  "verifying",
+  "staged",
+  "starting",
+  "running",
+  "stopped",
+  "disabled",
+  "failed",
+  "fallback",
+  "rolled_back",
+  "unsupported",
+  "completed",
+] as const;
+
+/** One of {@linkcode ADDON_STATE_NAMES}. */
+export type AddonStateName = typeof ADDON_STATE_NAMES[number];
 
 /** What the agent knows about one add-on. */
 export interface AddonState {
@@ -125,6 +129,71 @@ function _redacted(a: AddonState): AddonState {
     a.helper_fingerprint = sha256Hex(a.helper_fingerprint);
   }
   return a;
+}
+
+/**
+ * The state of `addonId` in `state`, added (empty) when missing. An id like `__proto__` is an
+ * ordinary key here, never the object's prototype.
+ *
+ * @example
+ * ```ts
+ * import { addonState, emptyState } from "./state.ts";
+ * const state = emptyState();
+ * addonState(state, "net-probe").state = "staged";
+ * ```
+ */
+export function addonState(state: AgentState, addonId: string): AddonState {
+  const all = state.addons;
+  let s = Object.hasOwn(all, addonId) ? all[addonId] : undefined;
+  if (!s) {
+    s = emptyAddonState(addonId);
+    all[addonId] = s;
+  }
+  return s;
+}
+
+/**
+ * Move `s` to `state` with `message` at `now` (ms since the epoch), then apply `extra`:
+ * `since` restarts when it enters `running` or `fallback`, and `progress` lives only while
+ * `downloading`. Returns whether the state or the message changed.
+ */
+export function setAddonState(
+  s: AddonState,
+  state: AddonStateName,
+  message: string,
+  now: number,
+  extra: Partial<AddonState> = {},
+): boolean {
+  const changed = s.state !== state || s.message !== message;
+  if (s.state !== state && (state === "running" || state === "fallback")) {
+    s.since = new Date(now).toISOString();
+  }
+  s.state = state;
+  s.message = message;
+  Object.assign(s, extra);
+  if (state !== "downloading") delete s.progress;
+  return changed;
+}
+
+/** Forget the process of an add-on that no longer runs (pid, process group and its identity). */
+export function clearProcess(s: AddonState): void {
+  s.pid = null;
+  s.pgid = null;
+  s.pgid_identity = null;
+}
+
+/**
+ * The key of one build of one version: `version:sha256` (`version:` without an artifact).
+ * Rolled-back versions, retries and the versions the source assigns are compared by it.
+ *
+ * @example
+ * ```ts
+ * import { versionKey } from "./state.ts";
+ * versionKey("1.2.0", "ab12"); // "1.2.0:ab12"
+ * ```
+ */
+export function versionKey(version: string, sha256: string | undefined): string {
+  return `${version}:${sha256 ?? ""}`;
 }
 
 /** Read `state.json`; a missing or unreadable file gives an empty state (with a warning). */

@@ -17,6 +17,7 @@
 
 import { log } from "../common/mod.ts";
 import { isLoopbackHost } from "../config/mod.ts";
+import { ADDON_STATE_NAMES } from "../runtime/mod.ts";
 import type { StatusDocument } from "./status.ts";
 
 /** What the endpoint reads from. */
@@ -35,22 +36,6 @@ export interface StatusServer {
   close(): Promise<void>;
 }
 
-const STATES = [
-  "pending",
-  "downloading",
-  "verifying",
-  "staged",
-  "starting",
-  "running",
-  "stopped",
-  "disabled",
-  "failed",
-  "fallback",
-  "rolled_back",
-  "unsupported",
-  "completed",
-];
-
 function _label(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
@@ -65,7 +50,7 @@ export function renderMetrics(doc: StatusDocument, uptimeSeconds: number): strin
     "# TYPE addon_agent_addon_state gauge",
   ];
   for (const a of doc.addons) {
-    for (const s of STATES) {
+    for (const s of ADDON_STATE_NAMES) {
       out.push(
         `addon_agent_addon_state{addon_id="${_label(a.addon_id)}",state="${s}"} ${
           a.state === s ? 1 : 0
