@@ -5,6 +5,7 @@
  */
 
 export * from "./bundle_index.ts";
+export * from "./deliverer.ts";
 export * from "./delivery.ts";
 export * from "./download.ts";
 export * from "./unpack.ts";
