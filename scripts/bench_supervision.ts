@@ -18,8 +18,9 @@ import { decodeConfig } from "../src/config/config.ts";
 import { startControlPlane } from "../src/control_plane/server.ts";
 import { configureLog } from "../src/common/log.ts";
 import { deliveryContext } from "../src/delivery/delivery.ts";
+import { storeDeliverer } from "../src/delivery/deliverer.ts";
 import { hostPlatform } from "../src/protocol/platform.ts";
-import { Reconciler } from "../src/agent/reconciler.ts";
+import { Reconciler, runnersFor } from "../src/agent/reconciler.ts";
 import { openRuntimeRoot } from "../src/runtime/runtime_root.ts";
 import { Sidecar } from "../src/supervise/sidecar.ts";
 import { emptyState } from "../src/runtime/state.ts";
@@ -152,10 +153,10 @@ async function _noopReconcile(dir: string): Promise<string[]> {
   const rec = new Reconciler({
     cfg,
     layout: root,
-    delivery: await deliveryContext(cfg, root, platform),
+    deliverer: storeDeliverer(await deliveryContext(cfg, root, platform)),
     platform,
     state,
-    runner: { units: new SystemdUnits(`${dir}`, commandSystemctl("true")) },
+    runners: runnersFor({ units: new SystemdUnits(`${dir}`, commandSystemctl("true")) }),
     onChange: () => {},
   });
   try {

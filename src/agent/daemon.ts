@@ -25,7 +25,7 @@ import {
   type Platform,
 } from "../protocol/mod.ts";
 import type { AgentConfig } from "../config/mod.ts";
-import { type DeliveryContext, deliveryContext } from "../delivery/mod.ts";
+import { type DeliveryContext, deliveryContext, storeDeliverer } from "../delivery/mod.ts";
 import { log, WakeableSleep } from "../common/mod.ts";
 import {
   applyOverride,
@@ -34,7 +34,8 @@ import {
   parseOverride,
   type Source,
 } from "../source/mod.ts";
-import { Reconciler, type ResilienceTiming } from "./reconciler.ts";
+import { Reconciler, runnersFor } from "./reconciler.ts";
+import type { ResilienceTiming } from "./probation.ts";
 import {
   type AgentState,
   loadState,
@@ -116,13 +117,13 @@ export class Daemon {
     this.#rec = new Reconciler({
       cfg,
       layout: root,
-      delivery,
+      deliverer: storeDeliverer(delivery),
       platform,
       state,
-      runner: {
+      runners: runnersFor({
         units,
         ...(opts.sidecarTiming ? { timing: opts.sidecarTiming } : {}),
-      },
+      }),
       ...(opts.resilience ? { resilience: opts.resilience } : {}),
       ...(opts.sidecarTiming ? { sidecarTiming: opts.sidecarTiming } : {}),
       onChange: () => this.#changed(),

@@ -5,5 +5,7 @@
  */
 
 export * from "./daemon.ts";
+export * from "./launch.ts";
+export * from "./probation.ts";
 export * from "./reconciler.ts";
 export * from "./sync.ts";

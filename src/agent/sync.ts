@@ -32,6 +32,7 @@ import {
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
 import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
+import { checkExecutable, hostBinaryLabel } from "./launch.ts";
 
 /** What happened to one entry. */
 export interface SyncResult {
@@ -172,6 +173,7 @@ async function _syncOne(
   try {
     const d = await deliver(ctx, a);
     if (d.source === "host_binary") {
+      await checkExecutable(d.binary, hostBinaryLabel(ctx.platform));
       return {
         addon_id: a.addon_id,
         version: a.version,

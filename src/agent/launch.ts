@@ -1,0 +1,208 @@
+/**
+ * Launch preparation: everything between an assignment and a start —
+ * delivery (or the binary already on the host), the one executable check,
+ * file capabilities, the add-on's directories and `config.json`, and the
+ * clean environment it starts with. Also the fingerprint that decides
+ * whether a changed assignment restarts the add-on.
+ *
+ * @example
+ * ```ts
+ * import { prepareLaunch } from "./launch.ts";
+ * import type { LaunchContext } from "./launch.ts";
+ * import type { Assignment } from "../protocol/mod.ts";
+ * declare const ctx: LaunchContext;
+ * declare const a: Assignment;
+ * const launch = await prepareLaunch(ctx, a, {});
+ * console.log(launch.binary, launch.env.ADDON_DATA_DIR);
+ * ```
+ *
+ * @module
+ */
+
+import {
+  type Assignment,
+  type Platform,
+  platformString,
+  supervisionName,
+} from "../protocol/mod.ts";
+import { applyFileCapabilities, type Launch } from "../supervise/mod.ts";
+import { type Deliverer, DeliveryError, type DeliveryHooks } from "../delivery/mod.ts";
+import { ensureRealDir, type Layout, writeFileAtomic } from "../runtime/mod.ts";
+import { type Clock, sha256Hex } from "../common/mod.ts";
+
+/**
+ * The fields whose change makes an add-on restart, as a sha256 (hex): it is
+ * kept in `state.json` and shown in status, so it must not carry env, args
+ * or config values.
+ */
+export function fingerprint(a: Assignment): string {
+  return sha256Hex(JSON.stringify([
+    a.version,
+    a.delivery,
+    supervisionName(a),
+    a.artifact?.sha256 ?? a.binary_path ?? null,
+    a.binary_name,
+    a.artifact?.bundle?.entrypoint ?? null,
+    a.args,
+    a.env,
+    a.config,
+    a.capabilities,
+    a.schedule ?? null,
+    a.timeout_s ?? null,
+  ]));
+}
+
+/** Variables an add-on inherits from the agent; nothing else (no credentials) is passed on. */
+export const INHERITED_ENV = ["PATH", "LANG", "LC_ALL", "TZ"] as const;
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** The environment every add-on starts from (then its own `env`, then `ADDON_*`). */
+export function baseEnvironment(): Record<string, string> {
+  const out: Record<string, string> = { PATH: DEFAULT_PATH };
+  for (const k of INHERITED_ENV) {
+    try {
+      const v = Deno.env.get(k);
+      if (v !== undefined) out[k] = v;
+    } catch {
+      // not allowed by the permission set: keep the default
+    }
+  }
+  return out;
+}
+
+/**
+ * The one check of a binary the agent did not stage (`os_package`, or the host binary a
+ * `pushed_artifact` falls back to): an absolute path to an executable regular file the
+ * build may read. `what` names it in the error ("binary_path").
+ *
+ * @example
+ * ```ts
+ * import { checkExecutable } from "./launch.ts";
+ * const path = await checkExecutable("/bin/sh", "binary_path"); // "/bin/sh"
+ * ```
+ *
+ * @returns `path`
+ * @throws {DeliveryError} `refused`, naming `what`, the path and what is wrong with it
+ */
+export async function checkExecutable(path: string, what: string): Promise<string> {
+  if (!path.startsWith("/")) {
+    throw new DeliveryError(`${what} ${JSON.stringify(path)} must be an absolute path`, {
+      kind: "refused",
+    });
+  }
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      throw new DeliveryError(
+        `${what} ${path} is outside what this build may read; add it to permissions.agent.read in deno.json and rebuild`,
+        { kind: "refused", cause: e },
+      );
+    }
+    throw new DeliveryError(`${what} ${path} does not exist`, { kind: "refused", cause: e });
+  }
+  if (!st.isFile || st.mode === null || (st.mode & 0o111) === 0) {
+    throw new DeliveryError(`${what} ${path} is not an executable file`, { kind: "refused" });
+  }
+  return path;
+}
+
+/** How the binary of a host without an artifact for its platform is named in errors. */
+export function hostBinaryLabel(platform: Platform): string {
+  return `no artifact for ${platformString(platform)}, and binary_path`;
+}
+
+/** What launch preparation needs. */
+export interface LaunchContext {
+  layout: Layout;
+  platform: Platform;
+  deliverer: Deliverer;
+  clock: Clock;
+}
+
+/** Progress of a preparation: delivery phases and bytes, and a finished download. */
+export interface PrepareHooks extends DeliveryHooks {
+  /** The artifact was fetched from the store (not already staged). */
+  onDownloaded?(d: { at: string; duration_ms: number; bytes: number }): void;
+}
+
+/**
+ * Deliver, check, grant capabilities and write `config.json`: everything before a start.
+ *
+ * @throws {DeliveryError} when the assignment cannot be delivered or its binary cannot run
+ */
+export async function prepareLaunch(
+  ctx: LaunchContext,
+  a: Assignment,
+  hooks: PrepareHooks,
+): Promise<Launch> {
+  const layout = ctx.layout;
+  let binary = "";
+  let staged = false;
+  if (a.supervision !== "config_toggle") {
+    if (a.delivery === "os_package") {
+      binary = await checkExecutable(a.binary_path ?? "", "binary_path");
+    } else {
+      const t0 = ctx.clock.now();
+      const d = await ctx.deliverer.deliver(a, {
+        ...(hooks.onPhase ? { onPhase: hooks.onPhase } : {}),
+        ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
+      });
+      binary = d.source === "host_binary"
+        ? await checkExecutable(d.binary, hostBinaryLabel(ctx.platform))
+        : d.binary;
+      staged = d.source !== "host_binary";
+      if (d.source === "downloaded") {
+        hooks.onDownloaded?.({
+          at: new Date(ctx.clock.now()).toISOString(),
+          duration_ms: ctx.clock.now() - t0,
+          bytes: d.fetched,
+        });
+      }
+    }
+    if (a.capabilities.length > 0 && a.supervision === "agent_sidecar") {
+      if (!staged) {
+        throw new DeliveryError(
+          `capabilities ${
+            a.capabilities.join(", ")
+          } can only be granted to a binary the agent staged, not to ${binary}`,
+          { kind: "refused" },
+        );
+      }
+      await applyFileCapabilities(binary, a.capabilities);
+    }
+  }
+  await ensureRealDir(layout.addonDir(a.addon_id));
+  await ensureRealDir(layout.dataDir(a.addon_id), 0o750);
+  // The add-on's config may hold secrets: never world-readable (SPEC 12).
+  await writeFileAtomic(
+    layout.configFile(a.addon_id),
+    JSON.stringify(a.config, null, 2) + "\n",
+    0o640,
+  );
+  return launchFor(layout, a, binary);
+}
+
+/** The launch of `a` running `binary`: arguments, environment, working and data directories. */
+export function launchFor(layout: Layout, a: Assignment, binary: string): Launch {
+  return {
+    assignment: a,
+    fingerprint: fingerprint(a),
+    addon_id: a.addon_id,
+    version: a.version,
+    binary,
+    args: a.args,
+    env: {
+      ...baseEnvironment(),
+      ...a.env,
+      ADDON_ID: a.addon_id,
+      ADDON_VERSION: a.version,
+      ADDON_CONFIG_FILE: layout.configFile(a.addon_id),
+      ADDON_DATA_DIR: layout.dataDir(a.addon_id),
+    },
+    cwd: layout.dataDir(a.addon_id),
+    dataDir: layout.dataDir(a.addon_id),
+    configFile: layout.configFile(a.addon_id),
+  };
+}

@@ -1,0 +1,448 @@
+/**
+ * One add-on's slot in the reconciler: its own queue (a change to one add-on never waits for
+ * or touches another), the runner of what runs, delivery retries, the fallback to the last
+ * known good, probation and rollback of a new version, removal. It sees the rest of the agent
+ * only through {@linkcode SlotContext}.
+ *
+ * @example
+ * ```ts
+ * import { Slot, type SlotContext } from "./slot.ts";
+ * import type { Assignment } from "../protocol/mod.ts";
+ * declare const ctx: SlotContext;
+ * declare const a: Assignment;
+ * await new Slot("net-probe", ctx).enqueueDesired(a);
+ * ```
+ *
+ * @module
+ */
+
+import { type Assignment, supervisionName } from "../protocol/mod.ts";
+import type { Launch, Runner } from "../supervise/mod.ts";
+import {
+  type AddonState,
+  addonState,
+  type AddonStateName,
+  clearProcess,
+  collectVersions,
+  readLastGood,
+  removeAddonFiles,
+  setAddonState,
+  versionKey,
+  writeLastGood,
+} from "../runtime/mod.ts";
+import { log } from "../common/mod.ts";
+import { fingerprint, prepareLaunch } from "./launch.ts";
+import { needsProbation, Probation } from "./probation.ts";
+import { DeliveryRetries } from "./retry.ts";
+import type { SlotContext } from "./slot_context.ts";
+
+export type { SlotContext } from "./slot_context.ts";
+
+interface _Running {
+  assignment: Assignment;
+  fp: string;
+  runner: Runner;
+  /** Running the last known good instead of the desired assignment. */
+  fallback: boolean;
+  handshake: boolean;
+}
+
+/** One add-on: its queue, what runs, retries, probation. */
+export class Slot {
+  /** The assignment the source (or the override) wants, or null when removed. */
+  desired: Assignment | null = null;
+  #running: _Running | null = null;
+  #queue: Promise<void> = Promise.resolve();
+  readonly #retries: DeliveryRetries;
+  #probation: Probation | null = null;
+
+  /** A slot for add-on `id`. */
+  constructor(readonly id: string, readonly ctx: SlotContext) {
+    this.#retries = new DeliveryRetries(ctx.clock, ctx.resilience);
+  }
+
+  /** The add-on's entry in the agent state (created when missing). */
+  get st(): AddonState {
+    return addonState(this.ctx.state, this.id);
+  }
+
+  #set(state: AddonStateName, message: string, extra: Partial<AddonState> = {}): void {
+    if (setAddonState(this.st, state, message, this.ctx.clock.now(), extra)) {
+      const level = state === "failed" || state === "rolled_back" ? "error" : "info";
+      log[level](`state ${state}${message ? `: ${message}` : ""}`, { addon_id: this.id, state });
+    }
+    this.ctx.onChange(this.id);
+  }
+
+  #enqueue(fn: () => Promise<void>): Promise<void> {
+    const next = this.#queue.then(fn).catch((e) => {
+      log.error("reconcile failed", { addon_id: this.id, error: e as Error });
+      this.#set("failed", (e as Error).message);
+    });
+    this.#queue = next;
+    return next;
+  }
+
+  /** Reconcile towards `a`. */
+  enqueueDesired(a: Assignment): Promise<void> {
+    return this.#enqueue(async () => {
+      this.desired = a;
+      await this.#reconcile(false);
+    });
+  }
+
+  /** The source's entry for this add-on was refused: it keeps running as it was. */
+  enqueueRefused(reason: string): Promise<void> {
+    return this.#enqueue(() => {
+      const s = this.st;
+      if (this.#running) {
+        log.error("assignment refused; the add-on keeps running as it was", {
+          addon_id: this.id,
+          error: reason,
+        });
+        s.message =
+          `assignment refused (${reason}); still running ${this.#running.assignment.version}`;
+        this.ctx.onChange(this.id);
+      } else {
+        this.#set("failed", `assignment refused: ${reason}`);
+      }
+      return Promise.resolve();
+    });
+  }
+
+  /** Retry a delivery whose backoff is over. */
+  enqueueRetry(): Promise<void> {
+    return this.#enqueue(async () => {
+      if (this.desired) await this.#reconcile(true);
+    });
+  }
+
+  /** The add-on is no longer assigned: stop it and remove its files (not `data/`). */
+  enqueueRemoved(): Promise<void> {
+    return this.#enqueue(async () => {
+      this.desired = null;
+      await this.#stopRunning(true);
+      this.#endProbation();
+      await removeAddonFiles(this.ctx.layout, this.id);
+      delete this.ctx.state.addons[this.id];
+      this.ctx.removed(this.id);
+      log.info("assignment removed; add-on stopped and its files removed (data/ kept)", {
+        addon_id: this.id,
+      });
+      this.ctx.onChange(this.id);
+    });
+  }
+
+  /** After the queue drains: stop what runs (SIGTERM, SIGKILL after the grace). */
+  async stopForShutdown(): Promise<void> {
+    await this.#queue;
+    this.#endProbation();
+    if (this.#running) {
+      await this.#running.runner.stop(false);
+      const s = this.st;
+      clearProcess(s);
+      if (s.state === "running" || s.state === "starting" || s.state === "fallback") {
+        s.message = "agent stopped";
+      }
+      this.ctx.onChange(this.id);
+    }
+  }
+
+  async #stopRunning(remove: boolean): Promise<void> {
+    const r = this.#running;
+    if (!r) return;
+    this.#running = null;
+    await r.runner.stop(remove);
+    clearProcess(this.st);
+    delete this.st.address;
+  }
+
+  #endProbation(): void {
+    this.#probation?.end();
+    this.#probation = null;
+  }
+
+  async #reconcile(isRetry: boolean): Promise<void> {
+    const a = this.desired;
+    if (!a || this.ctx.stopping) return;
+    const s = this.st;
+    s.desired_version = a.version;
+    s.supervision = supervisionName(a);
+    // Forget rolled-back versions that are no longer assigned (by the source or the override).
+    const key = versionKey(a.version, a.artifact?.sha256);
+    const pushedKey = this.ctx.pushedKey(this.id);
+    s.failed_versions = s.failed_versions.filter((f) => {
+      const k = versionKey(f.version, f.sha256);
+      return k === key || k === pushedKey;
+    });
+    if (!a.enabled) {
+      if (this.#running) await this.#stopRunning(isSystemd(a));
+      this.#endProbation();
+      this.#set("disabled", "enabled is false; staged files are kept");
+      return;
+    }
+    if (typeof a.supervision !== "string") {
+      if (this.#running) await this.#stopRunning(true);
+      this.#set(
+        "unsupported",
+        `supervision ${JSON.stringify(a.supervision.unsupported)} is not supported by this agent`,
+      );
+      return;
+    }
+    const fp = fingerprint(a);
+    if (this.#running && !this.#running.fallback && this.#running.fp === fp) return;
+    const failed = s.failed_versions.find((f) => versionKey(f.version, f.sha256) === key);
+    if (failed) {
+      if (!this.#running || !this.#running.fallback) {
+        await this.#runLastGood("rolled_back", `rolled back: ${failed.reason}`);
+      }
+      return;
+    }
+    if (this.#retries.waiting(key)) return;
+    if (isRetry && !this.#retries.has(key) && this.#running?.fp === fp) return;
+
+    let launch: Launch;
+    try {
+      launch = await this.#prepare(a);
+    } catch (e) {
+      await this.#deliveryFailed(a, e as Error);
+      return;
+    }
+    this.#retries.succeeded(key);
+    await this.#activateAndStart(a, launch);
+  }
+
+  async #deliveryFailed(a: Assignment, e: Error): Promise<void> {
+    if (this.ctx.stopping) return; // a download cut short by the stop: nothing to fall back to
+    const delay = this.#retries.failed(versionKey(a.version, a.artifact?.sha256));
+    const reason = `${a.version} could not be delivered: ${e.message} (retry in ${
+      Math.round(delay / 1000)
+    } s)`;
+    log.error("delivery failed", {
+      addon_id: a.addon_id,
+      version: a.version,
+      error: e.message,
+      retry_in_s: Math.round(delay / 1000),
+    });
+    if (this.#running) {
+      // Keep running exactly as before.
+      this.#running.fallback = true;
+      this.#set("fallback", reason);
+      return;
+    }
+    await this.#runLastGood("fallback", reason);
+  }
+
+  /** Run `last-good.json` (after a reboot, a failed delivery, a rollback); else `failed`. */
+  async #runLastGood(state: "fallback" | "rolled_back", reason: string): Promise<void> {
+    if (this.ctx.stopping) return;
+    const lg = await readLastGood(this.ctx.layout, this.id, this.ctx.platform);
+    const desired = this.desired;
+    if (
+      !lg ||
+      (desired && fingerprint(lg.assignment) === fingerprint(desired) && state === "fallback")
+    ) {
+      this.#set("failed", reason);
+      return;
+    }
+    let launch: Launch;
+    try {
+      launch = await this.#prepare(lg.assignment);
+    } catch (e) {
+      this.#set(
+        "failed",
+        `${reason}; the last good ${lg.assignment.version} cannot run either: ${
+          (e as Error).message
+        }`,
+      );
+      return;
+    }
+    await this.#stopRunning(false);
+    this.#start(lg.assignment, launch, true, lg.handshake);
+    this.#set(state, reason, { version: lg.assignment.version });
+  }
+
+  /** Everything before a start (see {@linkcode prepareLaunch}), reported in this add-on's state. */
+  #prepare(a: Assignment): Promise<Launch> {
+    return prepareLaunch(this.ctx, a, {
+      onPhase: (_id, phase) => this.#set(phase, `${phase} ${a.version}`),
+      onProgress: (id, bytes, total) => {
+        this.st.progress = { bytes, total_bytes: total };
+        this.ctx.onChange(id);
+      },
+      onDownloaded: (d) => {
+        this.st.last_delivery = d;
+      },
+    });
+  }
+
+  async #activateAndStart(a: Assignment, launch: Launch): Promise<void> {
+    if (this.ctx.stopping) return;
+    const layout = this.ctx.layout;
+    const lg = await readLastGood(layout, this.id, this.ctx.platform);
+    let changed = false;
+    if (a.delivery === "pushed_artifact" && a.artifact) {
+      changed = (await this.ctx.deliverer.activate(a.addon_id, a.version)).changed;
+    }
+    const old = this.#running;
+    await this.#stopRunning(old !== null && isSystemd(old.assignment) && !isSystemd(a));
+    this.#endProbation();
+    if (needsProbation(a, lg)) {
+      const p = new Probation(
+        { version: a.version, sha256: a.artifact!.sha256, prevLastGood: lg },
+        this.ctx.clock,
+        this.ctx.resilience,
+      );
+      this.#probation = p;
+      if (p.needsHandshake && a.supervision === "agent_sidecar") {
+        p.awaitHandshake((reason) => {
+          if (this.#probation === p && !this.#running?.handshake) {
+            this.#enqueue(() => this.#rollBack(reason));
+          }
+        });
+      }
+    }
+    this.#set("starting", "", { version: a.version });
+    this.#start(a, launch, false, false);
+    if (changed) await this.#collect();
+  }
+
+  async #collect(): Promise<void> {
+    try {
+      await collectVersions(this.ctx.layout, this.id, this.ctx.keepVersions);
+    } catch (e) {
+      log.warn("garbage collection failed", { addon_id: this.id, error: e as Error });
+    }
+  }
+
+  #start(a: Assignment, launch: Launch, fallback: boolean, handshake: boolean): void {
+    const running: _Running = {
+      assignment: a,
+      fp: launch.fingerprint,
+      runner: undefined as unknown as Runner,
+      fallback,
+      handshake,
+    };
+    this.st.restarts = 0;
+    running.runner = this.ctx.createRunner(launch, {
+      started: (pid, pgid, identity) => {
+        if (this.#running !== running) return;
+        const s = this.st;
+        s.pid = pid;
+        s.pgid = pgid;
+        s.pgid_identity = identity;
+        this.ctx.onChange(this.id);
+      },
+      running: (address) => {
+        if (this.#running !== running) return;
+        if (address !== undefined) {
+          running.handshake = true;
+          this.st.address = address;
+        } else if (this.#probation?.needsHandshake && !running.fallback) {
+          return; // wait for the handshake
+        }
+        this.#onRunning(running);
+      },
+      exited: (code, signal, restartInMs, error) => {
+        if (this.#running !== running) return;
+        const s = this.st;
+        s.pid = null;
+        delete s.address;
+        s.restarts = running.runner.restarts + 1;
+        const why = error ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
+        log.warn("add-on exited; restarting", {
+          addon_id: this.id,
+          code,
+          signal,
+          restart_in_ms: restartInMs,
+        });
+        const p = this.#probation;
+        if (p && !running.fallback) {
+          const rollBackFor = p.exited(why);
+          if (rollBackFor !== null) {
+            this.#enqueue(() => this.#rollBack(rollBackFor));
+            return;
+          }
+        }
+        if (s.state !== "failed" && s.state !== "fallback" && s.state !== "rolled_back") {
+          this.#set("starting", `${why}; restarting in ${Math.round(restartInMs / 1000)} s`);
+        } else {
+          this.ctx.onChange(this.id);
+        }
+      },
+      completed: (ok, message, code) => {
+        if (this.#running !== running) return;
+        clearProcess(this.st);
+        this.#set(ok ? "completed" : "failed", message, {
+          exit_code: code,
+          ...(ok && a.schedule === undefined ? { helper_fingerprint: launch.fingerprint } : {}),
+        });
+        if (ok && !running.fallback && !a.local) {
+          writeLastGood(this.ctx.layout, a, { handshake: false }).catch(() => {});
+        }
+      },
+      failed: (reason) => {
+        if (this.#running !== running) return;
+        this.#set("failed", reason);
+      },
+    }, (fp) => this.st.helper_fingerprint === fp);
+    this.#running = running;
+    running.runner.start().catch((e) => this.#set("failed", (e as Error).message));
+  }
+
+  #onRunning(running: _Running): void {
+    const a = running.assignment;
+    if (running.fallback) {
+      if (this.st.state === "starting") this.#set("fallback", this.st.message);
+      this.ctx.onChange(this.id);
+      return;
+    }
+    const s = this.st;
+    if (s.state !== "running" && s.state !== "failed") {
+      this.#set("running", a.supervision === "config_toggle" ? "acknowledged" : "", {
+        // Names only: toggle values may be secrets and the status is readable by more people.
+        ...(a.supervision === "config_toggle" ? { toggles: Object.keys(a.config).sort() } : {}),
+      });
+    } else if (s.state === "failed") {
+      this.ctx.onChange(this.id);
+      return;
+    }
+    if (a.local) return; // an override is never the last known good
+    writeLastGood(this.ctx.layout, a, { handshake: running.handshake }).catch((e) =>
+      log.error("could not write last-good.json", { addon_id: this.id, error: e as Error })
+    );
+  }
+
+  async #rollBack(reason: string): Promise<void> {
+    const p = this.#probation;
+    const a = this.desired;
+    if (!p || !a) return;
+    this.#endProbation();
+    const layout = this.ctx.layout;
+    if (!p.prevLastGood) {
+      this.#running?.runner.setMinimumBackoff(this.ctx.backoffMaxMs);
+      this.#set(
+        "failed",
+        `${a.version}: ${reason}; nothing to roll back to, restarting at the longest backoff`,
+      );
+      return;
+    }
+    await this.#stopRunning(false);
+    const key = versionKey(p.version, p.sha256);
+    this.st.failed_versions = [
+      ...this.st.failed_versions.filter((f) => versionKey(f.version, f.sha256) !== key),
+      { version: p.version, sha256: p.sha256, reason },
+    ];
+    const back = await this.ctx.deliverer.rollBack(this.id);
+    await writeLastGood(layout, p.prevLastGood.assignment, { handshake: p.prevLastGood.handshake });
+    log.error("rolled back", { addon_id: this.id, from: p.version, to: back, reason });
+    await this.#runLastGood(
+      "rolled_back",
+      `${p.version} rolled back to ${p.prevLastGood.assignment.version}: ${reason}`,
+    );
+  }
+}
+
+function isSystemd(a: Assignment): boolean {
+  return a.supervision === "systemd_service" || a.supervision === "systemd_timer";
+}
