@@ -76,7 +76,7 @@ export async function allocateUid(
   const mine = uids[addonId];
   if (mine !== undefined && mine >= range[0] && mine <= range[1]) return mine;
   // Release uids of add-ons whose files are all gone.
-  for (const [id, uid] of Object.entries(uids)) {
+  for (const id of Object.keys(uids)) {
     if (id !== addonId && !state.addons[id] && !(await _exists(layout.addonDir(id)))) {
       delete uids[id];
     }
