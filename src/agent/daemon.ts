@@ -8,6 +8,10 @@
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../config/mod.ts";
+ * import { openRuntimeRoot } from "../runtime/mod.ts";
+ * const cfg = await loadConfig("/etc/addon-agent/agent.json");
+ * const root = await openRuntimeRoot(cfg.runtime_root);
  * const d = await Daemon.create(cfg, root);
  * await d.run(); // until d.stop()
  * ```

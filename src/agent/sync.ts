@@ -5,6 +5,10 @@
  *
  * @example
  * ```ts
+ * import { loadConfig } from "../config/mod.ts";
+ * import { openRuntimeRoot } from "../runtime/mod.ts";
+ * const cfg = await loadConfig("/etc/addon-agent/agent.json");
+ * const root = await openRuntimeRoot(cfg.runtime_root);
  * const report = await syncOnce(cfg, root);
  * Deno.exit(report.ok ? 0 : 1);
  * ```
