@@ -114,6 +114,18 @@ Deno.test("sync stages a signed tar.gz and tar.zst bundle and its entrypoint run
       assertEquals((await _runEntrypoint(root, "bin/hello")).split("\n")[0], "hi from 2.0.0");
     });
 
+    await t.step("status shows each version's format and number of files", async () => {
+      const run = await runAgent(["status", "--config", cfg, "--json"]);
+      assertEquals(run.code, 0, run.stderr);
+      const staged = JSON.parse(run.stdout).addons[0].staged;
+      assertEquals(
+        staged.map((s: Record<string, unknown>) => [s.version, s.format, s.files, s.entrypoint]),
+        [["1.0.0", "tar.gz", 2, "bin/hello"], ["2.0.0", "tar.zst", 2, "bin/hello"]],
+      );
+      const table = await runAgent(["status", "--config", cfg]);
+      assertMatch(table.stdout, /2\.0\.0 \([0-9a-f]{12}, tar\.zst, 2 files\)/);
+    });
+
     await t.step("a second sync fetches nothing", async () => {
       await writeAssignments(dir, [await _entry(key, "2.0.0", v2, { artifact_format: "tar.zst" })]);
       const report = syncJson(await runAgent(["sync", "--config", cfg, "--json"]));

@@ -32,6 +32,12 @@ export interface AddonStatus extends Omit<AddonState, "pgid_identity"> {
     sha256: string | null;
     key: string | null;
     staged_at: string | null;
+    /** `binary`, or a bundle's archive format (SPEC 15). */
+    format: "binary" | "tar.gz" | "tar.zst";
+    /** Regular files staged: 1 for a binary, a bundle's count; null when unknown. */
+    files: number | null;
+    /** A bundle's entrypoint; null for a binary. */
+    entrypoint: string | null;
   }[];
 }
 
@@ -63,6 +69,9 @@ async function _staged(layout: Layout, id: string): Promise<AddonStatus["staged"
         sha256: art.sha256 ?? null,
         key: art.key ?? null,
         staged_at: art.staged_at ?? null,
+        format: art.format ?? "binary",
+        files: art.format === undefined ? (art.sha256 === undefined ? null : 1) : art.files ?? null,
+        entrypoint: art.entrypoint ?? null,
       });
     }
   } catch (e) {
@@ -140,7 +149,11 @@ export function formatStatusTable(doc: StatusDocument): string {
     if (a.staged.length) {
       notes.push(
         `staged: ${
-          a.staged.map((s) => `${s.version} (${s.sha256?.slice(0, 12) ?? "?"})`).join(", ")
+          a.staged.map((s) =>
+            `${s.version} (${s.sha256?.slice(0, 12) ?? "?"}${
+              s.format === "binary" ? "" : `, ${s.format}, ${s.files ?? "?"} files`
+            })`
+          ).join(", ")
         }`,
       );
     }
