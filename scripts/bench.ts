@@ -50,6 +50,7 @@ export const SECTIONS: BenchSection[] = [
   { name: "control-plane", run: _section("./bench_control_plane.ts", "benchControlPlane") },
   { name: "startup", run: _section("./bench_startup.ts", "benchStartup") },
   { name: "supervision", run: _section("./bench_supervision.ts", "benchSupervision") },
+  { name: "chaos", run: _section("./bench_chaos.ts", "benchChaos") },
 ];
 
 /** Run `names` (every section when empty), printing each under a heading; returns the exit code. */
