@@ -51,6 +51,7 @@ export const SECTIONS: BenchSection[] = [
   { name: "startup", run: _section("./bench_startup.ts", "benchStartup") },
   { name: "supervision", run: _section("./bench_supervision.ts", "benchSupervision") },
   { name: "chaos", run: _section("./bench_chaos.ts", "benchChaos") },
+  { name: "fleet", run: _section("./bench_fleet.ts", "benchFleet") },
 ];
 
 /** Run `names` (every section when empty), printing each under a heading; returns the exit code. */

@@ -172,6 +172,9 @@ class _S3Target implements Target {
       region: o.region ?? "us-east-1",
       forcePathStyle: o.force_path_style ?? false,
       ...(o.endpoint ? { endpoint: o.endpoint } : {}),
+      // No aws-chunked body with a trailing checksum for streamed uploads: not every
+      // S3-compatible store understands it (s3rver stores the framing as the object).
+      requestChecksumCalculation: "WHEN_REQUIRED",
     });
     return { sdk, client: this.#client };
   }
@@ -216,15 +219,18 @@ class _S3Target implements Target {
 
   async upload(key: string, file: string): Promise<number> {
     const { sdk, client } = await this.#s3();
-    const bytes = await Deno.readFile(file);
+    const { createReadStream } = await import("node:fs");
+    // Streamed from the file (an artifact may be GiBs), with its length up front as S3 wants.
+    const size = (await Deno.stat(file)).size;
     await client.send(
       new sdk.PutObjectCommand({
         Bucket: this.url.bucket,
         Key: `${this.url.prefix}${key}`,
-        Body: bytes,
+        Body: createReadStream(file),
+        ContentLength: size,
       }),
     );
-    return bytes.length;
+    return size;
   }
 
   close(): Promise<void> {
