@@ -9,7 +9,8 @@ import { assertEquals } from "./_assert.ts";
 import { decodeConfig, type S3SourceConfig } from "../src/config/mod.ts";
 import { S3Source } from "../src/source/s3.ts";
 import type { PollResult } from "../src/source/mod.ts";
-import { runAgent, S3_ENV, startS3, withTempDir } from "./_helpers.ts";
+import { MAIN_TS, runAgent, S3_ENV, startS3, withTempDir } from "./_helpers.ts";
+import { waitFor } from "./_agent_process.ts";
 
 const CATALOG = (version: string) =>
   JSON.stringify({
@@ -96,5 +97,55 @@ Deno.test("the S3 source polls with If-None-Match and puts status; the publisher
     } finally {
       source.close();
       await s3.stop();
+    }
+  }));
+
+Deno.test("`control-plane --publish` follows the catalog: each change is published, a broken one in between does not stop it", () =>
+  withTempDir(async (dir) => {
+    const s3 = await startS3(dir);
+    await Deno.writeTextFile(`${dir}/catalog.json`, CATALOG("1"));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        MAIN_TS,
+        "control-plane",
+        "--catalog",
+        `${dir}/catalog.json`,
+        "--publish",
+        "s3://addons/docs/",
+        "--endpoint",
+        s3.endpoint,
+        "--force-path-style",
+      ],
+      env: S3_ENV,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    const published = (version: string) =>
+      waitFor(async () => {
+        const r = await fetch(`${s3.endpoint}/addons/docs/edge-01.json`);
+        if (!r.ok) {
+          await r.body?.cancel();
+          return null;
+        }
+        const doc = await r.json() as { addons: { version: string }[] };
+        return doc.addons[0]?.version === version ? doc : null;
+      }, { what: `edge-01's document at version ${version}`, timeoutMs: 15_000 });
+    try {
+      await published("1");
+      await Deno.writeTextFile(`${dir}/catalog.json`, CATALOG("2"));
+      await published("2");
+      await Deno.writeTextFile(`${dir}/catalog.json`, "{ not json");
+      await Deno.writeTextFile(`${dir}/catalog.json`, CATALOG("3"));
+      await published("3");
+    } finally {
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await s3.stop();
+      assertEquals(status.code, 0, await stderr);
     }
   }));
