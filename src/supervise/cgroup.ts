@@ -116,6 +116,7 @@ export class CgroupTree {
   }
 
   /** Create (or reuse) the add-on's cgroup and write its limits. */
+  // deno-lint-ignore require-await -- async so that every failure is a rejection, never a throw
   async prepare(addonId: string, resources?: Resources): Promise<AddonCgroup> {
     const dir = this.dir(addonId);
     try {
