@@ -5,7 +5,14 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { DeliveryRetries, REAL_CLOCK, type RetryClock } from "../src/agent/retry.ts";
+import {
+  DeliveryRetries,
+  REAL_CLOCK,
+  type RetryClock,
+  type RetryPace,
+  retryPace,
+} from "../src/agent/retry.ts";
+import { DeliveryError } from "../src/delivery/mod.ts";
 
 /** A clock whose time moves only when the test says so. */
 class _FakeClock implements RetryClock {
@@ -104,4 +111,24 @@ Deno.test("DeliveryRetries.succeeded() and clear() disarm the timers", () => {
   clock.advanceTo(clock.now() + 10 * 3_600_000);
   assertEquals(fired, []);
   assertEquals(clock.timers.size, 0);
+});
+
+Deno.test("DeliveryRetries.failed() at the slow pace waits the longest delay at once", () => {
+  const r = new DeliveryRetries(new _FakeClock(), TIMING, () => 0.5);
+  assertEquals(r.failed("1.0.0:ab", () => {}, "slow"), 3_600_000, "first failure");
+  assertEquals(r.failed("1.0.0:ab", () => {}, "slow"), 3_600_000, "second failure");
+  assertEquals(r.failed("2.0.0:cd", () => {}, "soon"), 30_000, "another key keeps its own pace");
+});
+
+Deno.test("retryPace() retries soon only what may pass by itself", async (t) => {
+  const cases: [string, unknown, RetryPace][] = [
+    ["store down", new DeliveryError("s3 unreachable", { kind: "unavailable" }), "soon"],
+    ["digest mismatch", new DeliveryError("sha256 mismatch", { kind: "integrity" }), "slow"],
+    ["bad signature", new DeliveryError("does not verify", { kind: "refused" }), "slow"],
+    ["planted version dir", new DeliveryError("not a real dir", { kind: "conflict" }), "slow"],
+    ["an I/O error while preparing", new Deno.errors.Interrupted("EINTR"), "soon"],
+  ];
+  for (const [what, e, pace] of cases) {
+    await t.step(`${what}: ${pace}`, () => assertEquals(retryPace(e), pace));
+  }
 });

@@ -1,8 +1,11 @@
 /**
  * Retry timing of failed deliveries (SPEC 6 and 8): per (version, sha256),
  * 30 s doubling to 1 hour, each delay ±10 % jitter, and a timer that fires
- * when the backoff is due, not at the next periodic tick. The clock and the
- * random source are injected, so the timing is tested without waiting.
+ * when the backoff is due, not at the next periodic tick. The kind of the
+ * failure sets the pace ({@linkcode retryPace}): a store that is down is
+ * tried again soon, a digest mismatch or a refusal only after the longest
+ * delay. The clock and the random source are injected, so the timing is
+ * tested without waiting.
  *
  * @example Arm a retry after a failure
  * ```ts
@@ -15,6 +18,32 @@
  *
  * @module
  */
+
+import { DeliveryError } from "../delivery/mod.ts";
+
+/**
+ * How soon a failed delivery is tried again:
+ * - `soon`: from `retryInitialMs`, doubling (the store, the network or the disk may recover).
+ * - `slow`: the longest delay at once (nothing changes by itself: a digest mismatch, a bad
+ *   signature, a conflict in the runtime root); still retried, in case the object or the
+ *   runtime root is fixed without a new assignment.
+ */
+export type RetryPace = "soon" | "slow";
+
+/**
+ * The pace for a failed delivery: `soon` only for a {@linkcode DeliveryError} of kind
+ * `unavailable` and for errors of no known kind (an I/O error while preparing), else `slow`.
+ *
+ * @example
+ * ```ts
+ * import { DeliveryError } from "../delivery/mod.ts";
+ * retryPace(new DeliveryError("sha256 mismatch", { kind: "integrity" })); // "slow"
+ * retryPace(new DeliveryError("store down", { kind: "unavailable" })); // "soon"
+ * ```
+ */
+export function retryPace(e: unknown): RetryPace {
+  return e instanceof DeliveryError && e.kind !== "unavailable" ? "slow" : "soon";
+}
 
 /** Time and one-shot timers, injectable for tests (the shape of `common`'s clock). */
 export interface RetryClock {
@@ -53,13 +82,13 @@ export class DeliveryRetries {
   /**
    * Record a failed attempt of `key` and, given `onDue`, arm a timer that
    * calls it when the backoff is over (replacing an earlier timer of `key`);
-   * returns the delay in ms.
+   * returns the delay in ms. At `pace` `slow` the delay is `retryMaxMs` at once.
    */
-  failed(key: string, onDue?: () => void): number {
+  failed(key: string, onDue?: () => void, pace: RetryPace = "soon"): number {
     const prev = this.#entries.get(key);
     if (prev) this.#clear(prev);
     const attempt = (prev?.attempt ?? 0) + 1;
-    const base = Math.min(
+    const base = pace === "slow" ? this.timing.retryMaxMs : Math.min(
       this.timing.retryInitialMs * 2 ** (attempt - 1),
       this.timing.retryMaxMs,
     );

@@ -31,9 +31,10 @@ import {
   writeLastGood,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
+import { DeliveryError } from "../delivery/mod.ts";
 import { fingerprint, prepareLaunch } from "./launch.ts";
 import { needsProbation, Probation } from "./probation.ts";
-import { DeliveryRetries } from "./retry.ts";
+import { DeliveryRetries, retryPace } from "./retry.ts";
 import type { SlotContext } from "./slot_context.ts";
 
 export type { SlotContext } from "./slot_context.ts";
@@ -214,7 +215,8 @@ export class Slot {
 
   async #deliveryFailed(a: Assignment, e: Error): Promise<void> {
     if (this.ctx.stopping) return; // a download cut short by the stop: nothing to fall back to
-    const delay = this.#retries.failed(versionKey(a.version, a.artifact?.sha256));
+    const pace = retryPace(e);
+    const delay = this.#retries.failed(versionKey(a.version, a.artifact?.sha256), undefined, pace);
     const reason = `${a.version} could not be delivered: ${e.message} (retry in ${
       Math.round(delay / 1000)
     } s)`;
@@ -222,6 +224,7 @@ export class Slot {
       addon_id: a.addon_id,
       version: a.version,
       error: e.message,
+      ...(e instanceof DeliveryError ? { kind: e.kind } : {}),
       retry_in_s: Math.round(delay / 1000),
     });
     if (this.#running) {
