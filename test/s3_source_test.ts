@@ -5,10 +5,10 @@
  * status reports to `status_key`; `publish --store s3://…` uploads an artifact.
  */
 
-import { assertEquals } from "./_assert.ts";
+import { assertEquals, assertMatch, assertRejects } from "./_assert.ts";
 import { decodeConfig, type S3SourceConfig } from "../src/config/mod.ts";
 import { S3Source } from "../src/source/s3.ts";
-import type { PollResult } from "../src/source/mod.ts";
+import { type PollResult, SourceError } from "../src/source/mod.ts";
 import { MAIN_TS, runAgent, S3_ENV, startS3, withTempDir } from "./_helpers.ts";
 import { waitFor } from "./_agent_process.ts";
 
@@ -134,7 +134,7 @@ Deno.test("`control-plane --publish` follows the catalog: each change is publish
         }
         const doc = await r.json() as { addons: { version: string }[] };
         return doc.addons[0]?.version === version ? doc : null;
-      }, { what: `edge-01's document at version ${version}`, timeoutMs: 15_000 });
+      }, { what: `edge-01's document at version ${version}`, timeoutMs: 30_000 });
     try {
       await published("1");
       await Deno.writeTextFile(`${dir}/catalog.json`, CATALOG("2"));
@@ -147,5 +147,29 @@ Deno.test("`control-plane --publish` follows the catalog: each change is publish
       const status = await child.status;
       await s3.stop();
       assertEquals(status.code, 0, await stderr);
+    }
+  }));
+
+Deno.test("the S3 source refuses a document over 8 MiB without reading further", () =>
+  withTempDir(async (dir) => {
+    const s3 = await startS3(dir);
+    for (const [k, v] of Object.entries(S3_ENV)) Deno.env.set(k, v);
+    const source = new S3Source({
+      kind: "s3",
+      bucket: "addons",
+      key: "assignments/big.json",
+      status_key: "status/big.json",
+      poll_interval_s: 30,
+      region: "us-east-1",
+      endpoint: s3.endpoint,
+      force_path_style: true,
+    });
+    try {
+      await s3.put("assignments/big.json", `{"addons":[],"pad":"${"x".repeat(9 << 20)}"}`);
+      const e = await assertRejects(() => source.poll(), SourceError);
+      assertMatch(e.message, /larger than 8388608 bytes; refused/);
+    } finally {
+      source.close();
+      await s3.stop();
     }
   }));

@@ -20,12 +20,37 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import type { S3SourceConfig } from "../config/mod.ts";
 import { type Json, parseJson } from "../protocol/mod.ts";
 import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
 
 const REQUEST_TIMEOUT_MS = 30_000;
+/** Documents larger than this are refused without reading further (SPEC 12's default). */
+export const MAX_DOCUMENT_BYTES = 8 << 20;
+
+/** The body as UTF-8 text, refusing it once it passes {@linkcode MAX_DOCUMENT_BYTES}. */
+async function _readCapped(
+  body: AsyncIterable<Uint8Array> | undefined,
+  what: string,
+): Promise<string> {
+  if (!body) return "";
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > MAX_DOCUMENT_BYTES) {
+      (body as { destroy?: () => void }).destroy?.();
+      throw new SourceError(
+        `${what} is larger than ${MAX_DOCUMENT_BYTES} bytes; refused without reading further`,
+        { kind: "invalid" },
+      );
+    }
+    parts.push(chunk);
+  }
+  return new TextDecoder().decode(Buffer.concat(parts));
+}
 
 interface _SdkError {
   name?: string;
@@ -83,8 +108,9 @@ export class S3Source implements Source {
     }
     let text: string;
     try {
-      text = (await res.Body?.transformToString("utf-8")) ?? "";
+      text = await _readCapped(res.Body as AsyncIterable<Uint8Array> | undefined, this.describe);
     } catch (e) {
+      if (e instanceof SourceError) throw e;
       throw new SourceError(`cannot read ${this.describe}: ${(e as Error).message}`, {
         kind: "unavailable",
         cause: e,
