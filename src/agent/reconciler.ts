@@ -157,6 +157,19 @@ export class Reconciler {
     await Promise.all([...this.#slots.values()].map((s) => s.stopForShutdown()));
   }
 
+  /**
+   * Resolves when every add-on's queue is empty, including work queued while waiting
+   * (a rollback a crash loop asked for, a handshake timeout).
+   */
+  async settled(): Promise<void> {
+    for (;;) {
+      const queues = [...this.#slots.values()].map((s) => s.idle());
+      await Promise.all(queues);
+      const now = [...this.#slots.values()].map((s) => s.idle());
+      if (now.length === queues.length && now.every((q, i) => q === queues[i])) return;
+    }
+  }
+
   /** The sha256 digests any desired add-on still wants (for partial clean-up). */
   wantedDigests(): Set<string> {
     const out = new Set<string>();

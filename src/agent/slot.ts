@@ -84,6 +84,11 @@ export class Slot {
     return next;
   }
 
+  /** The work queued so far; resolves when it is done (it never rejects). */
+  idle(): Promise<void> {
+    return this.#queue;
+  }
+
   /** Reconcile towards `a`. */
   enqueueDesired(a: Assignment): Promise<void> {
     return this.#enqueue(async () => {
