@@ -453,7 +453,8 @@ Deno.test("Reconciler: a change to one add-on never touches another", async (t) 
       let release = () => {};
       w.deliverer.held.set("gamma@1.0.0", new Promise<void>((r) => release = r));
       const applied = w.rec.apply(
-        _ok(_sidecar("alpha", "1.1.0"), _sidecar("beta", "1.0.0"), _sidecar("gamma", "1.0.0")),
+        // gamma first: a shared queue would make alpha wait behind it
+        _ok(_sidecar("gamma", "1.0.0"), _sidecar("alpha", "1.1.0"), _sidecar("beta", "1.0.0")),
       );
       await _until(() => w.latest("alpha").version === "1.1.0", "alpha 1.1.0 to start");
       assertEquals(alpha.stopped, true);
