@@ -335,7 +335,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** Read and decode the config file at `path`; errors name the file and field. */
+/**
+ * Read and decode the config file at `path`; errors name the file and field.
+ *
+ * @throws {ConfigError} when the file cannot be read or does not decode (the CLI exits 2).
+ */
 export async function loadConfig(path: string): Promise<AgentConfig> {
   let text: string;
   try {

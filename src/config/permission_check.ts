@@ -232,7 +232,13 @@ export async function assertPermissions(cfg: AgentConfig): Promise<void> {
   if (problems.length > 0) throw new PermissionError(problems);
 }
 
-/** Check the config file is readable, load it, and {@linkcode assertPermissions}: what `configFrom` should call. */
+/**
+ * Check the config file is readable, load it, and {@linkcode assertPermissions}: what
+ * `configFrom` should call.
+ *
+ * @throws {ConfigError} when the file cannot be read or does not decode, and its subclass
+ * {@linkcode PermissionError} when this build's permission set does not cover it.
+ */
 export async function loadCheckedConfig(path: string): Promise<AgentConfig> {
   const { state } = await Deno.permissions.query({ name: "read", path });
   if (state !== "granted") {

@@ -19,14 +19,23 @@ export class NotADirectoryError extends Error {
   }
 }
 
-/** Throw unless `path` is a real directory according to `lstat` (symlinks are refused). */
+/**
+ * Throw unless `path` is a real directory according to `lstat` (symlinks are refused).
+ *
+ * @throws {NotADirectoryError} when `path` is a symlink or not a directory.
+ * @throws {Deno.errors.NotFound} when `path` does not exist.
+ */
 export async function assertRealDir(path: string): Promise<void> {
   const st = await Deno.lstat(path);
   if (st.isSymlink) throw new NotADirectoryError(path, "a symlink");
   if (!st.isDirectory) throw new NotADirectoryError(path, "something that is not a directory");
 }
 
-/** Create `path` (mode `mode`) if missing, then check it is a real directory. */
+/**
+ * Create `path` (mode `mode`) if missing, then check it is a real directory.
+ *
+ * @throws {NotADirectoryError} when `path` is a symlink or not a directory.
+ */
 export async function ensureRealDir(path: string, mode = 0o755): Promise<void> {
   try {
     await Deno.mkdir(path, { mode });

@@ -129,7 +129,11 @@ export class RuntimeRoot extends Layout {
   }
 }
 
-/** Refuse a runtime root that is group- or world-writable or owned by another user. */
+/**
+ * Refuse a runtime root that is group- or world-writable or owned by another user.
+ *
+ * @throws {RuntimeRootError} `refused`, saying what to change (`chown`, `chmod go-w`).
+ */
 export async function checkRuntimeRootOwnership(root: string): Promise<void> {
   const st = await Deno.lstat(root);
   if (st.isSymlink || !st.isDirectory) {
@@ -154,7 +158,13 @@ export async function checkRuntimeRootOwnership(root: string): Promise<void> {
   }
 }
 
-/** Create (if missing) and check the runtime root, take `agent.lock`, and clean `tmp/`. */
+/**
+ * Create (if missing) and check the runtime root, take `agent.lock`, and clean `tmp/`.
+ *
+ * @throws {RuntimeRootError} `refused` for a root the agent may not use, `locked` while
+ * another agent holds `agent.lock`.
+ * @throws {NotADirectoryError} when `tmp/` or `addons/` is not a real directory.
+ */
 export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
   try {
     await Deno.mkdir(root, { recursive: true, mode: 0o755 });
