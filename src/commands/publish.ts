@@ -75,7 +75,7 @@ export async function controlPlanePublish(opts: {
   try {
     first = await _readCatalog(opts.catalog);
   } catch (e) {
-    if (e instanceof DecodeError) throw new UsageError(e.message);
+    if (e instanceof DecodeError) throw new UsageError(e.message, { cause: e });
     throw new UsageError(`--catalog ${opts.catalog}: cannot read it: ${(e as Error).message}`);
   }
   const target: Target = await openTarget(url, opts.target);

@@ -26,7 +26,7 @@ import {
 } from "../protocol/mod.ts";
 import { Layout } from "../runtime/mod.ts";
 import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
-import { openObjectStore } from "../store/mod.ts";
+import { openObjectStore, StoreError } from "../store/mod.ts";
 import { cgroupDelegation } from "./cgroup.ts";
 import { type Check, fail, na, ok } from "./check.ts";
 
@@ -234,7 +234,7 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
           ),
       );
     } catch (e) {
-      const missing = /does not exist|not found|NoSuchKey|\b404\b/i.test((e as Error).message);
+      const missing = e instanceof StoreError && e.kind === "not_found";
       out.push(
         fail(
           `${a.addon_id} ${a.version}: ${(e as Error).message}`,
