@@ -315,8 +315,11 @@ const COMMANDS: Record<string, Command> = {
   },
   dev: {
     summary: "a local store, control plane and example add-on, end to end",
-    usage: "dev [--for SECONDS]",
-    flags: { for: { type: "string", arg: "SECONDS", help: "stop after this many seconds" } },
+    usage: "dev [--for SECONDS] [--nats]",
+    flags: {
+      for: { type: "string", arg: "SECONDS", help: "stop after this many seconds" },
+      nats: { type: "boolean", help: "run it on a local nats-server (KV and object store)" },
+    },
     run: async (v) => {
       let seconds: number | undefined;
       if (v.for !== undefined) {
@@ -327,7 +330,10 @@ const COMMANDS: Record<string, Command> = {
           );
         }
       }
-      return (await import("./src/commands/dev.ts")).devCommand({ forSeconds: seconds });
+      return (await import("./src/commands/dev.ts")).devCommand({
+        forSeconds: seconds,
+        nats: v.nats === true,
+      });
     },
   },
   version: {

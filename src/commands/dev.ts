@@ -23,6 +23,7 @@ import {
 import { openRuntimeRoot } from "../runtime/mod.ts";
 import type { StatusDocument } from "../status/mod.ts";
 import { EXIT } from "./common.ts";
+import { startDevNats } from "./dev_nats.ts";
 
 const ADDON = "hello";
 
@@ -58,7 +59,7 @@ function _say(text: string): void {
 }
 
 /** Run the embedded demo; returns 0 when it was stopped (Ctrl-C or `--for`). */
-export async function devCommand(opts: { forSeconds?: number }): Promise<number> {
+export async function devCommand(opts: { forSeconds?: number; nats?: boolean }): Promise<number> {
   configureLog({ format: "text" });
   const platform = hostPlatform();
   const dir = await _workDir();
@@ -93,6 +94,13 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
   );
 
   const catalogPath = `${dir}/catalog.json`;
+  const fleet = opts.nats ? await startDevNats(dir) : null;
+  if (fleet) {
+    _say(
+      `   --nats: a local nats-server with JetStream runs on ${fleet.url}: the artifact goes to its\n` +
+        "    object store (addon-artifacts) and the agent's document to its KV bucket (addon-assignments).",
+    );
+  }
   const publish = async (version: string): Promise<void> => {
     const bytes = new TextEncoder().encode(_script(version));
     const objectKey = `${ADDON}/${version}/${platform.os}-${platform.arch}/${ADDON}`;
@@ -118,10 +126,11 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
           artifacts: { [platformString(platform)]: { object_key: objectKey, sha256, signature } },
         },
       },
-      assignments: { default: [ADDON] },
+      assignments: { default: [ADDON], agents: { "dev-host": [ADDON] } },
     };
     await Deno.writeTextFile(`${catalogPath}.tmp`, JSON.stringify(catalog, null, 2));
     await Deno.rename(`${catalogPath}.tmp`, catalogPath);
+    await fleet?.publish(objectKey, `${dir}/store/${objectKey}`, catalogPath, platform);
     console.log(
       `    published ${ADDON} ${version}: object ${objectKey}\n    sha256 ${sha256}\n    signature ${
         signature.slice(0, 24)
@@ -133,8 +142,13 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
     "2. The example add-on (a small shell script) version 1.0.0 is signed and put in the store.",
   );
   await publish("1.0.0");
-  const cp = await startControlPlane({ catalogPath, listen: "127.0.0.1:0" });
-  _say(`3. The reference control plane serves the catalog on ${cp.url}`);
+  const cp = fleet ? null : await startControlPlane({ catalogPath, listen: "127.0.0.1:0" });
+  _say(
+    cp
+      ? `3. The reference control plane serves the catalog on ${cp.url}`
+      : "3. The catalog was published: KV addon-assignments key dev-host holds the agent's document,\n" +
+        "    and every later publish is pushed to the agent at once.",
+  );
 
   await Deno.mkdir(`${dir}/root`, { mode: 0o755 });
   const cfg = decodeConfig(
@@ -142,15 +156,25 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
       agent_id: "dev-host",
       runtime_root: `${dir}/root`,
       config_dir: dir,
-      source: { kind: "control_plane", url: cp.url, poll_interval_s: 1 },
-      object_store: { kind: "filesystem", root: `${dir}/store` },
+      ...(fleet
+        ? {
+          source: { kind: "nats" },
+          object_store: { kind: "nats" },
+          nats: { servers: [fleet.url] },
+        }
+        : {
+          source: { kind: "control_plane", url: cp!.url, poll_interval_s: 1 },
+          object_store: { kind: "filesystem", root: `${dir}/store` },
+        }),
       trust: { public_keys: [key.publicBase64], require_signature: true },
     },
     `${dir}/agent.json`,
   );
   await Deno.writeTextFile(`${dir}/agent.json`, JSON.stringify(cfg, null, 2));
   _say(
-    "4. The agent starts: it polls the control plane, fetches the artifact, checks its sha256 and\n" +
+    `4. The agent starts: it ${
+      fleet ? "reads its key in KV" : "polls the control plane"
+    }, fetches the artifact, checks its sha256 and\n` +
       "    signature, stages it under runtime-root/addons/hello/versions/1.0.0, points `current` at it,\n" +
       "    and runs it as a supervised sidecar. Its log follows.",
   );
@@ -192,7 +216,9 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
         if (!told) {
           _say(
             `6. Done: ${ADDON} 1.1.0 runs. Try \`addon-agent status --runtime-root ${dir}/root\` in another\n` +
-              `    terminal, or look at the control plane's view: ${cp.url}/v1/agents/dev-host/addons/status\n` +
+              (cp
+                ? `    terminal, or look at the control plane's view: ${cp.url}/v1/agents/dev-host/addons/status\n`
+                : "    terminal; its reports are in KV addon-status, key dev-host.\n") +
               "    Press Ctrl-C to stop (add-ons get SIGTERM, the temp dir is removed).",
           );
           told = true;
@@ -205,7 +231,8 @@ export async function devCommand(opts: { forSeconds?: number }): Promise<number>
     daemon.stop();
     await running;
     root.release();
-    await cp.close();
+    await cp?.close();
+    await fleet?.stop();
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
     await Deno.remove(dir, { recursive: true });
