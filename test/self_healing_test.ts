@@ -258,3 +258,63 @@ Deno.test("run shows a delivery that failed on a full disk at once, and writes i
     }
   });
 });
+
+Deno.test("run fetches a version whose artifact.json is garbage again and runs it", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await writeAssignments(dir, [await sidecar(dir, "probe", `exec "${sleepBin}" 300`)]);
+    const record = `${root}/addons/probe/versions/1.0.0/artifact.json`;
+    await withAgent(dir, cfg, async (agent) => {
+      await waitAddon(root, agent, "probe", "running", _running);
+    });
+    await Deno.writeTextFile(record, "garbage{");
+    await withAgent(dir, cfg, async (agent) => {
+      const a = await waitAddon(root, agent, "probe", "running again", _running);
+      assertEquals(a.version, "1.0.0");
+      assertEquals(JSON.parse(await Deno.readTextFile(record)).version, "1.0.0", "restaged");
+      assert(
+        agent.logs().some((l) => l.msg.startsWith("damaged version moved out")),
+        agent.tail(),
+      );
+    });
+  });
+});
+
+Deno.test("run never runs a staged executable overwritten while it was stopped", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    const e = await sidecar(dir, "probe", `exec "${sleepBin}" 300`);
+    await writeAssignments(dir, [e]);
+    const staged = `${root}/addons/probe/versions/1.0.0/probe`;
+    const marker = `${dir}/TAMPERED`;
+    await withAgent(dir, cfg, async (agent) => {
+      await waitAddon(root, agent, "probe", "running", _running);
+    });
+    // Same size or not, whatever was written there must not run.
+    await Deno.writeTextFile(staged, `#!/bin/sh\ntouch "${marker}"\nexec "${sleepBin}" 300\n`);
+    // The store lost the object too: the version cannot be fetched again for now.
+    await Deno.remove(`${dir}/store/${e.artifact_object_key}`);
+    await withAgent(dir, cfg, async (agent) => {
+      const a = await waitAddon(
+        root,
+        agent,
+        "probe",
+        "failed as damaged",
+        (x) => x.state === "failed" && x.message.includes("is damaged"),
+      );
+      assertStringIncludes(a.message, "version 1.0.0 is damaged: probe has sha256 ");
+      assertStringIncludes(a.message, "retry in");
+      assertEquals(a.pid, null);
+      assert(!(await Deno.lstat(marker).then(() => true, () => false)), "the tampered bytes ran");
+      assert(
+        !(await Deno.lstat(staged).then(() => true, () => false)),
+        "the damaged version is out of versions/",
+      );
+    });
+    assert(!(await Deno.lstat(marker).then(() => true, () => false)), "the tampered bytes ran");
+  });
+});

@@ -27,7 +27,14 @@ import {
 } from "../protocol/mod.ts";
 import { applyFileCapabilities, type Launch } from "../supervise/mod.ts";
 import { type Deliverer, DeliveryError, type DeliveryHooks } from "../delivery/mod.ts";
-import { ensureRealDir, type Layout, writeFileAtomic } from "../runtime/mod.ts";
+import {
+  DamagedVersionError,
+  ensureRealDir,
+  type Layout,
+  quarantineVersion,
+  StagedVerifier,
+  writeFileAtomic,
+} from "../runtime/mod.ts";
 import { type Clock, sha256Hex } from "../common/mod.ts";
 
 /**
@@ -119,6 +126,8 @@ export interface LaunchContext {
   platform: Platform;
   deliverer: Deliverer;
   clock: Clock;
+  /** Checks staged bytes before they run (SPEC 8); absent: a verifier of this preparation only. */
+  verifier?: StagedVerifier;
 }
 
 /** Progress of a preparation: delivery phases and bytes, and a finished download. */
@@ -145,10 +154,25 @@ export async function prepareLaunch(
       binary = await checkExecutable(a.binary_path ?? "", "binary_path");
     } else {
       const t0 = ctx.clock.now();
-      const d = await ctx.deliverer.deliver(a, {
-        ...(hooks.onPhase ? { onPhase: hooks.onPhase } : {}),
-        ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
-      });
+      const verifier = ctx.verifier ?? new StagedVerifier();
+      const damage = a.artifact ? await _healStaged(ctx.layout, verifier, a) : null;
+      let d;
+      try {
+        d = await ctx.deliverer.deliver(a, {
+          ...(hooks.onPhase ? { onPhase: hooks.onPhase } : {}),
+          ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
+        });
+      } catch (e) {
+        if (damage === null || !(e instanceof DeliveryError)) throw e;
+        throw new DeliveryError(`${damage}; fetching it again failed: ${e.message}`, {
+          kind: e.kind,
+          cause: e,
+        });
+      }
+      if (a.artifact && d.source !== "host_binary") {
+        if (d.source === "downloaded") await verifier.remember(d.binary, a.artifact.sha256);
+        verifier.healed(a.addon_id, a.version);
+      }
       binary = d.source === "host_binary"
         ? await checkExecutable(d.binary, hostBinaryLabel(ctx.platform))
         : d.binary;
@@ -182,6 +206,32 @@ export async function prepareLaunch(
     0o640,
   );
   return launchFor(layout, a, binary);
+}
+
+/**
+ * Self-healing before a start (SPEC 8): check the staged bytes of `a`; a
+ * damaged version is moved out of `versions/` so the delivery that follows
+ * fetches it again. Returns the damage (this time or remembered from an
+ * earlier attempt whose fetch failed), or null.
+ */
+async function _healStaged(
+  layout: Layout,
+  verifier: StagedVerifier,
+  a: Assignment,
+): Promise<string | null> {
+  try {
+    await verifier.check(layout, a.addon_id, {
+      version: a.version,
+      binary_name: a.binary_name,
+      sha256: a.artifact!.sha256,
+    });
+  } catch (e) {
+    if (!(e instanceof DamagedVersionError)) throw e;
+    verifier.noteDamaged(a.addon_id, a.version, e.message);
+    verifier.forget(layout.versionDir(a.addon_id, a.version));
+    await quarantineVersion(layout, a.addon_id, a.version, e.reason);
+  }
+  return verifier.damaged(a.addon_id, a.version);
 }
 
 /** The launch of `a` running `binary`: arguments, environment, working and data directories. */

@@ -32,7 +32,13 @@ import {
 } from "../supervise/mod.ts";
 import type { AgentConfig } from "../config/mod.ts";
 import type { Deliverer } from "../delivery/mod.ts";
-import { type AgentState, clearProcess, collectPartials, type Layout } from "../runtime/mod.ts";
+import {
+  type AgentState,
+  clearProcess,
+  collectPartials,
+  type Layout,
+  StagedVerifier,
+} from "../runtime/mod.ts";
 import { type Clock, log, SYSTEM_CLOCK } from "../common/mod.ts";
 import { DEFAULT_RESILIENCE, type ResilienceTiming } from "./probation.ts";
 import { Slot, type SlotContext } from "./slot.ts";
@@ -77,6 +83,7 @@ export class Reconciler {
       state: deps.state,
       deliverer: deps.deliverer,
       clock: deps.clock ?? SYSTEM_CLOCK,
+      verifier: new StagedVerifier(),
       resilience: deps.resilience ?? DEFAULT_RESILIENCE,
       backoffMaxMs: (deps.sidecarTiming ?? { backoffMaxMs: 60_000 }).backoffMaxMs,
       keepVersions: deps.cfg.limits.keep_versions,

@@ -96,7 +96,9 @@ export class DeliveryRetries {
     const entry: _Entry = { attempt, dueAt: this.clock.now() + delay, timer: undefined };
     if (onDue) {
       entry.timer = this.clock.setTimeout(() => {
-        if (this.#entries.get(key) === entry) onDue();
+        if (this.#entries.get(key) !== entry) return;
+        entry.dueAt = Math.min(entry.dueAt, this.clock.now()); // a timer a little early is due
+        onDue();
       }, delay);
     }
     this.#entries.set(key, entry);

@@ -127,6 +127,7 @@ export class Slot {
   enqueueRemoved(): Promise<void> {
     return this.#enqueue(async () => {
       this.desired = null;
+      this.#retries.clear();
       await this.#stopRunning(true);
       this.#endProbation();
       await removeAddonFiles(this.ctx.layout, this.id);
@@ -141,6 +142,7 @@ export class Slot {
 
   /** After the queue drains: stop what runs (SIGTERM, SIGKILL after the grace). */
   async stopForShutdown(): Promise<void> {
+    this.#retries.clear();
     await this.#queue;
     this.#endProbation();
     if (this.#running) {
@@ -220,8 +222,12 @@ export class Slot {
 
   async #deliveryFailed(a: Assignment, e: Error): Promise<void> {
     if (this.ctx.stopping) return; // a download cut short by the stop: nothing to fall back to
-    const pace = retryPace(e);
-    const delay = this.#retries.failed(versionKey(a.version, a.artifact?.sha256), undefined, pace);
+    // The retry comes when its backoff is due (SPEC 8), not at the next periodic tick.
+    const delay = this.#retries.failed(
+      versionKey(a.version, a.artifact?.sha256),
+      () => void this.enqueueRetry(),
+      retryPace(e),
+    );
     const reason = `${a.version} could not be delivered: ${e.message} (retry in ${
       Math.round(delay / 1000)
     } s)`;

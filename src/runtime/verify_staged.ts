@@ -76,8 +76,25 @@ function _identity(st: Deno.FileInfo): string {
 export class StagedVerifier {
   /** `path` → `sha256 identity` of files verified by this process. */
   readonly #verified = new Map<string, string>();
+  /** `addon_id version` → why it was found damaged, until it is delivered again. */
+  readonly #damaged = new Map<string, string>();
   /** Files hashed so far (for tests and figures: a cached check hashes nothing). */
   hashes = 0;
+
+  /** Remember that `version` of `addonId` was found damaged (`message` says how). */
+  noteDamaged(addonId: string, version: string, message: string): void {
+    this.#damaged.set(`${addonId} ${version}`, message);
+  }
+
+  /** Why `version` of `addonId` was found damaged, while it is not delivered again; else null. */
+  damaged(addonId: string, version: string): string | null {
+    return this.#damaged.get(`${addonId} ${version}`) ?? null;
+  }
+
+  /** `version` of `addonId` is staged and intact again. */
+  healed(addonId: string, version: string): void {
+    this.#damaged.delete(`${addonId} ${version}`);
+  }
 
   /**
    * Check version `want.version` of `addonId` as staged under `layout`;

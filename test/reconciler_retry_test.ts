@@ -1,0 +1,121 @@
+/**
+ * A failed delivery is retried when its backoff is due (SPEC 8, retry
+ * timing), with a reconciler driven by a fake clock, a fake deliverer and a
+ * fake runner: no waiting, no periodic tick.
+ */
+
+import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
+import { withTempDir } from "./_helpers.ts";
+import { waitFor } from "./_agent_process.ts";
+import { Reconciler } from "../src/agent/reconciler.ts";
+import { decodeDocument, hostPlatform } from "../src/protocol/mod.ts";
+import { DeliveryError } from "../src/delivery/mod.ts";
+import type { Deliverer } from "../src/delivery/mod.ts";
+import { emptyState, Layout } from "../src/runtime/mod.ts";
+import type { AgentConfig } from "../src/config/mod.ts";
+import type { Clock, TimerHandle } from "../src/common/mod.ts";
+import type { Runner } from "../src/supervise/mod.ts";
+
+/** Time that moves only when the test says so; timers fire in order as it moves. */
+class _FakeClock implements Clock {
+  t = 1_700_000_000_000;
+  timers = new Map<number, { at: number; fn: () => void }>();
+  #next = 1;
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const id = this.#next++;
+    this.timers.set(id, { at: this.t + ms, fn });
+    return id;
+  }
+  clearTimeout(h: TimerHandle): void {
+    this.timers.delete(h as number);
+  }
+  advanceTo(to: number): void {
+    for (;;) {
+      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
+        .sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.t = due[1].at;
+      due[1].fn();
+    }
+    this.t = to;
+  }
+}
+
+Deno.test("Reconciler retries a failed delivery when its backoff is due, without a tick", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.mkdir(`${dir}/addons`);
+    await Deno.mkdir(`${dir}/tmp`);
+    const clock = new _FakeClock();
+    const platform = hostPlatform();
+    const calls: number[] = [];
+    let storeUp = false;
+    const deliverer: Deliverer = {
+      deliver: () => {
+        calls.push(clock.now());
+        if (!storeUp) {
+          return Promise.reject(new DeliveryError("store down", { kind: "unavailable" }));
+        }
+        return Promise.resolve({ binary: "/bin/sh", fetched: 0, source: "host_binary" });
+      },
+      activate: () => Promise.resolve({ changed: true }),
+      rollBack: () => Promise.resolve(null),
+      abortAll: () => {},
+      downloading: () => [],
+    };
+    const started: string[] = [];
+    const runner = (): Runner => ({
+      start: () => {
+        started.push("start");
+        return Promise.resolve();
+      },
+      stop: () => Promise.resolve(),
+      pid: null,
+      restarts: 0,
+      setMinimumBackoff: () => {},
+    });
+    const state = emptyState();
+    const rec = new Reconciler({
+      cfg: { limits: { keep_versions: 3 } } as AgentConfig,
+      layout: new Layout(dir),
+      platform,
+      state,
+      deliverer,
+      runners: runner,
+      clock,
+      onChange: () => {},
+    });
+    const doc = decodeDocument({
+      addons: [{
+        addon_id: "probe",
+        version: "1.0.0",
+        delivery: "pushed_artifact",
+        supervision: "agent_sidecar",
+        artifact_object_key: "probe/1.0.0/probe",
+        artifact_sha256: "ab".repeat(32),
+      }],
+    }, platform);
+    const t0 = clock.now();
+    await rec.apply(doc.entries);
+    assertEquals(calls.length, 1);
+    const st = state.addons.probe!;
+    assertEquals(st.state, "failed", "the failure is in the state at once");
+    assertStringIncludes(st.message, "store down");
+    const retry = [...clock.timers.values()].find((x) => x.at - t0 >= 27_000);
+    assert(retry, "a retry timer is armed");
+    assert(retry.at - t0 <= 33_000, `due after ${retry.at - t0} ms, not 30 s ±10 %`);
+
+    storeUp = true;
+    clock.advanceTo(retry.at - 1);
+    await Promise.resolve();
+    assertEquals(calls.length, 1, "not retried before its backoff");
+    clock.advanceTo(retry.at);
+    await waitFor(() => started.length > 0, { timeoutMs: 5_000, what: "the add-on started" });
+    assertEquals(calls, [t0, retry.at], "retried exactly when due");
+    assertEquals(state.addons.probe!.state, "starting");
+    await rec.stopAll();
+  });
+});
