@@ -596,6 +596,11 @@ Deno.test({
         const f = logged(w, failed).slice(failsBefore);
         return f.length >= 4 ? f : null;
       }, { timeoutMs: WAIT_MS, what: "4 failed polls", context: context(w) });
+      assertEquals(
+        [...new Set(fails.map((l) => l.kind))],
+        ["unavailable"],
+        "a control plane that is down is an unavailable source",
+      );
       // Exponential backoff: the announced waits never shrink, and they grow.
       const waits = fails.map((l) => l.retry_in_s as number);
       assert(

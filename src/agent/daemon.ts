@@ -37,6 +37,7 @@ import {
   OVERRIDE_FILE,
   parseOverride,
   type Source,
+  SourceError,
 } from "../source/mod.ts";
 import { Reconciler, runnersFor } from "./reconciler.ts";
 import type { ResilienceTiming } from "./probation.ts";
@@ -209,6 +210,7 @@ export class Daemon {
           this.#lastError = (e as Error).message;
           log[first ? "error" : "warn"]("poll failed; add-ons keep running", {
             error: e as Error,
+            ...(e instanceof SourceError ? { kind: e.kind } : {}),
             retry_in_s: Math.round(backoffMs / 1000),
           });
         }
