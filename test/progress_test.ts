@@ -103,6 +103,8 @@ Deno.test({
           await new Promise((r) => setTimeout(r, 100));
         }
         const out = await Deno.readTextFile(`${dir}/stdout`);
+        // The program has exited: what the terminal shows now is its last word.
+        screen = await tmux("capture-pane", "-p", "-t", session);
         if (Deno.env.get("SHOW_SCREEN")) console.log(screen);
         assertMatch(out, /EXIT=0/, screen);
         const moving = [...seen].filter((p) => p > 0 && p < 100);
