@@ -1,0 +1,170 @@
+// Add-on isolation (SPEC 13) through the real agent: add-ons run as their own uid, in their
+// own cgroup, with only their capabilities; each attack of issue #10 is a test here.
+
+import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
+import { readAgentState, waitFor } from "./_agent_process.ts";
+import {
+  daemonConfig,
+  sidecar,
+  sleepLink,
+  waitAddon,
+  waitState,
+  withAgent,
+} from "./_daemon_fixtures.ts";
+import { withTempDir, writeAssignments } from "./_helpers.ts";
+
+const ROOT_ONLY = { ignore: Deno.uid() !== 0 };
+
+function _status(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** Alive: exists and is not a zombie (PID 1 here does not reap orphans). */
+function _alive(pid: number): boolean {
+  try {
+    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = st.slice(st.lastIndexOf(")") + 2).split(" ")[0];
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "an isolated add-on cannot read the agent's secrets, state or another add-on's files",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const token = `${dir}/token`;
+      await Deno.writeTextFile(token, "s3cr3t-token\n", { mode: 0o600 });
+      const cfg = await daemonConfig(dir, {
+        source: {
+          kind: "file",
+          path: `${dir}/assignments.json`,
+          poll_interval_s: 0.5,
+        },
+      });
+      await Deno.chmod(cfg, 0o600);
+      const root = `${dir}/root`;
+      const attempts: [string, string][] = [
+        ["environ", '"/proc/$PPID/environ"'],
+        ["token", token],
+        ["agent.json", cfg],
+        ["state.json", `${root}/state.json`],
+        ["b-config", `${root}/addons/b/config.json`],
+        ["b-binary", `${root}/addons/b/current/b`],
+      ];
+      const probe = attempts.map(([name, path]) =>
+        `if cat ${path} >/dev/null 2>&1; then echo "READ ${name}"; else echo "DENIED ${name}"; fi`
+      ).join("; ");
+      await writeAssignments(dir, [
+        await sidecar(dir, "b", `exec ${sleep} 300`, { config: { secret: "b-only" } }),
+        await sidecar(
+          dir,
+          "a",
+          `while [ ! -e ${root}/addons/b/config.json ]; do ${sleep} 0.1; done; ${probe}; ` +
+            `touch "$ADDON_DATA_DIR/mine" && echo "WROTE data"; exec ${sleep} 300`,
+        ),
+      ]);
+      await withAgent(dir, cfg, async (agent) => {
+        const b = await waitState(root, agent, "b", "running");
+        const a = await waitState(root, agent, "a", "running");
+        const lines = () => agent.logs().filter((l) => l.addon_id === "a").map((l) => l.msg);
+        await waitFor(() => lines().includes("WROTE data") ? true : null, {
+          timeoutMs: 10_000,
+          what: "the probe to finish",
+          context: () => agent.tail(),
+        });
+        for (const [name] of attempts) {
+          assert(lines().includes(`DENIED ${name}`), `${name}: ${lines().join(" | ")}`);
+        }
+        assert(a.uid !== undefined && b.uid !== undefined && a.uid !== b.uid, "two uids");
+        assert(a.uid! >= 61000 && a.uid! <= 61999, `uid ${a.uid} from the default range`);
+        assertEquals(_status(a.pid!).Uid.split("\t")[0], String(a.uid));
+        assertEquals(a.containment, "cgroup");
+        const state = await readAgentState(root);
+        assertEquals(state?.uids?.a, a.uid, "the uid is recorded in state.json");
+      });
+    });
+  },
+});
+
+Deno.test({
+  name: "an add-on runs with exactly its capabilities; one outside the allowlist is refused",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir);
+      const root = `${dir}/root`;
+      await writeAssignments(dir, [
+        await sidecar(dir, "raw", `exec ${sleep} 300`, { capabilities: ["CAP_NET_RAW"] }),
+        await sidecar(dir, "plain", `exec ${sleep} 300`),
+        await sidecar(dir, "admin", `exec ${sleep} 300`, { capabilities: ["CAP_SYS_ADMIN"] }),
+      ]);
+      await withAgent(dir, cfg, async (agent) => {
+        const raw = await waitState(root, agent, "raw", "running");
+        const st = _status(raw.pid!);
+        assertEquals(st.CapBnd, "0000000000002000", "bounding set: CAP_NET_RAW only");
+        assertEquals(st.CapEff, "0000000000002000");
+        assertEquals(st.NoNewPrivs, "0");
+        const plain = await waitState(root, agent, "plain", "running");
+        const ps = _status(plain.pid!);
+        assertEquals([ps.CapBnd, ps.CapEff, ps.NoNewPrivs], ["0000000000000000", "0000000000000000", "1"]);
+        const admin = await waitState(root, agent, "admin", "failed");
+        assertStringIncludes(admin.message, "allowed_capabilities");
+        assertStringIncludes(admin.message, "CAP_SYS_ADMIN");
+        assertEquals(admin.pid, null, "nothing of it ran");
+      });
+    });
+  },
+});
+
+Deno.test({
+  name: "a child that called setsid is gone after enabled: false and after the agent's SIGTERM",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir);
+      const root = `${dir}/root`;
+      const body = (name: string) =>
+        `setsid sh -c 'echo $$ > "$ADDON_DATA_DIR/escaped"; exec ${sleep} 301' & exec ${sleep} 300 # ${name}`;
+      await writeAssignments(dir, [
+        await sidecar(dir, "off", body("off")),
+        await sidecar(dir, "term", body("term")),
+      ]);
+      const escaped = async (id: string) =>
+        await waitFor(async () => {
+          try {
+            const pid = Number((await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim());
+            return pid > 0 && _alive(pid) ? pid : null;
+          } catch {
+            return null;
+          }
+        }, { timeoutMs: 10_000, what: `${id}'s escaped child` });
+      let termChild = 0;
+      await withAgent(dir, cfg, async (agent) => {
+        await waitState(root, agent, "off", "running");
+        await waitState(root, agent, "term", "running");
+        const offChild = await escaped("off");
+        termChild = await escaped("term");
+        await writeAssignments(dir, [
+          await sidecar(dir, "off", body("off"), { enabled: false }),
+          await sidecar(dir, "term", body("term")),
+        ], "v2");
+        await waitAddon(root, agent, "off", "disabled", (a) => a.state === "disabled");
+        assert(!_alive(offChild), `the escaped child ${offChild} of a disabled add-on is gone`);
+        assert(_alive(termChild), "the other add-on's child still runs");
+      });
+      // withAgent stopped the agent with SIGTERM and found no process of the test left.
+      assert(!_alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
+    });
+  },
+});
