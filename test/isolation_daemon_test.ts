@@ -68,13 +68,16 @@ Deno.test({
         await sidecar(
           dir,
           "a",
-          `while [ ! -e ${root}/addons/b/config.json ]; do ${sleep} 0.1; done; ${probe}; ` +
+          `while [ ! -e "$ADDON_DATA_DIR/go" ]; do ${sleep} 0.1; done; ${probe}; ` +
             `touch "$ADDON_DATA_DIR/mine" && echo "WROTE data"; exec ${sleep} 300`,
         ),
       ]);
       await withAgent(dir, cfg, async (agent) => {
         const b = await waitState(root, agent, "b", "running");
         const a = await waitState(root, agent, "a", "running");
+        // b's files exist now: a looks only after this, so a refusal is the modes' doing.
+        await Deno.stat(`${root}/addons/b/config.json`);
+        await Deno.writeTextFile(`${root}/addons/a/data/go`, "");
         const lines = () => agent.logs().filter((l) => l.addon_id === "a").map((l) => l.msg);
         await waitFor(() => lines().includes("WROTE data") ? true : null, {
           timeoutMs: 10_000,
@@ -86,7 +89,7 @@ Deno.test({
         }
         assert(a.uid !== undefined && b.uid !== undefined && a.uid !== b.uid, "two uids");
         assert(a.uid! >= 61000 && a.uid! <= 61999, `uid ${a.uid} from the default range`);
-        assertEquals(_status(a.pid!).Uid.split("\t")[0], String(a.uid));
+        assertEquals(_status(a.pid!).Uid?.split("\t")[0], String(a.uid));
         assertEquals(a.containment, "cgroup");
         const state = await readAgentState(root);
         assertEquals(state?.uids?.a, a.uid, "the uid is recorded in state.json");
@@ -116,7 +119,11 @@ Deno.test({
         assertEquals(st.NoNewPrivs, "0");
         const plain = await waitState(root, agent, "plain", "running");
         const ps = _status(plain.pid!);
-        assertEquals([ps.CapBnd, ps.CapEff, ps.NoNewPrivs], ["0000000000000000", "0000000000000000", "1"]);
+        assertEquals([ps.CapBnd, ps.CapEff, ps.NoNewPrivs], [
+          "0000000000000000",
+          "0000000000000000",
+          "1",
+        ]);
         const admin = await waitState(root, agent, "admin", "failed");
         assertStringIncludes(admin.message, "allowed_capabilities");
         assertStringIncludes(admin.message, "CAP_SYS_ADMIN");
@@ -143,7 +150,9 @@ Deno.test({
       const escaped = async (id: string) =>
         await waitFor(async () => {
           try {
-            const pid = Number((await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim());
+            const pid = Number(
+              (await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim(),
+            );
             return pid > 0 && _alive(pid) ? pid : null;
           } catch {
             return null;

@@ -40,6 +40,7 @@ import {
   SourceError,
 } from "../source/mod.ts";
 import { Reconciler, runnersFor } from "./reconciler.ts";
+import { AddonIsolation } from "./isolation.ts";
 import type { ResilienceTiming } from "./probation.ts";
 import {
   type AgentState,
@@ -104,6 +105,7 @@ export class Daemon {
   /** A push source said a new document is there: poll again without waiting. */
   #pushed = false;
 
+  readonly #isolation: AddonIsolation;
   private constructor(
     cfg: AgentConfig,
     root: RuntimeRoot,
@@ -112,8 +114,10 @@ export class Daemon {
     delivery: DeliveryContext,
     platform: Platform,
     opts: DaemonOptions,
+    isolation: AddonIsolation,
   ) {
     this.#cfg = cfg;
+    this.#isolation = isolation;
     this.#root = root;
     this.#state = state;
     this.#source = source;
@@ -131,6 +135,7 @@ export class Daemon {
       }),
       ...(opts.resilience ? { resilience: opts.resilience } : {}),
       ...(opts.sidecarTiming ? { sidecarTiming: opts.sidecarTiming } : {}),
+      isolation,
       onChange: () => this.#changed(),
     });
     this.#units = units;
@@ -147,11 +152,13 @@ export class Daemon {
     state.agent_id = cfg.agent_id;
     const source = await openSource(cfg, platform);
     const delivery = await deliveryContext(cfg, root, platform);
-    return new Daemon(cfg, root, state, source, delivery, platform, opts);
+    const isolation = await AddonIsolation.open(cfg, root, state);
+    return new Daemon(cfg, root, state, source, delivery, platform, opts, isolation);
   }
 
   /** The status document of this agent now. */
   async status(): Promise<StatusDocument> {
+    this.#isolation.refreshUsage();
     const doc = await buildStatus(this.#root, this.#state);
     return this.#stateError === null ? doc : { ...doc, error: this.#stateError };
   }

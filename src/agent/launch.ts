@@ -36,6 +36,7 @@ import {
   writeFileAtomic,
 } from "../runtime/mod.ts";
 import { type Clock, sha256Hex } from "../common/mod.ts";
+import type { AddonIsolation } from "./isolation.ts";
 
 /**
  * The fields whose change makes an add-on restart, as a sha256 (hex): it is
@@ -56,6 +57,8 @@ export function fingerprint(a: Assignment): string {
     a.capabilities,
     a.schedule ?? null,
     a.timeout_s ?? null,
+    // Appended only when set, so assignments without limits keep their fingerprint.
+    ...(a.resources !== undefined ? [a.resources] : []),
   ]));
 }
 
@@ -128,6 +131,8 @@ export interface LaunchContext {
   clock: Clock;
   /** Checks staged bytes before they run (SPEC 8); absent: a verifier of this preparation only. */
   verifier?: StagedVerifier;
+  /** Users, file modes, cgroups (SPEC 13); absent: add-ons run as the agent, unconfined. */
+  isolation?: AddonIsolation;
 }
 
 /** Progress of a preparation: delivery phases and bytes, and a finished download. */
@@ -185,27 +190,35 @@ export async function prepareLaunch(
         });
       }
     }
-    if (a.capabilities.length > 0 && a.supervision === "agent_sidecar") {
-      if (!staged) {
-        throw new DeliveryError(
-          `capabilities ${
-            a.capabilities.join(", ")
-          } can only be granted to a binary the agent staged, not to ${binary}`,
-          { kind: "refused" },
-        );
-      }
-      await applyFileCapabilities(binary, a.capabilities);
+    if (a.capabilities.length > 0 && a.supervision === "agent_sidecar" && !staged) {
+      throw new DeliveryError(
+        `capabilities ${
+          a.capabilities.join(", ")
+        } can only be granted to a binary the agent staged, not to ${binary}`,
+        { kind: "refused" },
+      );
     }
   }
-  await ensureRealDir(layout.addonDir(a.addon_id));
-  await ensureRealDir(layout.dataDir(a.addon_id), 0o750);
+  await ensureRealDir(layout.addonDir(a.addon_id), 0o750);
+  await ensureRealDir(layout.dataDir(a.addon_id), 0o700);
   // The add-on's config may hold secrets: never world-readable (SPEC 12).
   await writeFileAtomic(
     layout.configFile(a.addon_id),
     JSON.stringify(a.config, null, 2) + "\n",
     0o640,
   );
-  return launchFor(layout, a, binary);
+  // Owner and modes first: a chown clears file capabilities, so setcap comes after.
+  const placed = await ctx.isolation?.place(a, staged ? a.version : null);
+  if (a.capabilities.length > 0 && a.supervision === "agent_sidecar") {
+    await applyFileCapabilities(binary, a.capabilities);
+  }
+  const launch = launchFor(layout, a, binary);
+  if (placed) {
+    if (placed.confine) launch.confine = placed.confine;
+    launch.cgroup = placed.cgroup;
+    launch.bounding = placed.bounding;
+  }
+  return launch;
 }
 
 /**

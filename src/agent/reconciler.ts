@@ -42,6 +42,7 @@ import {
 import { type Clock, log, SYSTEM_CLOCK } from "../common/mod.ts";
 import { DEFAULT_RESILIENCE, type ResilienceTiming } from "./probation.ts";
 import { Slot, type SlotContext } from "./slot.ts";
+import type { AddonIsolation } from "./isolation.ts";
 
 /** What the reconciler needs. */
 export interface ReconcilerDeps {
@@ -58,6 +59,8 @@ export interface ReconcilerDeps {
   resilience?: ResilienceTiming;
   /** Sidecar timing; its `backoffMaxMs` is where a crash loop with no rollback target restarts. */
   sidecarTiming?: typeof DEFAULT_TIMING;
+  /** Users, file modes, cgroups and the capability allowlist (SPEC 13); absent: none. */
+  isolation?: AddonIsolation;
   /** Something in `state` changed (persist it, report it). */
   onChange(addonId: string): void;
 }
@@ -93,12 +96,20 @@ export class Reconciler {
       createRunner: deps.runners,
       pushedKey: (id) => this.#pushed.get(id),
       onChange: (id) => deps.onChange(id),
-      removed: (id) => this.#slots.delete(id),
+      removed: (id) => {
+        this.#slots.delete(id);
+        deps.isolation?.release(id).catch((e) =>
+          log.warn("could not remove the add-on's cgroup", { addon_id: id, error: e as Error })
+        );
+      },
     };
+    if (deps.isolation) this.#ctx.isolation = deps.isolation;
   }
 
   /** End process groups a killed agent left behind (recorded in `state.json`). */
   async endLeftovers(): Promise<void> {
+    // Everything in an add-on cgroup, setsid'd and double-forked processes too.
+    await this.deps.isolation?.endLeftovers();
     for (const s of Object.values(this.deps.state.addons)) {
       if (s.pgid !== null && s.pgid_identity !== null) {
         if (await endLeftoverGroup(s.pgid, s.pgid_identity, 5_000)) {
@@ -128,6 +139,8 @@ export class Reconciler {
    */
   async apply(entries: Entry[], pushed: ReadonlyMap<string, string> = new Map()): Promise<void> {
     this.#pushed = pushed;
+    // A capability outside isolation.allowed_capabilities refuses the entry (SPEC 13).
+    entries = this.deps.isolation?.screen(entries) ?? entries;
     const named = new Set<string>();
     const work: Promise<void>[] = [];
     for (const e of entries) {
@@ -162,6 +175,7 @@ export class Reconciler {
     this.#stopping = true;
     this.deps.deliverer.abortAll();
     await Promise.all([...this.#slots.values()].map((s) => s.stopForShutdown()));
+    await this.deps.isolation?.close();
   }
 
   /**
