@@ -1,7 +1,7 @@
 /**
  * Fixtures of the daemon tests (`daemon_test.ts`, `daemon_models_test.ts`):
  * add-ons published into a filesystem store below the test's temp dir, an
- * `agent.json` whose file source is polled every 0.5 s, and running the
+ * `agent.json` whose file source is polled every 1 s (the shortest SPEC 12 allows), and running the
  * agent around a test body with a check that nothing of the test outlived it.
  *
  * Every process an add-on starts carries the test's temp dir in its command
@@ -75,10 +75,10 @@ export function sidecar(
   return entry(dir, id, "agent_sidecar", body, extra);
 }
 
-/** `agent.json` with a file source polled every 0.5 s and a filesystem store. */
+/** `agent.json` with a file source polled every 1 s (the shortest SPEC 12 allows) and a filesystem store. */
 export function daemonConfig(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
   return writeConfig(dir, {
-    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 0.5 },
+    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 1 },
     object_store: { kind: "filesystem", root: `${dir}/store` },
     ...extra,
   });

@@ -24,8 +24,9 @@ import { exists } from "./_helpers.ts";
 // helpers
 
 const FILE = "/etc/addon-agent/agent.json";
-const KEY_A = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
-const KEY_B = btoa(String.fromCharCode(...new Uint8Array(32).fill(9)));
+/** Public keys of the seeds 32×07 and 32×09: real curve points (SPEC 12 refuses others). */
+const KEY_A = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+const KEY_B = "/RckOFqgx1tk+3jNYC+h2ZH96/drE8WO1wLqyDXp9hg=";
 
 // deno-lint-ignore no-explicit-any
 type _Obj = Record<string, any>;
@@ -89,7 +90,12 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
         prefix: "",
       },
       trust: { public_keys: [], require_signature: false },
-      limits: { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 1073741824 },
+      limits: {
+        max_artifact_bytes: 268435456,
+        keep_versions: 3,
+        max_unpacked_bytes: 1073741824,
+        max_document_bytes: 8388608,
+      },
       systemd: { unit_dir: "/etc/systemd/system" },
       timeouts: { connect_s: 10, idle_s: 60 },
       isolation: {
@@ -104,6 +110,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
           "CAP_PERFMON",
         ],
       },
+      host_binaries: { allow: [] },
     };
     assertEquals(cfg, expected);
     assert(!("status" in cfg), "status is absent unless configured");
@@ -128,19 +135,42 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
   await t.step("limits: each key may be given alone", () => {
     assertEquals(
       decodeConfig(_with({ limits: { max_artifact_bytes: 1024 } }), FILE).limits,
-      { max_artifact_bytes: 1024, keep_versions: 3, max_unpacked_bytes: 1073741824 },
+      {
+        max_artifact_bytes: 1024,
+        keep_versions: 3,
+        max_unpacked_bytes: 1073741824,
+        max_document_bytes: 8388608,
+      },
     );
     assertEquals(
       decodeConfig(_with({ limits: { keep_versions: 5 } }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 5, max_unpacked_bytes: 1073741824 },
+      {
+        max_artifact_bytes: 268435456,
+        keep_versions: 5,
+        max_unpacked_bytes: 1073741824,
+        max_document_bytes: 8388608,
+      },
     );
     assertEquals(
-      decodeConfig(_with({ limits: { max_unpacked_bytes: 4096 } }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 4096 },
+      decodeConfig(
+        _with({ limits: { max_unpacked_bytes: 4096, max_document_bytes: 8388608 } }),
+        FILE,
+      ).limits,
+      {
+        max_artifact_bytes: 268435456,
+        keep_versions: 3,
+        max_unpacked_bytes: 4096,
+        max_document_bytes: 8388608,
+      },
     );
     assertEquals(
       decodeConfig(_with({ limits: {} }), FILE).limits,
-      { max_artifact_bytes: 268435456, keep_versions: 3, max_unpacked_bytes: 1073741824 },
+      {
+        max_artifact_bytes: 268435456,
+        keep_versions: 3,
+        max_unpacked_bytes: 1073741824,
+        max_document_bytes: 8388608,
+      },
     );
     assertEquals(
       decodeConfig(_with({ limits: { free_space_margin_bytes: 0 } }), FILE).limits,
@@ -148,6 +178,7 @@ Deno.test("decodeConfig() fills in the SPEC 2 defaults", async (t) => {
         max_artifact_bytes: 268435456,
         keep_versions: 3,
         max_unpacked_bytes: 1073741824,
+        max_document_bytes: 8388608,
         free_space_margin_bytes: 0,
       },
     );

@@ -44,7 +44,7 @@ const ADDON = "probe";
 const AGENT = "edge-e2e";
 const TOKEN = "e2e-token-5f1c0a";
 const TARGET = platformString(hostPlatform());
-const POLL_S = 0.5;
+const POLL_S = 1;
 const WAIT_MS = 30_000;
 
 /** A published build, as the catalog lists it. */
@@ -305,7 +305,7 @@ async function waitReport(w: World, expected: Reported): Promise<Reported> {
 
 /**
  * s3rver, a fresh signing key, 1.0.0 published and assigned, the reference
- * control plane (with a bearer token), and the agent polling every 0.5 s.
+ * control plane (with a bearer token), and the agent polling every second.
  * Afterwards: the agent must stop with exit 0 and no add-on may be left.
  */
 async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {

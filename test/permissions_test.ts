@@ -464,7 +464,12 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
       prefix: "",
     },
     trust: { public_keys: [], require_signature: false },
-    limits: { max_artifact_bytes: 1, keep_versions: 3, max_unpacked_bytes: 1 },
+    limits: {
+      max_artifact_bytes: 1,
+      keep_versions: 3,
+      max_unpacked_bytes: 1,
+      max_document_bytes: 8388608,
+    },
     status: { listen: "127.0.0.1:7420" },
     systemd: { unit_dir: "/etc/systemd/system" },
     timeouts: { connect_s: 10, idle_s: 60 },
@@ -474,6 +479,7 @@ Deno.test("checkPermissions() lists what a config needs and finds all of it gran
       cgroup: "off",
       allowed_capabilities: [],
     },
+    host_binaries: { allow: [] },
   };
 
   await t.step("every host and path the config names, once each", () => {

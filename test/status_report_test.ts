@@ -47,7 +47,7 @@ const AGENT = "edge-status";
 const ADDON = "probe";
 const PLATFORM = hostPlatform();
 const TARGET = platformString(PLATFORM);
-const POLL_S = 0.5;
+const POLL_S = 1;
 const WAIT_MS = 30_000;
 /** SPEC 4: a report at least every this many polls. */
 const REPORT_EVERY_POLLS = 10;
@@ -231,7 +231,7 @@ interface WorldOptions {
 
 /**
  * s3rver, a fresh signing key, 1.0.0 published and assigned by the control
- * plane, optionally the throttling proxy, and the agent polling every 0.5 s.
+ * plane, optionally the throttling proxy, and the agent polling every second.
  * Afterwards, even on failure: the agent must stop with exit 0 on SIGTERM,
  * no add-on may be left, and proxy, servers and the temp dir are gone.
  */

@@ -10,7 +10,14 @@
  * @module
  */
 
-import { DecodeError, ObjectReader, parseJson } from "../protocol/mod.ts";
+import {
+  decodeBase64,
+  DecodeError,
+  noNul,
+  ObjectReader,
+  parseJson,
+  trustKeyProblem,
+} from "../protocol/mod.ts";
 import { decodeIsolation, type IsolationConfig, runsAsRoot } from "./isolation.ts";
 import {
   decodeNats,
@@ -64,6 +71,8 @@ export interface AgentConfig {
   limits: {
     max_artifact_bytes: number;
     keep_versions: number;
+    /** Largest document, override or catalog read (SPEC 12). */
+    max_document_bytes: number;
     /** Free space kept beyond an object's size (SPEC 8); absent: 5 % of the filesystem, at most 64 MiB. */
     free_space_margin_bytes?: number;
     /** Bytes a bundle may unpack to, counted while writing (SPEC 15). */
@@ -72,6 +81,11 @@ export interface AgentConfig {
   status?: { listen: string };
   /** The shared NATS connection (SPEC 14); required by `nats` sources and stores. */
   nats?: NatsConfig;
+  /**
+   * Host binaries an assignment source may name (SPEC 12): exact paths, or `dir/*` for the
+   * files directly in `dir`. Empty by default: a source names no host binary.
+   */
+  host_binaries: { allow: string[] };
   /** Directory for `systemd_*` unit files (an extension of SPEC 2). */
   systemd: { unit_dir: string };
   /** Limits on every request to a store or source (SPEC 12). */
@@ -91,6 +105,10 @@ export const DEFAULT_TIMEOUTS: Timeouts = { connect_s: 10, idle_s: 60 };
 
 /** Default `limits.max_unpacked_bytes`: 1 GiB (SPEC 15). */
 export const DEFAULT_MAX_UNPACKED_BYTES = 1024 ** 3;
+/** Default `limits.max_document_bytes`: 8 MiB (SPEC 12). */
+export const DEFAULT_MAX_DOCUMENT_BYTES = 8 * 1024 * 1024;
+/** Range of `source.poll_interval_s` (SPEC 12): a second to a day. */
+export const POLL_INTERVAL_RANGE = { min: 1, max: 86400 } as const;
 
 /** Default location of the agent configuration. */
 export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
@@ -99,6 +117,11 @@ export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "");
   return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** The port of a `URL` (or its scheme's default) must be 1–65535 (SPEC 12). */
+function _checkUrlPort(url: URL, at: string): void {
+  if (url.port === "0") throw new DecodeError(at, "port must be 1–65535, got 0");
 }
 
 function _dirname(path: string): string {
@@ -159,6 +182,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     } catch {
       throw new DecodeError(s.at("url"), `${JSON.stringify(url)} is not a URL`);
     }
+    _checkUrlPort(parsed, s.at("url"));
     if (parsed.protocol !== "https:") {
       if (!(parsed.protocol === "http:" && isLoopbackHost(parsed.hostname))) {
         throw new DecodeError(
@@ -170,7 +194,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     source = {
       kind,
       url: url.replace(/\/+$/, ""),
-      poll_interval_s: s.optNumber("poll_interval_s", { min: 0.1 }) ?? 30,
+      poll_interval_s: s.optNumber("poll_interval_s", POLL_INTERVAL_RANGE) ?? 30,
     };
     for (const k of ["token_file", "ca_file", "cert_file", "key_file"] as const) {
       const v = s.optString(k);
@@ -184,7 +208,7 @@ function _decode(value: unknown, file: string): AgentConfig {
     source = {
       kind,
       path: path.startsWith("/") ? path : `${config_dir}/${path}`,
-      poll_interval_s: s.optNumber("poll_interval_s", { min: 0.1 }) ?? 5,
+      poll_interval_s: s.optNumber("poll_interval_s", POLL_INTERVAL_RANGE) ?? 5,
     };
   }
   s.done();
@@ -197,11 +221,13 @@ function _decode(value: unknown, file: string): AgentConfig {
   } else if (okind === "s3") {
     const endpoint = o.optString("endpoint");
     if (endpoint !== undefined) {
+      let parsed: URL;
       try {
-        new URL(endpoint);
+        parsed = new URL(endpoint);
       } catch {
         throw new DecodeError(o.at("endpoint"), `${JSON.stringify(endpoint)} is not a URL`);
       }
+      _checkUrlPort(parsed, o.at("endpoint"));
     }
     object_store = {
       kind: okind,
@@ -223,12 +249,15 @@ function _decode(value: unknown, file: string): AgentConfig {
   const t = r.optObject("trust");
   const public_keys = t?.optStringArray("public_keys") ?? [];
   public_keys.forEach((k, i) => {
-    if (_base64Length(k) !== 32) {
+    const raw = decodeBase64(k);
+    if (raw?.length !== 32) {
       throw new DecodeError(
         `trust.public_keys[${i}]`,
-        "must be standard base64 of a raw 32-byte ed25519 key",
+        "must be canonical standard base64 of a raw 32-byte ed25519 key",
       );
     }
+    const problem = trustKeyProblem(raw);
+    if (problem !== null) throw new DecodeError(`trust.public_keys[${i}]`, problem);
   });
   const trust = { public_keys, require_signature: t?.optBool("require_signature") ?? false };
   t?.done();
@@ -240,6 +269,8 @@ function _decode(value: unknown, file: string): AgentConfig {
     keep_versions: l?.optNumber("keep_versions", { min: 2, integer: true }) ?? 3,
     max_unpacked_bytes: l?.optNumber("max_unpacked_bytes", { min: 1, integer: true }) ??
       DEFAULT_MAX_UNPACKED_BYTES,
+    max_document_bytes: l?.optNumber("max_document_bytes", { min: 1024, integer: true }) ??
+      DEFAULT_MAX_DOCUMENT_BYTES,
   } as AgentConfig["limits"];
   const margin = l?.optNumber("free_space_margin_bytes", { min: 0, integer: true });
   if (margin !== undefined) limits.free_space_margin_bytes = margin;
@@ -258,6 +289,10 @@ function _decode(value: unknown, file: string): AgentConfig {
         }`,
       );
     }
+    const port = Number(m[2]);
+    if (port < 1 || port > 65535) {
+      throw new DecodeError(st.at("listen"), `port must be 1–65535, got ${port}`);
+    }
     status = { listen };
     st.done();
   }
@@ -269,6 +304,13 @@ function _decode(value: unknown, file: string): AgentConfig {
       throw new DecodeError("nats", `is required when ${field}.kind is "nats"`);
     }
   }
+  const hb = r.optObject("host_binaries");
+  const host_binaries = {
+    allow: (hb?.optStringArray("allow") ?? []).map((p, i) =>
+      _allowEntry(p, `host_binaries.allow[${i}]`)
+    ),
+  };
+  hb?.done();
 
   const sd = r.optObject("systemd");
   const systemd = {
@@ -301,19 +343,28 @@ function _decode(value: unknown, file: string): AgentConfig {
     systemd,
     timeouts,
     isolation,
+    host_binaries,
   };
   if (status) cfg.status = status;
   if (nats) cfg.nats = nats;
   return cfg;
 }
 
-function _base64Length(s: string): number {
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(s) || s.length % 4 !== 0) return -1;
-  try {
-    return atob(s).length;
-  } catch {
-    return -1;
+/** One `host_binaries.allow` entry: an absolute, normal path, or such a directory with `/*`. */
+function _allowEntry(entry: string, at: string): string {
+  const path = entry.endsWith("/*") ? entry.slice(0, -2) : entry;
+  const normal = path.startsWith("/") && path.length > 1 && !path.endsWith("/") &&
+    !path.includes("*") &&
+    !path.split("/").slice(1).some((s) => s === "" || s === "." || s === "..");
+  if (!normal) {
+    throw new DecodeError(
+      at,
+      `must be an absolute path like /usr/sbin/nft, or a directory like /opt/vendor/bin/* (no other wildcard, no "." or ".."), got ${
+        JSON.stringify(noNul(entry, at))
+      }`,
+    );
   }
+  return entry;
 }
 
 /**

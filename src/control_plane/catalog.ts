@@ -21,7 +21,10 @@ import {
   ARTIFACT_FORMATS,
   ARTIFACT_RECORD,
   type Bundle,
+  checkAbsoluteBinary,
   checkBundlePath,
+  checkEnvNames,
+  decodeBase64,
   DecodeError,
   DELIVERIES,
   isObject,
@@ -29,6 +32,7 @@ import {
   joinPath,
   type Json,
   type JsonObject,
+  MAX_TIMEOUT_S,
   ObjectReader,
   OSES,
   parseJson,
@@ -86,7 +90,6 @@ export interface AssignmentsDocument {
 }
 
 const SHA256 = /^[0-9a-fA-F]{64}$/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const CAPABILITY = /^CAP_[A-Z_]+$/;
 const FIELD_KEYS = [
   "version",
@@ -237,10 +240,13 @@ function _readFields(r: ObjectReader, complete: boolean): Partial<CatalogFields>
   if (complete || r.has("supervision")) f.supervision = r.oneOf("supervision", SUPERVISIONS);
   else r.raw("supervision");
   const binary_path = r.optString("binary_path");
-  if (binary_path !== undefined) f.binary_path = binary_path;
+  if (binary_path !== undefined) {
+    f.binary_path = checkAbsoluteBinary(binary_path, r.at("binary_path"));
+  }
   const args = r.optStringArray("args");
   if (args !== undefined || complete) f.args = args ?? [];
   const env = r.optStringRecord("env");
+  if (env !== undefined) checkEnvNames(env, r.at("env"));
   if (env !== undefined || complete) f.env = env ?? {};
   const config = r.optJsonObject("config");
   if (config !== undefined || complete) f.config = config ?? {};
@@ -256,7 +262,7 @@ function _readFields(r: ObjectReader, complete: boolean): Partial<CatalogFields>
   if (capabilities !== undefined || complete) f.capabilities = capabilities ?? [];
   const schedule = r.optString("schedule");
   if (schedule !== undefined) f.schedule = schedule;
-  const timeout_s = r.optNumber("timeout_s", { min: 1, integer: true });
+  const timeout_s = r.optNumber("timeout_s", { min: 1, max: MAX_TIMEOUT_S, integer: true });
   if (timeout_s !== undefined) f.timeout_s = timeout_s;
   const artifacts = _readArtifacts(r);
   if (artifacts !== undefined || complete) f.artifacts = artifacts ?? new Map();
@@ -297,8 +303,11 @@ function _readArtifacts(r: ObjectReader): Map<string, CatalogArtifact> | undefin
     }
     const sig = a.optString("signature");
     if (sig !== undefined) {
-      if (!BASE64.test(sig) || sig.length !== 88) {
-        throw new DecodeError(a.at("signature"), "must be standard base64 of 64 bytes");
+      if (decodeBase64(sig)?.length !== 64) {
+        throw new DecodeError(
+          a.at("signature"),
+          "must be canonical standard base64 of exactly 64 bytes",
+        );
       }
       art.signature = sig;
     }

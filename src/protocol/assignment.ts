@@ -16,6 +16,7 @@
 
 import { DecodeError, joinPath, type Json, type JsonObject, ObjectReader } from "./decode.ts";
 import { type Platform, platformString } from "./platform.ts";
+import { decodeBase64 } from "./signature.ts";
 
 /** Supervision models the agent runs. */
 export const SUPERVISIONS = [
@@ -109,7 +110,7 @@ export interface AssignmentDocument {
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 const SHA256 = /^[0-9a-fA-F]{64}$/;
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const CAPABILITY = /^CAP_[A-Z_]+$/;
 
 /** The name every staged version keeps for its record; a bundle may not use it at its top. */
@@ -136,10 +137,48 @@ export function checkBundlePath(path: string): string | null {
   if (segments.includes("")) return "has an empty segment (a doubled or trailing /)";
   return null;
 }
+/** Longest `timeout_s` of an `ephemeral_helper`: 7 days (SPEC 12). */
+export const MAX_TIMEOUT_S = 604800;
 
 /** Whether `s` may be used as one path segment (SPEC 3). */
 export function isSafeSegment(s: string): boolean {
   return SEGMENT.test(s) && s !== "." && s !== "..";
+}
+
+/**
+ * Return `env` when every key is a variable name (SPEC 12); else throw a
+ * {@linkcode DecodeError} naming the key (`"A=B"` would become `A=B=c` in the child).
+ *
+ * @example
+ * ```ts
+ * checkEnvNames({ MODE: "fast" }, "addons[0].env"); // { MODE: "fast" }
+ * ```
+ */
+export function checkEnvNames(env: Record<string, string>, path: string): Record<string, string> {
+  for (const k of Object.keys(env)) {
+    if (!ENV_KEY.test(k)) {
+      throw new DecodeError(
+        joinPath(path, k),
+        `${JSON.stringify(k)} is not a variable name (must match ${ENV_KEY.source})`,
+      );
+    }
+  }
+  return env;
+}
+
+/**
+ * Return `path` when it is absolute (SPEC 12); else throw a {@linkcode DecodeError} at `at`.
+ *
+ * @example
+ * ```ts
+ * checkAbsoluteBinary("/usr/sbin/nft", "addons[0].binary_path"); // "/usr/sbin/nft"
+ * ```
+ */
+export function checkAbsoluteBinary(path: string, at: string): string {
+  if (!path.startsWith("/")) {
+    throw new DecodeError(at, `must be an absolute path, got ${JSON.stringify(path)}`);
+  }
+  return path;
 }
 
 /** Decode a whole document; throws {@linkcode DecodeError} only when the whole document is refused. */
@@ -239,9 +278,12 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
       : { unsupported: supervisionRaw };
   const isToggle = supervision === "config_toggle";
   const delivery = isToggle ? null : r.oneOf("delivery", DELIVERIES);
-  const binary_path = isToggle ? undefined : r.optString("binary_path");
+  const binaryRaw = isToggle ? undefined : r.optString("binary_path");
+  const binary_path = binaryRaw === undefined
+    ? undefined
+    : checkAbsoluteBinary(binaryRaw, r.at("binary_path"));
   const args = r.optStringArray("args") ?? [];
-  const env = r.optStringRecord("env") ?? {};
+  const env = checkEnvNames(r.optStringRecord("env") ?? {}, r.at("env"));
   const config = r.optJsonObject("config") ?? {};
   const capabilities = r.optStringArray("capabilities") ?? [];
   capabilities.forEach((c, i) => {
@@ -276,8 +318,11 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   if (sha !== undefined && !SHA256.test(sha)) {
     throw new DecodeError(r.at("artifact_sha256"), "must be 64 hex characters");
   }
-  if (sig !== undefined && (!BASE64.test(sig) || sig.length !== 88 || !sig.endsWith("=="))) {
-    throw new DecodeError(r.at("artifact_signature"), "must be standard base64 of 64 bytes");
+  if (sig !== undefined && decodeBase64(sig)?.length !== 64) {
+    throw new DecodeError(
+      r.at("artifact_signature"),
+      "must be canonical standard base64 of exactly 64 bytes",
+    );
   }
   if (sig !== undefined && key === undefined) {
     throw new DecodeError(
@@ -305,7 +350,7 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
     );
   }
   const schedule = r.optString("schedule");
-  const timeout_s = r.optNumber("timeout_s", { min: 1, integer: true });
+  const timeout_s = r.optNumber("timeout_s", { min: 1, max: MAX_TIMEOUT_S, integer: true });
   const resources = _resources(r.optObject("resources"));
   if (delivery === "os_package" && binary_path === undefined) {
     throw new DecodeError(r.at("binary_path"), "is required for os_package delivery");

@@ -44,6 +44,20 @@ export function joinPath(parent: string, key: string | number): string {
   return parent ? `${parent}.${key}` : key;
 }
 
+/**
+ * Return `s` when it holds no NUL character; else throw a {@linkcode DecodeError} at `path`.
+ * A NUL would cut a path, an argument or an environment entry short where the kernel reads it.
+ *
+ * @example
+ * ```ts
+ * noNul("ok", "args[0]"); // "ok"
+ * ```
+ */
+export function noNul(s: string, path: string): string {
+  if (s.includes("\0")) throw new DecodeError(path, "must not contain a NUL character");
+  return s;
+}
+
 /** Parse JSON text, turning a syntax error into a {@linkcode DecodeError}. */
 export function parseJson(text: string, file?: string): Json {
   try {
@@ -107,7 +121,7 @@ export class ObjectReader {
     return v;
   }
 
-  /** An optional string; empty strings are refused unless `allowEmpty`. */
+  /** An optional string; empty strings are refused unless `allowEmpty`, NUL always (SPEC 12). */
   optString(key: string, allowEmpty = false): string | undefined {
     const v = this.raw(key);
     if (v === undefined) return undefined;
@@ -115,7 +129,7 @@ export class ObjectReader {
       throw new DecodeError(this.at(key), `must be a string, got ${typeName(v)}`);
     }
     if (!allowEmpty && v === "") throw new DecodeError(this.at(key), "must not be empty");
-    return v;
+    return noNul(v, this.at(key));
   }
 
   /** An optional number within `[min, max]`; integers only when `integer`. */
@@ -164,7 +178,7 @@ export class ObjectReader {
           `must be a string, got ${typeName(item)}`,
         );
       }
-      return item;
+      return noNul(item, joinPath(this.at(key), i));
     });
   }
 
@@ -177,10 +191,12 @@ export class ObjectReader {
     }
     const out: Record<string, string> = {};
     for (const [k, item] of Object.entries(v)) {
+      const at = joinPath(this.at(key), k);
       if (typeof item !== "string") {
-        throw new DecodeError(this.at(key) + `.${k}`, `must be a string, got ${typeName(item)}`);
+        throw new DecodeError(at, `must be a string, got ${typeName(item)}`);
       }
-      out[k] = item;
+      noNul(k, at);
+      out[k] = noNul(item, at);
     }
     return out;
   }

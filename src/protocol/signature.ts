@@ -41,14 +41,83 @@ export function statementBytes(s: Statement): Uint8Array {
   );
 }
 
-/** Decode standard base64, or return null when it is not valid base64. */
+/**
+ * Decode canonical standard base64, or return null when it is not: the padding must be
+ * present and its unused bits zero, so one byte string has exactly one accepted text
+ * (SPEC 12: a signature with changed padding bits is not the same signature).
+ *
+ * @example
+ * ```ts
+ * decodeBase64("AA=="); // Uint8Array [0]
+ * decodeBase64("AB=="); // null: the unused bits are not zero
+ * ```
+ */
 export function decodeBase64(s: string): Uint8Array | null {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return null;
+  let bytes: Uint8Array;
   try {
-    return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+    bytes = Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
   } catch {
     return null;
   }
+  return encodeBase64(bytes) === s ? bytes : null;
+}
+
+/** p = 2^255 - 19, the field of edwards25519. */
+const P = (1n << 255n) - 19n;
+/** The curve constant d = -121665/121666 mod p. */
+const D = 37095705934669439343138083508754565189542113879843219016388785533085940283555n;
+/**
+ * The y coordinates (sign bit cleared, as 255-bit integers) of every encoding of a point of
+ * small order, canonical or not: the identity (1, p+1), order 2 (p-1), order 4 (0, p) and
+ * the order-8 points. The same list libsodium refuses.
+ */
+const SMALL_ORDER_Y = new Set<bigint>([
+  0n,
+  1n,
+  2707385501144840649318225287225658788936804267575313519463743609750303402022n,
+  55188659117513257062467267217118295137698188065244968500265048394206261417927n,
+  P - 1n,
+  P,
+  P + 1n,
+]);
+
+function _pow(base: bigint, exp: bigint): bigint {
+  let r = 1n;
+  let b = base % P;
+  for (let e = exp; e > 0n; e >>= 1n) {
+    if (e & 1n) r = (r * b) % P;
+    b = (b * b) % P;
+  }
+  return r;
+}
+
+/**
+ * Why `key` (raw 32 bytes) cannot be a trust-root key, or null when it can: not 32 bytes,
+ * a non-canonical encoding, not a point of the curve, or a point of small order (the
+ * identity, for one, "verifies" a forged signature for any message).
+ *
+ * @example
+ * ```ts
+ * trustKeyProblem(new Uint8Array(32)); // "is a point of small order …"
+ * ```
+ */
+export function trustKeyProblem(key: Uint8Array): string | null {
+  if (key.length !== 32) return `must be 32 bytes, got ${key.length}`;
+  let y = 0n;
+  for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(i === 31 ? key[i]! & 0x7f : key[i]!);
+  if (SMALL_ORDER_Y.has(y)) {
+    return "is a point of small order (such as the identity): it would accept forged signatures";
+  }
+  if (y >= P) return "is not a canonical encoding of a curve point";
+  // x^2 = (y^2 - 1) / (d y^2 + 1) must have a square root (Euler's criterion).
+  const y2 = (y * y) % P;
+  const u = (y2 - 1n + P) % P;
+  const v = (D * y2 + 1n) % P;
+  const x2 = (u * _pow(v, P - 2n)) % P;
+  if (x2 !== 0n && _pow(x2, (P - 1n) / 2n) !== 1n) return "is not a point of the curve";
+  if (x2 === 0n && (key[31]! & 0x80) !== 0) return "is not a canonical encoding of a curve point";
+  return null;
 }
 
 /** Encode bytes as standard base64. */
