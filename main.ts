@@ -229,11 +229,17 @@ const COMMANDS: Record<string, Command> = {
   },
   "control-plane": {
     summary: "the reference control plane: serve documents from a catalog, or publish them",
-    usage: "control-plane --catalog FILE [--listen ADDR | --publish nats://HOST:PORT/BUCKET|" +
+    usage: "control-plane --catalog FILE [--listen ADDR [--token-file FILE] | " +
+      "--publish nats://HOST:PORT/BUCKET|" +
       `s3://BUCKET/PREFIX [--platform OS/ARCH] [--once] ${TARGET_USAGE}]`,
     flags: {
       catalog: { type: "string", arg: "FILE", help: "the catalog (docs/catalog.md)" },
       listen: { type: "string", arg: "ADDR", help: "address to listen on (127.0.0.1:8480)" },
+      "token-file": {
+        type: "string",
+        arg: "FILE",
+        help: "require Authorization: Bearer <its content>; needed off loopback",
+      },
       publish: {
         type: "string",
         arg: "URL",
@@ -266,6 +272,7 @@ const COMMANDS: Record<string, Command> = {
       return (await import("./src/commands/control_plane.ts")).controlPlaneCommand({
         catalog: _need(v, "catalog"),
         listen: typeof v.listen === "string" ? v.listen : "127.0.0.1:8480",
+        ...(typeof v["token-file"] === "string" ? { tokenFile: v["token-file"] } : {}),
       });
     },
   },

@@ -36,6 +36,7 @@ import {
   openSource,
   OVERRIDE_FILE,
   parseOverride,
+  readOverrideText,
   type Source,
   SourceError,
 } from "../source/mod.ts";
@@ -277,17 +278,7 @@ export class Daemon {
   /** Merge the override into the last accepted document; reconcile when the result changed. */
   async #applyMerged(newDocument: boolean): Promise<void> {
     const path = `${this.#cfg.config_dir}/${OVERRIDE_FILE}`;
-    let overrideText: string | null = null;
-    try {
-      overrideText = await Deno.readTextFile(path);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) {
-        log.warn("local override is unreadable and ignored (treated as absent)", {
-          path,
-          reason: (e as Error).message,
-        });
-      }
-    }
+    const overrideText = await readOverrideText(path, this.#cfg.limits.max_document_bytes);
     if (!newDocument && overrideText === this.#lastOverrideText && this.#lastApplied !== null) {
       return;
     }

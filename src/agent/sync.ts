@@ -86,7 +86,10 @@ export async function syncOnce(
   } finally {
     source.close();
   }
-  const merged = applyOverride(json, await readOverride(`${cfg.config_dir}/${OVERRIDE_FILE}`));
+  const merged = applyOverride(
+    json,
+    await readOverride(`${cfg.config_dir}/${OVERRIDE_FILE}`, cfg.limits.max_document_bytes),
+  );
   let doc;
   try {
     doc = decodeDocument(merged, platform);

@@ -1,9 +1,10 @@
 /**
- * Cross-cutting helpers with no knowledge of the pipeline: a clock, JSON-line logging, a wakeable sleep, file hashing and the agent's version.
+ * Cross-cutting helpers with no knowledge of the pipeline: a clock, JSON-line logging, a wakeable sleep, file hashing, bounded reads and the agent's version.
  *
  * @module
  */
 
+export * from "./bounded_read.ts";
 export * from "./clock.ts";
 export * from "./log.ts";
 export * from "./sha256_file.ts";

@@ -13,6 +13,7 @@
 import {
   decodeBase64,
   DecodeError,
+  isLoopbackHost,
   noNul,
   ObjectReader,
   parseJson,
@@ -29,6 +30,7 @@ import {
   type NatsStoreConfig,
   type S3SourceConfig,
 } from "./fleet.ts";
+import { readTrustedFile, UntrustedFileError } from "./trusted_file.ts";
 
 /** Where assignments come from. */
 export type SourceConfig =
@@ -113,11 +115,7 @@ export const POLL_INTERVAL_RANGE = { min: 1, max: 86400 } as const;
 /** Default location of the agent configuration. */
 export const DEFAULT_CONFIG_PATH = "/etc/addon-agent/agent.json";
 
-/** Whether `host` is a loopback host name or address. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "");
-  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
+export { isLoopbackHost } from "../protocol/mod.ts";
 
 /** The port of a `URL` (or its scheme's default) must be 1–65535 (SPEC 12). */
 function _checkUrlPort(url: URL, at: string): void {
@@ -289,9 +287,10 @@ function _decode(value: unknown, file: string): AgentConfig {
         }`,
       );
     }
+    // Port 0 lets the kernel choose (the agent logs the address it bound); tests use it.
     const port = Number(m[2]);
-    if (port < 1 || port > 65535) {
-      throw new DecodeError(st.at("listen"), `port must be 1–65535, got ${port}`);
+    if (port > 65535) {
+      throw new DecodeError(st.at("listen"), `port must be 1–65535 (or 0 for any), got ${port}`);
     }
     status = { listen };
     st.done();
@@ -387,15 +386,22 @@ export class ConfigError extends Error {
 }
 
 /**
- * Read and decode the config file at `path`; errors name the file and field.
+ * Read and decode the config file at `path`; errors name the file and field. The file must
+ * be one the agent may trust (SPEC 12: owned by root or the agent, not group- or
+ * world-writable) and at most {@linkcode DEFAULT_MAX_DOCUMENT_BYTES}.
  *
- * @throws {ConfigError} when the file cannot be read or does not decode (the CLI exits 2).
+ * @throws {ConfigError} when the file cannot be read, may not be trusted or does not decode
+ * (the CLI exits 2).
  */
 export async function loadConfig(path: string): Promise<AgentConfig> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readTrustedFile(path, {
+      what: "the configuration",
+      maxBytes: DEFAULT_MAX_DOCUMENT_BYTES,
+    });
   } catch (e) {
+    if (e instanceof UntrustedFileError) throw new ConfigError(e.message, { cause: e });
     throw new ConfigError(`${path}: cannot read the configuration: ${(e as Error).message}`, {
       cause: e,
     });

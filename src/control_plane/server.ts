@@ -23,13 +23,14 @@ import { type Catalog, documentFor, parseCatalog } from "./catalog.ts";
 import {
   ARCHES,
   DecodeError,
+  isLoopbackHost,
   isObject,
   isSafeSegment,
   type JsonObject,
   OSES,
   parseJson,
 } from "../protocol/mod.ts";
-import { log } from "../common/mod.ts";
+import { log, readFileBounded, readStreamBounded, TooLargeError } from "../common/mod.ts";
 
 /** Options of {@linkcode startControlPlane}. */
 export interface ControlPlaneOptions {
@@ -53,8 +54,10 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
-/** Largest status report accepted, in bytes. */
-const MAX_REPORT_BYTES = 1 << 20;
+/** Largest request body (a status report) accepted, in bytes, counted while reading (SPEC 12). */
+export const MAX_REQUEST_BYTES = 1 << 20;
+/** Largest catalog file read, in bytes (the agent's default `limits.max_document_bytes`). */
+export const MAX_CATALOG_BYTES = 8 * 1024 * 1024;
 /** Re-read the file at least this often even when `stat` shows no change (coarse mtimes). */
 const RECHECK_MS = 1000;
 /** A file modified less than this before it was read is re-read on every check. */
@@ -80,6 +83,15 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const { hostname, port } = _parseListen(opts.listen ?? "127.0.0.1:0");
   if (opts.token !== undefined && opts.token.trim() === "") {
     throw new Error("the control plane's token must not be empty");
+  }
+  if (opts.token === undefined && !isLoopbackHost(hostname)) {
+    // Every agent's document (its add-ons, env, config) would be served to the network.
+    throw new DecodeError(
+      "--listen",
+      `${
+        JSON.stringify(opts.listen)
+      } is not a loopback address; listening there needs --token-file (SPEC 12)`,
+    );
   }
   const source = new _CatalogSource(opts.catalogPath);
   await source.load();
@@ -180,17 +192,25 @@ async function _getDocument(
 }
 
 async function _postStatus(req: Request, agentId: string, ctx: _Context): Promise<Response> {
+  const tooLarge = () =>
+    _json(413, { error: `a status report may be at most ${MAX_REQUEST_BYTES} bytes` }, {
+      connection: "close",
+    });
   const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > MAX_REPORT_BYTES) {
-    return _json(413, { error: `a status report may be at most ${MAX_REPORT_BYTES} bytes` });
+  if (declared > MAX_REQUEST_BYTES) {
+    await req.body?.cancel().catch(() => {});
+    return tooLarge();
   }
-  const bytes = new Uint8Array(await req.arrayBuffer());
-  if (bytes.length > MAX_REPORT_BYTES) {
-    return _json(413, { error: `a status report may be at most ${MAX_REPORT_BYTES} bytes` });
+  let text: string;
+  try {
+    text = await readStreamBounded(req.body, MAX_REQUEST_BYTES, "the request body");
+  } catch (e) {
+    if (e instanceof TooLargeError) return tooLarge();
+    throw e;
   }
   let report;
   try {
-    report = parseJson(new TextDecoder().decode(bytes));
+    report = parseJson(text);
   } catch (e) {
     return _json(400, { error: (e as Error).message });
   }
@@ -226,7 +246,7 @@ class _CatalogSource {
   /** First load: any error is thrown (the server does not start). */
   async load(): Promise<void> {
     const st = await Deno.stat(this.path);
-    const text = await Deno.readTextFile(this.path);
+    const text = await _readCatalog(this.path);
     this.#catalog = parseCatalog(text, this.path);
     this.#stamp = _stamp(st);
     this.#text = text;
@@ -270,7 +290,7 @@ class _CatalogSource {
     this.#racy = _isRacy(st, now);
     let text: string;
     try {
-      text = await Deno.readTextFile(this.path);
+      text = await _readCatalog(this.path);
     } catch (e) {
       this.#warn(`cannot read the catalog: ${(e as Error).message}`);
       return;
@@ -296,6 +316,16 @@ class _CatalogSource {
       catalog: this.path,
       error,
     });
+  }
+}
+
+/** The catalog's text; a catalog over {@linkcode MAX_CATALOG_BYTES} is a `DecodeError`. */
+async function _readCatalog(path: string): Promise<string> {
+  try {
+    return await readFileBounded(path, MAX_CATALOG_BYTES);
+  } catch (e) {
+    if (e instanceof TooLargeError) throw new DecodeError("", e.message, path);
+    throw e;
   }
 }
 

@@ -180,7 +180,10 @@ async function _source(cfg: AgentConfig, platform: Platform, out: Check[]): Prom
     return [];
   }
   try {
-    const override = await readOverride(`${cfg.config_dir}/${OVERRIDE_FILE}`);
+    const override = await readOverride(
+      `${cfg.config_dir}/${OVERRIDE_FILE}`,
+      cfg.limits.max_document_bytes,
+    );
     const doc = decodeDocument(applyOverride(json, override), platform);
     const refused = doc.entries.filter((e) => !e.ok);
     out.push(

@@ -7,5 +7,6 @@
 export * from "./assignment.ts";
 export * from "./calendar.ts";
 export * from "./decode.ts";
+export * from "./hosts.ts";
 export * from "./platform.ts";
 export * from "./signature.ts";

@@ -8,7 +8,7 @@
  * ```ts
  * import type { Json } from "../protocol/mod.ts";
  * declare const pushedJson: Json; // the document the source delivered
- * const entries = await readOverride("/etc/addon-agent/addons.local.json");
+ * const entries = await readOverride("/etc/addon-agent/addons.local.json", 8 << 20);
  * const merged = applyOverride(pushedJson, entries);
  * ```
  *
@@ -17,6 +17,7 @@
 
 import { isObject, type Json, type JsonObject } from "../protocol/mod.ts";
 import { log } from "../common/mod.ts";
+import { readTrustedFile } from "../config/mod.ts";
 
 /** File name of the local override inside `config_dir`. */
 export const OVERRIDE_FILE = "addons.local.json";
@@ -27,16 +28,28 @@ function _malformed(path: string, reason: string): null {
   return null;
 }
 
-/** Read the override's entries; null when the file is missing or malformed (warned). */
-export async function readOverride(path: string): Promise<JsonObject[] | null> {
-  let text: string;
+/**
+ * The override's text; null when the file is missing, or (with a warning) unreadable, larger
+ * than `maxBytes`, or writable by someone other than root or the agent (SPEC 12: whoever can
+ * write it can make root run any command, so such a file is treated as absent).
+ */
+export async function readOverrideText(path: string, maxBytes: number): Promise<string | null> {
   try {
-    text = await Deno.readTextFile(path);
+    return await readTrustedFile(path, { what: "the local override", maxBytes });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return null;
-    return _malformed(path, (e as Error).message);
+    log.warn("local override is ignored (treated as absent)", {
+      path,
+      reason: (e as Error).message,
+    });
+    return null;
   }
-  return parseOverride(text, path);
+}
+
+/** Read the override's entries; null when the file is missing, refused or malformed (warned). */
+export async function readOverride(path: string, maxBytes: number): Promise<JsonObject[] | null> {
+  const text = await readOverrideText(path, maxBytes);
+  return text === null ? null : parseOverride(text, path);
 }
 
 /** Decode the override's text (read from `path`); null when it is malformed (warned). */

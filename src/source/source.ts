@@ -18,8 +18,14 @@
  * @module
  */
 
-import type { AgentConfig } from "../config/mod.ts";
+import {
+  type AgentConfig,
+  ConfigError,
+  readTrustedFile,
+  UntrustedFileError,
+} from "../config/mod.ts";
 import { type Json, parseJson, type Platform } from "../protocol/mod.ts";
+import { readStreamBounded, TooLargeError } from "../common/mod.ts";
 
 /** The answer to one poll. */
 export type PollResult =
@@ -105,7 +111,7 @@ export async function openSource(cfg: AgentConfig, platform: Platform): Promise<
   const s = cfg.source;
   switch (s.kind) {
     case "file":
-      return new FileSource(s.path, s.poll_interval_s);
+      return new FileSource(s.path, s.poll_interval_s, cfg.limits.max_document_bytes);
     case "nats": {
       const { NatsSource } = await import("./nats.ts");
       return NatsSource.open(cfg);
@@ -119,11 +125,19 @@ export async function openSource(cfg: AgentConfig, platform: Platform): Promise<
   }
 }
 
-/** Reads the document from a file; `poll` reports `not_modified` when the text did not change. */
+/**
+ * Reads the document from a file; `poll` reports `not_modified` when the text did not change.
+ * A file that someone other than root or the agent could have written, or one larger than
+ * `maxBytes`, is refused like an unreadable one (SPEC 12).
+ */
 export class FileSource implements Source {
   #last: string | null = null;
-  /** Read `path` every `intervalS` seconds. */
-  constructor(readonly path: string, readonly intervalS: number) {}
+  /** Read `path` every `intervalS` seconds, at most `maxBytes` of it. */
+  constructor(
+    readonly path: string,
+    readonly intervalS: number,
+    readonly maxBytes: number = 8 * 1024 * 1024,
+  ) {}
   /** The file's path. */
   get describe(): string {
     return this.path;
@@ -132,8 +146,20 @@ export class FileSource implements Source {
   async poll(): Promise<PollResult> {
     let text: string;
     try {
-      text = await Deno.readTextFile(this.path);
+      text = await readTrustedFile(this.path, {
+        what: "the assignments document",
+        maxBytes: this.maxBytes,
+      });
     } catch (e) {
+      if (e instanceof UntrustedFileError) {
+        throw new SourceError(e.message, { kind: "refused", cause: e });
+      }
+      if (e instanceof TooLargeError) {
+        throw new SourceError(`${e.message} (limits.max_document_bytes)`, {
+          kind: "refused",
+          cause: e,
+        });
+      }
       throw new SourceError(`cannot read ${this.path}: ${(e as Error).message}`, {
         kind: "unavailable",
         cause: e,
@@ -163,10 +189,19 @@ function _why(e: unknown): string {
   return err.cause instanceof Error ? `${err.message}: ${err.cause.message}` : err.message;
 }
 
+/** Largest token, CA, certificate or key file read. */
+const MAX_SECRET_FILE_BYTES = 1024 * 1024;
+/** Bytes of an error answer's body quoted in the message. */
+const MAX_ERROR_BODY_BYTES = 4096;
+
+/** Read a trusted file of the source; a loose owner or mode is bad configuration (exit 2). */
 async function _readText(path: string, what: string): Promise<string> {
   try {
-    return await Deno.readTextFile(path);
+    return await readTrustedFile(path, { what, maxBytes: MAX_SECRET_FILE_BYTES });
   } catch (e) {
+    if (e instanceof UntrustedFileError || e instanceof TooLargeError) {
+      throw new ConfigError(`source.${what}: ${e.message}`, { cause: e });
+    }
     throw new SourceError(`cannot read ${what} ${path}: ${(e as Error).message}`, {
       kind: "unavailable",
       cause: e,
@@ -189,6 +224,7 @@ export class ControlPlaneSource implements Source {
     platform: Platform,
     client: Deno.HttpClient | undefined,
     token: string | undefined,
+    readonly maxBytes: number,
   ) {
     this.#client = client;
     this.#headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -215,7 +251,15 @@ export class ControlPlaneSource implements Source {
       }
       client = Deno.createHttpClient(opts as Deno.CreateHttpClientOptions);
     }
-    return new ControlPlaneSource(s.url, s.poll_interval_s, cfg.agent_id, platform, client, token);
+    return new ControlPlaneSource(
+      s.url,
+      s.poll_interval_s,
+      cfg.agent_id,
+      platform,
+      client,
+      token,
+      cfg.limits.max_document_bytes,
+    );
   }
 
   /** Conditional GET; a 304 is `not_modified` without parsing anything. */
@@ -226,6 +270,8 @@ export class ControlPlaneSource implements Source {
     try {
       res = await fetch(this.#addonsUrl, {
         headers,
+        // A redirect could downgrade https to http, or lead anywhere: none is followed (SPEC 12).
+        redirect: "manual",
         signal: AbortSignal.timeout(30_000),
         ...(this.#client ? { client: this.#client } : {}),
       });
@@ -239,18 +285,39 @@ export class ControlPlaneSource implements Source {
       await res.body?.cancel();
       return { kind: "not_modified" };
     }
-    const text = await res.text().catch((e) => {
-      throw new SourceError(`control plane ${this.describe}: ${(e as Error).message}`, {
-        kind: "unavailable",
-        cause: e,
-      });
-    });
+    if (res.status >= 300 && res.status < 400) {
+      await res.body?.cancel();
+      throw new SourceError(
+        `control plane ${this.describe} answered HTTP ${res.status} (a redirect to ${
+          JSON.stringify(res.headers.get("location") ?? "")
+        }); redirects are not followed, so fix source.url`,
+        { kind: "refused" },
+      );
+    }
     if (res.status !== 200) {
+      const text = await readStreamBounded(res.body, MAX_ERROR_BODY_BYTES, this.describe)
+        .catch(() => "");
       throw new SourceError(
         `control plane ${this.describe} answered HTTP ${res.status}: ${text.slice(0, 200)}`,
         { kind: res.status >= 500 ? "unavailable" : "refused" },
       );
     }
+    if (Number(res.headers.get("content-length") ?? 0) > this.maxBytes) {
+      await res.body?.cancel();
+      throw new SourceError(
+        `control plane ${this.describe}: ${
+          new TooLargeError(this.#addonsUrl, this.maxBytes).message
+        } (limits.max_document_bytes)`,
+        { kind: "refused" },
+      );
+    }
+    const text = await readStreamBounded(res.body, this.maxBytes, this.#addonsUrl).catch((e) => {
+      const hint = e instanceof TooLargeError ? " (limits.max_document_bytes)" : "";
+      throw new SourceError(`control plane ${this.describe}: ${(e as Error).message}${hint}`, {
+        kind: hint ? "refused" : "unavailable",
+        cause: e,
+      });
+    });
     let json: Json;
     try {
       json = parseJson(text, this.#addonsUrl);
@@ -270,6 +337,7 @@ export class ControlPlaneSource implements Source {
         method: "POST",
         headers: { ...this.#headers, "content-type": "application/json" },
         body: JSON.stringify(body),
+        redirect: "manual",
         signal: AbortSignal.timeout(15_000),
         ...(this.#client ? { client: this.#client } : {}),
       });
