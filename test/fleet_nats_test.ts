@@ -175,7 +175,7 @@ Deno.test({
         await doc("1.0.0", v1);
         const cfg = await writeConfig(dir, {
           agent_id: "edge-01",
-          source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 0.5 },
+          source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 1 },
           object_store: { kind: "nats", bucket: "artifacts" },
           nats: { servers: [nats.url] },
           timeouts: { connect_s: 2, idle_s: 2 },
