@@ -381,6 +381,7 @@ Deno.test("ControlPlaneSource.poll() turns failures into SourceErrors", async (t
           assertMatch(e.message, /JSON/);
           assertEquals(e.kind, "invalid");
           assert(e.cause instanceof Error, "the decode error is kept as the cause");
+          assert(e.cause.cause instanceof SyntaxError, "and JSON.parse's error under it");
         });
 
         await t.step(

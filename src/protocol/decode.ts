@@ -24,17 +24,23 @@ export type JsonObject = { [key: string]: Json };
 
 /** An input that does not have the shape it must have; names the field path. */
 export class DecodeError extends Error {
-  /** Make an error for `path` (empty for the whole value), optionally in `file`. */
-  constructor(readonly path: string, readonly reason: string, readonly file?: string) {
+  /** Make an error for `path` (empty for the whole value), optionally in `file`; keeps the `cause`. */
+  constructor(
+    readonly path: string,
+    readonly reason: string,
+    readonly file?: string,
+    options?: { cause?: unknown },
+  ) {
     super(
       `${file ? `${file}: ` : ""}${path ? `${path}: ` : ""}${reason}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
     );
     this.name = "DecodeError";
   }
 
   /** Return the same error attributed to `file`. */
   inFile(file: string): DecodeError {
-    return new DecodeError(this.path, this.reason, file);
+    return new DecodeError(this.path, this.reason, file, { cause: this.cause });
   }
 }
 
@@ -63,7 +69,7 @@ export function parseJson(text: string, file?: string): Json {
   try {
     return JSON.parse(text) as Json;
   } catch (e) {
-    throw new DecodeError("", `not valid JSON: ${(e as Error).message}`, file);
+    throw new DecodeError("", `not valid JSON: ${(e as Error).message}`, file, { cause: e });
   }
 }
 

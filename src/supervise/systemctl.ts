@@ -50,11 +50,17 @@ export interface Systemctl {
 
 /** A systemctl command that failed: its argv, exit code and stderr. */
 export class SystemctlError extends Error {
-  /** Make the error for `command` (argv) that exited with `code` and wrote `stderr`. */
-  constructor(readonly command: string[], readonly code: number | null, readonly stderr: string) {
+  /** Make the error for `command` (argv) that exited with `code` and wrote `stderr`; keeps the `cause`. */
+  constructor(
+    readonly command: string[],
+    readonly code: number | null,
+    readonly stderr: string,
+    options?: { cause?: unknown },
+  ) {
     super(
       `${command.join(" ")} failed` + (code === null ? "" : ` (exit ${code})`) +
         (stderr.trim() ? `: ${stderr.trim()}` : ""),
+      options?.cause === undefined ? undefined : { cause: options.cause },
     );
     this.name = "SystemctlError";
   }
@@ -87,7 +93,9 @@ export function commandSystemctl(
         signal: AbortSignal.timeout(timeoutMs),
       }).output();
     } catch (e) {
-      throw new SystemctlError(argv, null, e instanceof Error ? e.message : String(e));
+      throw new SystemctlError(argv, null, e instanceof Error ? e.message : String(e), {
+        cause: e,
+      });
     }
     if (!out.success) {
       const stderr = new TextDecoder().decode(out.stderr);
