@@ -119,10 +119,17 @@ class _NatsTarget implements Target {
     return Promise.resolve(new _NatsTarget(url, acquireNats(cfg), opts.statusBucket));
   }
 
-  async #kv() {
-    const nc = await this.nats.connection(15_000);
-    const { Kvm } = await import("@nats-io/kv");
-    return await new Kvm(nc).create(this.url.bucket, { history: 5 });
+  #kvp: Promise<import("@nats-io/kv").KV> | null = null;
+
+  /** The bucket, created when missing (once per target). */
+  #kv(): Promise<import("@nats-io/kv").KV> {
+    this.#kvp ??= (async () => {
+      const nc = await this.nats.connection(15_000);
+      const { Kvm } = await import("@nats-io/kv");
+      return await new Kvm(nc).create(this.url.bucket, { history: 5 });
+    })();
+    this.#kvp.catch(() => this.#kvp = null);
+    return this.#kvp;
   }
 
   async documents(): Promise<Map<string, string>> {
@@ -239,6 +246,9 @@ class _S3Target implements Target {
   }
 }
 
+/** Documents written at once by {@linkcode publishCatalog}. */
+export const WRITES_IN_FLIGHT = 64;
+
 /** What one publishing pass did. */
 export interface PublishResult {
   /** Agents whose document was written. */
@@ -260,16 +270,29 @@ export async function publishCatalog(
   const have = known ?? await target.documents();
   const agents = new Set([...catalog.agents.keys(), ...have.keys()]);
   const out: PublishResult = { written: [], unchanged: [] };
+  const todo: [string, string][] = [];
   for (const id of [...agents].sort()) {
     const text = JSON.stringify(documentFor(catalog, id, platform.os, platform.arch));
-    if (have.get(id) === text) {
-      out.unchanged.push(id);
-      continue;
-    }
-    await target.writeDocument(id, text);
-    have.set(id, text);
-    out.written.push(id);
+    if (have.get(id) === text) out.unchanged.push(id);
+    else todo.push([id, text]);
   }
+  // Writes go out WRITES_IN_FLIGHT at a time: a fleet-wide change is not 10,000 round trips in a row.
+  let next = 0;
+  let failed: unknown = null;
+  const worker = async () => {
+    while (failed === null && next < todo.length) {
+      const [id, text] = todo[next++]!;
+      try {
+        await target.writeDocument(id, text);
+        have.set(id, text);
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, todo.length) }, worker));
+  if (failed !== null) throw failed;
+  out.written = todo.map(([id]) => id);
   log.info("catalog published", {
     target: target.describe,
     written: out.written.length,
