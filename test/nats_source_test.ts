@@ -91,7 +91,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "`NatsSource` reads the key again after the server restarts (a put it missed arrives)",
+  name: "`NatsSource` reads the key again after the server restarts and gets pushes again",
   ignore: !HAVE_NATS,
   fn: () =>
     withNats(async (nats) => {
@@ -115,6 +115,14 @@ Deno.test({
           return r?.kind === "document" ? r : null;
         }, { what: "the document put while the agent was away", timeoutMs: 20_000 });
         assertEquals(got.json, JSON.parse(doc("v-while-away")));
+        // The subscription is back too: the next put arrives by push.
+        const before = wakes;
+        await a.kv.put("edge-01", doc("v-after"));
+        await waitFor(() => wakes > before ? true : null, {
+          what: "a push after the restart",
+          timeoutMs: 10_000,
+        });
+        assertEquals(await source.poll(), { kind: "document", json: JSON.parse(doc("v-after")) });
       } finally {
         await source.closed();
         await a.nc.close();

@@ -155,7 +155,16 @@ export class NatsSource implements Source {
         { kind: "refused" },
       );
     }
-    if (m.headers?.get("Nats-Subject") !== this.#subject) return null;
+    const subject = m.headers?.get("Nats-Subject");
+    if (subject !== this.#subject) {
+      // Never "empty" on a strange answer: that would stop every add-on.
+      throw new SourceError(
+        `${this.describe}: the server answered with ${
+          JSON.stringify(subject)
+        }, not ${this.#subject}`,
+        { kind: "invalid" },
+      );
+    }
     return _deleted(m.headers) ? null : m.string();
   }
 
