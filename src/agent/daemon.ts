@@ -85,6 +85,8 @@ export class Daemon {
   readonly #platform: Platform;
   readonly #started = Date.now();
   #stopping = false;
+  /** Aborted by `stop()`: ends a poll or report that waits on the network. */
+  readonly #halt = new AbortController();
   readonly #pause = new WakeableSleep();
   #saveTimer: ReturnType<typeof setTimeout> | null = null;
   #reportTimer: ReturnType<typeof setTimeout> | null = null;
@@ -209,6 +211,7 @@ export class Daemon {
           await this.#pollOnce();
           backoffMs = 0;
         } catch (e) {
+          if (this.#stopping) break;
           ok = false;
           const first = backoffMs === 0;
           backoffMs = Math.min(
@@ -241,7 +244,7 @@ export class Daemon {
 
   async #pollOnce(): Promise<void> {
     this.#polls++;
-    const r = await this.#source.poll();
+    const r = await this.#source.poll(this.#halt.signal);
     if (r.kind === "document") {
       let doc: AssignmentDocument;
       try {
@@ -406,7 +409,7 @@ export class Daemon {
         : {}),
     };
     try {
-      await this.#source.report(body);
+      await this.#source.report(body, this.#halt.signal);
     } catch (e) {
       this.#dirty = true;
       log.warn("status report failed; delivery goes on", { error: e as Error });
@@ -416,6 +419,7 @@ export class Daemon {
   /** Ask the daemon to stop: add-ons get SIGTERM (SIGKILL after 10 s), then `run` returns. */
   stop(): void {
     this.#stopping = true;
+    this.#halt.abort();
     this.#pause.wake();
   }
 

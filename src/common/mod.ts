@@ -1,5 +1,5 @@
 /**
- * Cross-cutting helpers with no knowledge of the pipeline: a clock, JSON-line logging, a wakeable sleep, file hashing, bounded reads and the agent's version.
+ * Cross-cutting helpers with no knowledge of the pipeline: a clock, JSON-line logging, a wakeable sleep, file hashing, bounded reads, request timeouts and the agent's version.
  *
  * @module
  */
@@ -12,3 +12,4 @@ export * from "./version.ts";
 export * from "./wake_sleep.ts";
 export * from "./suggest.ts";
 export * from "./nats_connection.ts";
+export * from "./io_timeouts.ts";

@@ -107,6 +107,7 @@ export async function deliveryContext(
     store: await openObjectStore(cfg.object_store, {
       ...(cfg.nats ? { nats: cfg.nats } : {}),
       idleMs: cfg.timeouts.idle_s * 1000,
+      timeouts: cfg.timeouts,
     }),
     downloads: new Downloads(),
     trust: cfg.trust,

@@ -37,8 +37,9 @@
 
 import { createHash, type Hash } from "node:crypto";
 import fs from "node:fs";
-import { type ObjectStore, StoreError } from "../store/mod.ts";
+import { type ObjectStore, type OpenedObject, StoreError } from "../store/mod.ts";
 import type { Layout } from "../runtime/mod.ts";
+import { interruptionOf } from "../common/mod.ts";
 
 /** Bytes read, hashed and written at a time. */
 const BATCH = 1 << 20;
@@ -108,7 +109,7 @@ export interface DownloadRequest {
   marginBytes?: number;
   /** Called now and then while bytes arrive. */
   onProgress?: (bytes: number, total: number) => void;
-  /** Stops the download between batches (the partial stays for a resume). */
+  /** Stops the download at once, even in the middle of a read (the partial stays for a resume). */
   signal?: AbortSignal;
 }
 
@@ -301,7 +302,7 @@ export class Downloads {
   readonly #flights = new Map<string, _Flight>();
   readonly #abort = new AbortController();
 
-  /** Stop every running download between batches (the agent is stopping); partials stay. */
+  /** Stop every running download at once, even mid-read (the agent is stopping); partials stay. */
   abortAll(): void {
     this.#abort.abort();
   }
@@ -368,16 +369,24 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
   if (have > 0 && hash.copy().digest("hex") === req.sha256) {
     return { size: have, fetched: 0 };
   }
-  let obj;
+  let obj: OpenedObject;
   try {
-    obj = await req.store.open(req.key, have, { sha256: req.sha256 });
+    obj = await req.store.open(req.key, have, {
+      sha256: req.sha256,
+      ...(req.signal ? { signal: req.signal } : {}),
+    });
   } catch (e) {
+    if (req.signal?.aborted) throw _stopped(req, have);
     throw new DownloadError((e as Error).message, {
       kind: e instanceof StoreError && e.kind === "refused" ? "refused" : "unavailable",
       cause: e,
     });
   }
+  // A read waiting on a silent store ends now, not at the next batch.
+  const onAbort = () => obj.close();
+  req.signal?.addEventListener("abort", onAbort, { once: true });
   const size = obj.size;
+  let total = have;
   try {
     if (size > req.maxBytes) {
       throw new DownloadError(
@@ -400,7 +409,6 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       }
     }
     const file = await Deno.open(path, { write: true, create: true, mode: 0o600 });
-    let total = have;
     let fetched = 0;
     let writer: _Writer | null = null;
     const ring = Array.from(
@@ -455,14 +463,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
           }
         }
         if (got.done) break;
-        if (req.signal?.aborted) {
-          throw new DownloadError(
-            `${
-              req.store.describe(req.key)
-            }: stopped after ${total} bytes because the agent is stopping; the next start resumes it`,
-            { kind: "unavailable" },
-          );
-        }
+        if (req.signal?.aborted) throw _stopped(req, total);
       }
       await writer.finish();
     } finally {
@@ -472,12 +473,16 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       // checks, staging) then reuses the memory instead of adding to the peak.
       for (const slot of ring) _free(slot.buf);
     }
+    if (req.signal?.aborted) throw _stopped(req, total);
     if (size >= 0 && total < size) {
+      const why = interruptionOf(obj.body);
       throw new DownloadError(
-        `${
-          req.store.describe(req.key)
-        }: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
-        { kind: "unavailable" },
+        why
+          ? `${why.message}: stopped after ${total} of ${size} bytes; the next attempt resumes`
+          : `${
+            req.store.describe(req.key)
+          }: download cut short after ${total} of ${size} bytes; the next attempt resumes`,
+        { kind: "unavailable", ...(why ? { cause: why } : {}) },
       );
     }
     req.onProgress?.(total, size);
@@ -495,6 +500,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       await Deno.remove(path).catch(() => {});
     }
     if (e instanceof DownloadError) throw e;
+    if (req.signal?.aborted) throw _stopped(req, total);
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
     throw new DownloadError(
       `${req.store.describe(req.key)}: download failed: ${
@@ -503,6 +509,17 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       { kind: "unavailable", cause: e },
     );
   } finally {
+    req.signal?.removeEventListener("abort", onAbort);
     obj.close();
   }
+}
+
+/** The download was stopped because the agent is stopping (transient: the partial stays). */
+function _stopped(req: DownloadRequest, bytes: number): DownloadError {
+  return new DownloadError(
+    `${
+      req.store.describe(req.key)
+    }: stopped after ${bytes} bytes because the agent is stopping; the next start resumes it`,
+    { kind: "unavailable" },
+  );
 }

@@ -24,6 +24,7 @@ import {
   readTrustedFile,
   UntrustedFileError,
 } from "../config/mod.ts";
+import { fetchWithTimeouts, type IoTimeouts, StallError } from "../common/mod.ts";
 import { type Json, parseJson, type Platform } from "../protocol/mod.ts";
 import { readStreamBounded, TooLargeError } from "../common/mod.ts";
 
@@ -50,16 +51,18 @@ export interface Source {
   readonly intervalS: number;
   /**
    * Fetch the document, or learn it is unchanged since the last answer.
+   * `signal` ends a poll that waits on the network at once (the agent is stopping).
    *
    * @throws {SourceError} when no document could be had (its `kind` says why).
    */
-  poll(): Promise<PollResult>;
+  poll(signal?: AbortSignal): Promise<PollResult>;
   /**
-   * Send a status report (a no-op for sources without a status endpoint).
+   * Send a status report (a no-op for sources without a status endpoint);
+   * `signal` as for `poll`.
    *
    * @throws {SourceError} when the endpoint could not be reached or refused the report.
    */
-  report(body: StatusReport): Promise<void>;
+  report(body: StatusReport, signal?: AbortSignal): Promise<void>;
   /**
    * Push sources (NATS) call `onUpdate` when a new document is there or the
    * connection came back; the daemon then polls at once instead of waiting
@@ -143,7 +146,7 @@ export class FileSource implements Source {
     return this.path;
   }
   /** Read the file; unchanged text is `not_modified`. */
-  async poll(): Promise<PollResult> {
+  async poll(_signal?: AbortSignal): Promise<PollResult> {
     let text: string;
     try {
       text = await readTrustedFile(this.path, {
@@ -176,7 +179,7 @@ export class FileSource implements Source {
     return { kind: "document", json };
   }
   /** Files have no status endpoint. */
-  report(_body: StatusReport): Promise<void> {
+  report(_body: StatusReport, _signal?: AbortSignal): Promise<void> {
     return Promise.resolve();
   }
   /** Nothing to release. */
@@ -216,6 +219,7 @@ export class ControlPlaneSource implements Source {
   readonly #headers: Record<string, string>;
   readonly #addonsUrl: string;
   readonly #statusUrl: string;
+  readonly #timeouts: IoTimeouts;
 
   private constructor(
     readonly describe: string,
@@ -225,8 +229,10 @@ export class ControlPlaneSource implements Source {
     client: Deno.HttpClient | undefined,
     token: string | undefined,
     readonly maxBytes: number,
+    timeouts: IoTimeouts,
   ) {
     this.#client = client;
+    this.#timeouts = timeouts;
     this.#headers = token ? { authorization: `Bearer ${token}` } : {};
     const base = `${describe}/v1/agents/${encodeURIComponent(agentId)}/addons`;
     this.#addonsUrl = `${base}?os=${platform.os}&arch=${platform.arch}`;
@@ -259,23 +265,35 @@ export class ControlPlaneSource implements Source {
       client,
       token,
       cfg.limits.max_document_bytes,
+      cfg.timeouts,
     );
   }
 
-  /** Conditional GET; a 304 is `not_modified` without parsing anything. */
-  async poll(): Promise<PollResult> {
+  /**
+   * Conditional GET; a 304 is `not_modified` without parsing anything. Headers
+   * must come within `timeouts.connect_s`, the body may not stall for `idle_s`.
+   */
+  async poll(signal?: AbortSignal): Promise<PollResult> {
     const headers: Record<string, string> = { ...this.#headers, accept: "application/json" };
     if (this.#etag !== null) headers["if-none-match"] = this.#etag;
     let res: Response;
     try {
-      res = await fetch(this.#addonsUrl, {
-        headers,
-        // A redirect could downgrade https to http, or lead anywhere: none is followed (SPEC 12).
-        redirect: "manual",
-        signal: AbortSignal.timeout(30_000),
-        ...(this.#client ? { client: this.#client } : {}),
-      });
+      res = await fetchWithTimeouts(
+        this.#addonsUrl,
+        {
+          headers,
+          // A redirect could downgrade https to http, or lead anywhere: none is followed (SPEC 12).
+          redirect: "manual",
+          ...(signal ? { signal } : {}),
+          ...(this.#client ? { client: this.#client } : {}),
+        },
+        this.#timeouts,
+        `control plane ${this.describe}`,
+      );
     } catch (e) {
+      if (e instanceof StallError) {
+        throw new SourceError(e.message, { kind: "unavailable", cause: e });
+      }
       throw new SourceError(`control plane ${this.describe} unreachable: ${_why(e)}`, {
         kind: "unavailable",
         cause: e,
@@ -329,25 +347,33 @@ export class ControlPlaneSource implements Source {
     return etag ? { kind: "document", json, etag } : { kind: "document", json };
   }
 
-  /** POST a status report; rejects with a {@linkcode SourceError} when it fails. */
-  async report(body: StatusReport): Promise<void> {
+  /** POST a status report (with the same timeouts); rejects with a {@linkcode SourceError} when it fails. */
+  async report(body: StatusReport, signal?: AbortSignal): Promise<void> {
     let res: Response;
     try {
-      res = await fetch(this.#statusUrl, {
-        method: "POST",
-        headers: { ...this.#headers, "content-type": "application/json" },
-        body: JSON.stringify(body),
-        redirect: "manual",
-        signal: AbortSignal.timeout(15_000),
-        ...(this.#client ? { client: this.#client } : {}),
-      });
+      res = await fetchWithTimeouts(
+        this.#statusUrl,
+        {
+          method: "POST",
+          headers: { ...this.#headers, "content-type": "application/json" },
+          body: JSON.stringify(body),
+          redirect: "manual",
+          ...(signal ? { signal } : {}),
+          ...(this.#client ? { client: this.#client } : {}),
+        },
+        this.#timeouts,
+        `status report to ${this.describe}`,
+      );
     } catch (e) {
+      if (e instanceof StallError) {
+        throw new SourceError(e.message, { kind: "unavailable", cause: e });
+      }
       throw new SourceError(`status report to ${this.describe} failed: ${_why(e)}`, {
         kind: "unavailable",
         cause: e,
       });
     }
-    await res.body?.cancel();
+    await res.body?.cancel().catch(() => {});
     if (!res.ok) {
       throw new SourceError(`status report to ${this.describe} answered HTTP ${res.status}`, {
         kind: res.status >= 500 ? "unavailable" : "refused",

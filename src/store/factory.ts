@@ -13,17 +13,24 @@
  */
 
 import type { NatsConfig, ObjectStoreConfig } from "../config/mod.ts";
+import type { IoTimeouts } from "../common/mod.ts";
 import type { ObjectStore } from "./types.ts";
 
-/** What a store needs beyond its own section: the shared NATS connection, the stall timeout. */
+/** What a store needs beyond its own section: the shared NATS connection, the timeouts. */
 export interface StoreContext {
   /** The top-level `nats` section (required for kind `nats`). */
   nats?: NatsConfig;
   /** Fail a read that delivers nothing for this long (`timeouts.idle_s`). */
   idleMs?: number;
+  /** `timeouts` for every request of a network store (SPEC 12). */
+  timeouts?: IoTimeouts;
 }
 
-/** Build the configured object store (the S3 SDK and the NATS client are imported only when used). */
+/**
+ * Build the configured object store (the S3 SDK and the NATS client are
+ * imported only when used); a network store applies the timeouts to every
+ * request (SPEC 12).
+ */
 export async function openObjectStore(
   cfg: ObjectStoreConfig,
   ctx: StoreContext = {},
@@ -39,5 +46,5 @@ export async function openObjectStore(
     return new NatsStore(cfg.bucket, acquireNats(ctx.nats), ctx.idleMs);
   }
   const { S3Store } = await import("./s3.ts");
-  return new S3Store(cfg);
+  return new S3Store(cfg, ctx.timeouts);
 }

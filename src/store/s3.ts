@@ -23,6 +23,7 @@
 
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import type { ObjectStoreConfig } from "../config/mod.ts";
+import { DEFAULT_IO_TIMEOUTS, fetchWithTimeouts, type IoTimeouts } from "../common/mod.ts";
 import { type ObjectStore, type OpenedObject, StoreError } from "./types.ts";
 
 type S3Config = Extract<ObjectStoreConfig, { kind: "s3" }>;
@@ -142,8 +143,15 @@ function _emptyStream(): ReadableStream<Uint8Array> {
   return new ReadableStream({ type: "bytes", start: (c) => c.close() });
 }
 
-/** An SDK request handler on Deno's `fetch`: bodies are byte streams, never decompressed. */
+/**
+ * An SDK request handler on Deno's `fetch`: bodies are byte streams, never
+ * decompressed; headers must come within `connect_s` and the body may not
+ * stall for `idle_s` (SPEC 12).
+ */
 class _FetchHandler {
+  /** Send every request with `timeouts`. */
+  constructor(readonly timeouts: IoTimeouts) {}
+
   /** Send the signed request; the response body stays a stream. */
   async handle(
     request: _Request,
@@ -164,12 +172,21 @@ class _FetchHandler {
     const signal = options?.abortSignal instanceof AbortSignal ? options.abortSignal : undefined;
     let res: Response;
     try {
-      res = await fetch(url, {
-        method: request.method,
-        headers,
-        ...(hasBody ? { body: request.body as BodyInit, duplex: "half" } : {}),
-        ...(signal ? { signal } : {}),
-      });
+      res = await fetchWithTimeouts(
+        url,
+        {
+          method: request.method,
+          headers,
+          ...(hasBody ? { body: request.body as BodyInit, duplex: "half" } : {}),
+          ...(signal ? { signal } : {}),
+        },
+        this.timeouts,
+        `${request.protocol}//${request.hostname}${
+          request.port ? `:${request.port}` : ""
+        }${request.path}`,
+        // A stalled object ends where it stopped: the download keeps those bytes for a resume.
+        { interrupted: "end" },
+      );
     } catch (e) {
       throw _networkError(e);
     }
@@ -214,11 +231,11 @@ export class S3Store implements ObjectStore {
   /** Through the SDK's default handler, made when first needed. */
   #default: S3Client | null = null;
 
-  /** Connect to the bucket described by `cfg`. */
-  constructor(readonly cfg: S3Config) {
+  /** Connect to the bucket described by `cfg`; every request gets `timeouts` (SPEC 12). */
+  constructor(readonly cfg: S3Config, readonly timeouts: IoTimeouts = DEFAULT_IO_TIMEOUTS) {
     this.#fast = _proxyConfigured() || !_fetchablePort(cfg.endpoint)
       ? null
-      : this.#newClient(new _FetchHandler());
+      : this.#newClient(new _FetchHandler(timeouts));
   }
 
   #newClient(requestHandler?: _FetchHandler): S3Client {
@@ -227,7 +244,11 @@ export class S3Store implements ObjectStore {
       forcePathStyle: this.cfg.force_path_style,
       ...(this.cfg.endpoint ? { endpoint: this.cfg.endpoint } : {}),
       maxAttempts: 2,
-      ...(requestHandler ? { requestHandler } : {}),
+      // The SDK's own handler: a connection timeout, and a socket idle for idle_s is closed.
+      requestHandler: requestHandler ?? {
+        connectionTimeout: this.timeouts.connect_s * 1000,
+        requestTimeout: this.timeouts.idle_s * 1000,
+      },
     });
   }
 
@@ -241,9 +262,14 @@ export class S3Store implements ObjectStore {
     return `s3://${this.cfg.bucket}/${this.cfg.prefix}${key}`;
   }
 
-  /** GET the object (ranged from `offset`); errors name the object and the store's reason. */
-  async open(key: string, offset: number): Promise<OpenedObject> {
+  /**
+   * GET the object (ranged from `offset`); errors name the object and the
+   * store's reason. `signal` aborts the request, and later a read of the body.
+   */
+  async open(key: string, offset: number, signal?: AbortSignal): Promise<OpenedObject> {
     const abort = new AbortController();
+    if (signal?.aborted) abort.abort(signal.reason);
+    else signal?.addEventListener("abort", () => abort.abort(signal.reason), { once: true });
     let res;
     try {
       res = await this.#client(this.cfg.prefix + key).send(

@@ -30,6 +30,8 @@ export interface OpenOptions {
    * (NATS) refuses the object before reading it when the two disagree.
    */
   sha256?: string;
+  /** Aborts the request, and later a read of the body at once (the agent is stopping). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -44,6 +46,9 @@ export interface ObjectStore {
   describe(key: string): string;
   /**
    * Open `key` for reading from byte `offset` (0 for the whole object).
+   *
+   * `opts.signal` aborts a request still waiting for the store, and interrupts
+   * a read of the body that waits for bytes (the agent is stopping).
    *
    * @throws {StoreError} `not_found` when there is no such object, `refused` when the key
    * or the object may not be read, `unavailable` when the store could not answer.
