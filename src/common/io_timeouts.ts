@@ -63,6 +63,9 @@ export interface GuardOptions {
   interrupted?: "error" | "end";
 }
 
+/** Bytes read from the peer at a time by {@linkcode guardBody}. */
+const SCRATCH = 256 * 1024;
+
 const _interruptions = new WeakMap<ReadableStream<Uint8Array>, unknown>();
 
 /**
@@ -107,8 +110,17 @@ export function guardBody(
   src: ReadableStream<Uint8Array>,
   opts: GuardOptions,
 ): ReadableStream<Uint8Array> {
-  // A default reader: a pending read that is cancelled never takes the consumer's buffer with it.
-  const reader = src.getReader();
+  // Bytes are read into a buffer of our own (reused: no garbage per chunk) and copied into the
+  // consumer's: a read that is cancelled mid-way never takes the consumer's buffer with it.
+  let byob: ReadableStreamBYOBReader | null = null;
+  let plain: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  try {
+    byob = src.getReader({ mode: "byob" });
+  } catch {
+    plain = src.getReader();
+  }
+  const reader = (byob ?? plain)!;
+  let scratch: Uint8Array = new Uint8Array(SCRATCH);
   let failure: unknown = null;
   let waiting = false;
   let lastByte = 0;
@@ -153,14 +165,16 @@ export function guardBody(
   };
   const source: UnderlyingByteSource = {
     type: "bytes",
+    autoAllocateChunkSize: SCRATCH,
     async pull(controller: ReadableByteStreamController) {
       if (failure !== null) return interrupted(controller);
       waiting = true;
       lastByte = Date.now();
       if (timer === null) arm(opts.idleMs);
       let r: ReadableStreamReadResult<Uint8Array>;
+      const want = Math.min(scratch.length, controller.byobRequest?.view?.byteLength ?? SCRATCH);
       try {
-        r = await reader.read();
+        r = byob ? await byob.read(scratch.subarray(0, want)) : await plain!.read();
       } catch (e) {
         if (failure !== null) return interrupted(controller);
         finish();
@@ -168,13 +182,18 @@ export function guardBody(
       } finally {
         waiting = false;
       }
+      if (byob && r.value) scratch = new Uint8Array(r.value.buffer);
       if (failure !== null) return interrupted(controller);
       if (r.done) return close(controller);
-      // enqueue takes the chunk's buffer: copy a view that does not own all of it.
       const v = r.value;
-      controller.enqueue(
-        v.byteOffset === 0 && v.byteLength === v.buffer.byteLength ? v : v.slice(),
-      );
+      const req = controller.byobRequest;
+      if (byob && req?.view && v.byteLength <= req.view.byteLength) {
+        new Uint8Array(req.view.buffer, req.view.byteOffset, v.byteLength).set(v);
+        req.respond(v.byteLength);
+      } else {
+        // enqueue takes the chunk's buffer: hand it a copy when the buffer is ours or shared.
+        controller.enqueue(byob || v.byteLength !== v.buffer.byteLength ? v.slice() : v);
+      }
     },
     cancel(reason) {
       finish();
