@@ -24,7 +24,7 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import type { ObjectStoreConfig } from "../config/mod.ts";
 import { DEFAULT_IO_TIMEOUTS, fetchWithTimeouts, type IoTimeouts } from "../common/mod.ts";
-import { type ObjectStore, type OpenedObject, StoreError } from "./types.ts";
+import { type ObjectStore, type OpenedObject, type OpenOptions, StoreError } from "./types.ts";
 
 type S3Config = Extract<ObjectStoreConfig, { kind: "s3" }>;
 
@@ -264,9 +264,10 @@ export class S3Store implements ObjectStore {
 
   /**
    * GET the object (ranged from `offset`); errors name the object and the
-   * store's reason. `signal` aborts the request, and later a read of the body.
+   * store's reason. `opts.signal` aborts the request, and later a read of the body.
    */
-  async open(key: string, offset: number, signal?: AbortSignal): Promise<OpenedObject> {
+  async open(key: string, offset: number, opts: OpenOptions = {}): Promise<OpenedObject> {
+    const signal = opts.signal;
     const abort = new AbortController();
     if (signal?.aborted) abort.abort(signal.reason);
     else signal?.addEventListener("abort", () => abort.abort(signal.reason), { once: true });
