@@ -55,7 +55,7 @@ async function _sync(cfg: string): Promise<{ code: number; stdout: string; stder
 
 function _s3Config(dir: string, endpoint: string, timeouts: Record<string, number>) {
   return writeConfig(dir, {
-    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 0.5 },
+    source: { kind: "file", path: `${dir}/assignments.json`, poll_interval_s: 1 },
     object_store: { kind: "s3", bucket: "addons", endpoint, force_path_style: true },
     timeouts,
   });
