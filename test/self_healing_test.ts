@@ -318,3 +318,34 @@ Deno.test("run never runs a staged executable overwritten while it was stopped",
     assert(!(await Deno.lstat(marker).then(() => true, () => false)), "the tampered bytes ran");
   });
 });
+
+Deno.test("run re-checks staged bytes at a restart: overwritten ones never run, the version is fetched again", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await writeAssignments(dir, [await sidecar(dir, "probe", `exec "${sleepBin}" 300`)]);
+    const staged = `${root}/addons/probe/versions/1.0.0/probe`;
+    const marker = `${dir}/TAMPERED`;
+    await withAgent(dir, cfg, async (agent) => {
+      const first = await waitAddon(root, agent, "probe", "running", _running);
+      const good = await Deno.readTextFile(staged);
+      await Deno.writeTextFile(staged, `#!/bin/sh\ntouch "${marker}"\nexec "${sleepBin}" 300\n`);
+      Deno.kill(first.pid!, "SIGKILL"); // the add-on crashes: its restart must not run those bytes
+      const again = await waitAddon(
+        root,
+        agent,
+        "probe",
+        "running again under a new pid",
+        (a) => _running(a) && a.pid !== first.pid,
+      );
+      assertEquals(again.version, "1.0.0");
+      assertEquals(await Deno.readTextFile(staged), good, "fetched again");
+      assert(!(await Deno.lstat(marker).then(() => true, () => false)), "the tampered bytes ran");
+      assert(
+        agent.logs().some((l) => l.msg.startsWith("damaged version moved out")),
+        agent.tail(),
+      );
+    });
+  });
+});

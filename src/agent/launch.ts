@@ -139,6 +139,8 @@ export interface LaunchContext {
 export interface PrepareHooks extends DeliveryHooks {
   /** The artifact was fetched from the store (not already staged). */
   onDownloaded?(d: { at: string; duration_ms: number; bytes: number }): void;
+  /** Staged bytes were found damaged just before a restart (they did not run). */
+  onDamaged?(e: DamagedVersionError): void;
 }
 
 /**
@@ -154,6 +156,7 @@ export async function prepareLaunch(
   const layout = ctx.layout;
   let binary = "";
   let staged = false;
+  let preflight: (() => Promise<void>) | undefined;
   if (a.supervision !== "config_toggle") {
     if (a.delivery === "os_package") {
       binary = await checkExecutable(a.binary_path ?? "", "binary_path");
@@ -182,6 +185,7 @@ export async function prepareLaunch(
         ? await checkExecutable(d.binary, hostBinaryLabel(ctx.platform))
         : d.binary;
       staged = d.source !== "host_binary";
+      if (staged && a.artifact) preflight = _preflight(layout, verifier, a, hooks);
       if (d.source === "downloaded") {
         hooks.onDownloaded?.({
           at: new Date(ctx.clock.now()).toISOString(),
@@ -218,7 +222,40 @@ export async function prepareLaunch(
     launch.cgroup = placed.cgroup;
     launch.bounding = placed.bounding;
   }
+  if (preflight) launch.preflight = preflight;
   return launch;
+}
+
+/**
+ * The check before every restart of a staged version (SPEC 8): cheap while
+ * the file's identity is unchanged (cached), a re-hash otherwise; damaged
+ * bytes never run, and `onDamaged` lets the add-on's slot heal the version.
+ */
+function _preflight(
+  layout: Layout,
+  verifier: StagedVerifier,
+  a: Assignment,
+  hooks: PrepareHooks,
+): () => Promise<void> {
+  return async () => {
+    try {
+      const found = await verifier.check(layout, a.addon_id, {
+        version: a.version,
+        binary_name: a.binary_name,
+        sha256: a.artifact!.sha256,
+      });
+      if (found !== "intact") {
+        throw new DamagedVersionError(
+          a.addon_id,
+          a.version,
+          found === "absent" ? "it is no longer staged" : "its artifact.json names other bytes",
+        );
+      }
+    } catch (e) {
+      if (e instanceof DamagedVersionError) hooks.onDamaged?.(e);
+      throw e;
+    }
+  };
 }
 
 /**

@@ -287,7 +287,17 @@ export class Slot {
       onDownloaded: (d) => {
         this.st.last_delivery = d;
       },
+      onDamaged: (e) => void this.#enqueue(() => this.#healRunning(a, e.message)),
     });
+  }
+
+  /** What runs was found damaged before a restart: prepare it again (refetch, SPEC 8). */
+  async #healRunning(a: Assignment, why: string): Promise<void> {
+    const r = this.#running;
+    if (!r || r.assignment !== a || this.ctx.stopping) return;
+    if (r.fallback) return await this.#runLastGood("fallback", why);
+    r.fp = ""; // no longer what is desired: reconcile prepares it again
+    await this.#reconcile(false);
   }
 
   async #activateAndStart(a: Assignment, launch: Launch): Promise<void> {

@@ -49,6 +49,7 @@ export async function runHelper(
   const tail: string[] = [];
   let proc;
   try {
+    await spec.preflight?.();
     const { cmd, args } = launchCommand(spec);
     proc = spawnGroup({
       cmd,

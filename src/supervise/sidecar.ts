@@ -38,6 +38,12 @@ export interface LaunchSpec {
   cgroup?: AddonCgroup | null;
   /** Whether the agent may shrink the bounding set (holds `CAP_SETPCAP`). */
   bounding?: boolean;
+  /**
+   * Called before every spawn (a start and each restart): a throw stops that
+   * spawn, reported like a failed spawn (the agent re-checks staged bytes
+   * here, SPEC 8).
+   */
+  preflight?: () => Promise<void>;
 }
 
 /** The executable and arguments to spawn for `spec`: confined when it says so. */
@@ -168,6 +174,8 @@ export class Sidecar {
       let ready = false;
       const timer: { ready?: ReturnType<typeof setTimeout> } = {};
       try {
+        await this.spec.preflight?.();
+        if (this.#stopping) break;
         const { cmd, args } = launchCommand(this.spec);
         proc = spawnGroup({
           cmd,
