@@ -14,6 +14,7 @@ import { pidAlive, readAgentState, waitFor } from "./_agent_process.ts";
 import { waitAddon, waitState, withAgent } from "./_daemon_fixtures.ts";
 import { runAgent, scriptAddon, sha256Hex, withTempDir, writeConfig } from "./_helpers.ts";
 import { HAVE_NATS, startNats } from "./_nats.ts";
+import { partialName } from "../src/runtime/mod.ts";
 
 const PLATFORM = platformString(hostPlatform());
 
@@ -191,6 +192,59 @@ Deno.test({
           assert(a1.pid !== null && pidAlive(a1.pid), "1.0.0 still runs");
         });
       } finally {
+        await nats.stop();
+      }
+    }),
+});
+
+Deno.test({
+  name: "sync from a NATS object store resumes a partial download and fetches only the rest",
+  ignore: !HAVE_NATS,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const nats = await startNats();
+      const { connect } = await import("@nats-io/transport-node");
+      const { Objm } = await import("@nats-io/obj");
+      const nc = await connect({ servers: [nats.url] });
+      try {
+        const bytes = new TextEncoder().encode(
+          scriptAddon("exit 0") + "#".repeat(1024 * 1024) + "\n",
+        );
+        const sha256 = sha256Hex(bytes);
+        const os = await new Objm(nc).create("artifacts");
+        await os.putBlob({ name: "tool/1/tool", options: { max_chunk_size: 64 * 1024 } }, bytes);
+        await Deno.writeTextFile(
+          `${dir}/assignments.json`,
+          JSON.stringify({
+            config_version: "v1",
+            addons: [{
+              addon_id: "tool",
+              version: "1",
+              delivery: "pushed_artifact",
+              supervision: "ephemeral_helper",
+              artifact_object_key: "tool/1/tool",
+              artifact_sha256: sha256,
+            }],
+          }),
+        );
+        const cfg = await writeConfig(dir, {
+          object_store: { kind: "nats", bucket: "artifacts" },
+          nats: { servers: [nats.url] },
+        });
+        // An earlier attempt stopped after 300,001 bytes (inside the fifth chunk).
+        await Deno.mkdir(`${dir}/root/tmp`, { recursive: true, mode: 0o700 });
+        await Deno.writeFile(`${dir}/root/tmp/${partialName(sha256)}`, bytes.subarray(0, 300_001));
+        const run = await runAgent(["sync", "--config", cfg, "--json"]);
+        assertEquals(run.code, 0, run.stderr);
+        const r = JSON.parse(run.stdout) as {
+          results: { outcome: string; fetched_bytes: number }[];
+        };
+        assertEquals(r.results.map((x) => [x.outcome, x.fetched_bytes]), [
+          ["current", bytes.length - 300_001],
+        ]);
+        assertEquals(await Deno.readFile(`${dir}/root/addons/tool/versions/1/tool`), bytes);
+      } finally {
+        await nc.close();
         await nats.stop();
       }
     }),
