@@ -11,7 +11,8 @@ import {
   waitState,
   withAgent,
 } from "./_daemon_fixtures.ts";
-import { withTempDir, writeAssignments } from "./_helpers.ts";
+import { freePort, withTempDir, writeAssignments } from "./_helpers.ts";
+import { findOwnCgroup } from "../src/supervise/cgroup.ts";
 
 const ROOT_ONLY = { ignore: Deno.uid() !== 0 };
 
@@ -104,11 +105,14 @@ Deno.test({
   fn: async () => {
     await withTempDir(async (dir) => {
       const sleep = await sleepLink(dir);
-      const cfg = await daemonConfig(dir);
+      const port = freePort();
+      const cfg = await daemonConfig(dir, { status: { listen: `127.0.0.1:${port}` } });
       const root = `${dir}/root`;
       await writeAssignments(dir, [
         await sidecar(dir, "raw", `exec ${sleep} 300`, { capabilities: ["CAP_NET_RAW"] }),
-        await sidecar(dir, "plain", `exec ${sleep} 300`),
+        await sidecar(dir, "plain", `exec ${sleep} 300`, {
+          resources: { memory_max_bytes: 67108864, pids_max: 16 },
+        }),
         await sidecar(dir, "admin", `exec ${sleep} 300`, { capabilities: ["CAP_SYS_ADMIN"] }),
       ]);
       await withAgent(dir, cfg, async (agent) => {
@@ -124,6 +128,24 @@ Deno.test({
           "0000000000000000",
           "1",
         ]);
+        assertEquals(plain.containment, "cgroup");
+        // This host's cgroup v2 offers no controllers: the limits are reported, not pretended.
+        const mount = findOwnCgroup()!.mount;
+        if (!(await Deno.readTextFile(`${mount}/cgroup.controllers`)).includes("memory")) {
+          assertEquals(plain.resources_not_enforced, [
+            "memory_max_bytes: not enforced: no memory controller",
+            "pids_max: not enforced: no pids controller",
+          ]);
+        }
+        const status = await (await fetch(`http://127.0.0.1:${port}/status`)).json();
+        const p = status.addons.find((x: { addon_id: string }) => x.addon_id === "plain");
+        assertEquals(p.containment, "cgroup");
+        assert(typeof p.cpu_seconds === "number", `cpu_seconds in status: ${JSON.stringify(p)}`);
+        const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        assert(
+          /^addon_agent_addon_cpu_seconds_total\{addon_id="plain"\} \d/m.test(metrics),
+          metrics,
+        );
         const admin = await waitState(root, agent, "admin", "failed");
         assertStringIncludes(admin.message, "allowed_capabilities");
         assertStringIncludes(admin.message, "CAP_SYS_ADMIN");
