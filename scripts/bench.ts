@@ -52,6 +52,7 @@ export const SECTIONS: BenchSection[] = [
   { name: "supervision", run: _section("./bench_supervision.ts", "benchSupervision") },
   { name: "chaos", run: _section("./bench_chaos.ts", "benchChaos") },
   { name: "fleet", run: _section("./bench_fleet.ts", "benchFleet") },
+  { name: "isolation", run: _section("./bench_isolation.ts", "benchIsolation") },
 ];
 
 /** Run `names` (every section when empty), printing each under a heading; returns the exit code. */
