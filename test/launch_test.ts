@@ -62,6 +62,7 @@ Deno.test("prepareLaunch() runs the host binary only when it is executable", asy
       platform: PLATFORM,
       deliverer: storeDeliverer(await deliveryContext(cfg, root, PLATFORM)),
       clock: SYSTEM_CLOCK,
+      hostBinaries: [`${dir}/bin/*`],
     };
     const hostBinary = (path: string) =>
       decodeAssignment(
@@ -103,7 +104,10 @@ Deno.test("syncOnce() reports a non-executable host binary as failed", async () 
     const f = await _files(dir);
     await Deno.mkdir(`${dir}/store`);
     const cfg = await loadConfig(
-      await writeConfig(dir, { object_store: { kind: "filesystem", root: `${dir}/store` } }),
+      await writeConfig(dir, {
+        object_store: { kind: "filesystem", root: `${dir}/store` },
+        host_binaries: { allow: [`${dir}/bin/*`] },
+      }),
     );
     const entry = (id: string, path: string) => ({
       addon_id: id,

@@ -9,13 +9,10 @@
 import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
 import {
-  type AgentRun,
   freePort,
   MAIN_TS,
   newKey,
   publishFs,
-  REPO,
-  runDeno,
   s3SignedStore,
   scriptAddon,
   sha256Hex,
@@ -28,123 +25,17 @@ import {
 import { checkPermissions, permissionNeeds, s3Host } from "../src/config/permission_check.ts";
 import type { AgentConfig } from "../src/config/config.ts";
 import { HAVE_NATS, startNats } from "./_nats.ts";
-
-/** The production paths the set names, and where each one lives in a test's temp dir. */
-const PROD = {
-  config: "/etc/addon-agent",
-  runtime: "/var/lib/addon-agent",
-  units: "/etc/systemd/system",
-} as const;
-
-interface _Sandbox {
-  /** Temp config dir (stands in for /etc/addon-agent). */
-  etc: string;
-  /** Temp runtime root (stands in for /var/lib/addon-agent). */
-  root: string;
-  /** Temp unit dir (stands in for /etc/systemd/system). */
-  units: string;
-  /** A directory the set does not cover. */
-  outside: string;
-  /** The generated deno.json holding the substituted set. */
-  denoJson: string;
-}
-
-/**
- * Write `<dir>/perm/deno.json` (the repo's imports plus `permissions.agent` with temp paths)
- * and a copy of the repo's `deno.lock` beside it. The lock is what lets the child load the
- * npm packages from the cache `deno task cache` filled: without it deno resolves the
- * packages' version ranges afresh and fetches their registry metadata, which that cache
- * does not hold (a fresh DENO_DIR), from a child whose cleared environment cannot reach it.
- */
-async function _sandbox(dir: string): Promise<_Sandbox> {
-  const sb: _Sandbox = {
-    etc: `${dir}/etc`,
-    root: `${dir}/var/root`,
-    units: `${dir}/units`,
-    outside: `${dir}/outside`,
-    denoJson: `${dir}/perm/deno.json`,
-  };
-  for (const d of [sb.etc, `${dir}/var`, sb.units, sb.outside, `${dir}/perm`]) {
-    await Deno.mkdir(d, { recursive: true, mode: 0o755 });
-  }
-  const repo = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
-  const set = repo.permissions?.agent;
-  assert(set, "deno.json has no permissions.agent");
-  const text = JSON.stringify(set)
-    .replaceAll(`"${PROD.config}"`, JSON.stringify(sb.etc))
-    .replaceAll(`"${PROD.runtime}"`, JSON.stringify(sb.root))
-    .replaceAll(`"${PROD.units}"`, JSON.stringify(sb.units));
-  const agent = JSON.parse(text);
-  for (const p of [sb.etc, sb.root, sb.units]) {
-    assert(JSON.stringify(agent).includes(JSON.stringify(p)), `the set does not name ${p}`);
-  }
-  await Deno.writeTextFile(
-    sb.denoJson,
-    JSON.stringify(
-      {
-        imports: repo.imports,
-        nodeModulesDir: repo.nodeModulesDir,
-        permissions: { agent },
-      },
-      null,
-      2,
-    ),
-  );
-  await Deno.copyFile(`${REPO}/deno.lock`, `${dir}/perm/deno.lock`);
-  return sb;
-}
-
-/**
- * Run `script args` under `-P=agent` of the sandbox's deno.json; no prompts, and `--frozen`
- * so a lock that no longer matches the imports fails loudly instead of downloading.
- */
-async function _runP(
-  sb: _Sandbox,
-  script: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<AgentRun> {
-  return await runDeno(
-    ["run", "--config", sb.denoJson, "-P=agent", "--no-prompt", "--frozen", script, ...args],
-    { env: { AWS_EC2_METADATA_DISABLED: "true", ...env }, clearEnv: true },
-  );
-}
-
-/** Environment every agent run needs: PATH (for `ln`, `setcap`…), HOME, DENO_DIR's default. */
-function _baseEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME"]) {
-    const v = Deno.env.get(k);
-    if (v !== undefined) env[k] = v;
-  }
-  return env;
-}
-
-/** Write `<etc>/agent.json` with `extra` merged over a file source and the sandbox's paths. */
-async function _config(sb: _Sandbox, extra: Record<string, unknown>): Promise<string> {
-  const path = `${sb.etc}/agent.json`;
-  await Deno.writeTextFile(
-    path,
-    JSON.stringify({
-      agent_id: "perm-host",
-      runtime_root: sb.root,
-      source: { kind: "file", path: `${sb.etc}/assignments.json` },
-      systemd: { unit_dir: sb.units },
-      ...extra,
-    }),
-  );
-  return path;
-}
+import { baseEnv, runUnderSet, sandbox, sandboxConfig } from "./_permission_sandbox.ts";
 
 Deno.test("the agent permission set runs sync from s3rver", async (t) => {
   await withTempDir(async (dir) => {
-    const sb = await _sandbox(dir);
+    const sb = await sandbox(dir);
     const s3 = await startS3(dir);
     try {
       const key = await newKey();
       const bytes = scriptAddon('echo "v1"');
       await s3.put("probe/1.0.0/probe", bytes);
-      const cfg = await _config(sb, s3SignedStore(s3, key));
+      const cfg = await sandboxConfig(sb, s3SignedStore(s3, key));
       const entry = async (version: string) => ({
         addon_id: "probe",
         version,
@@ -156,8 +47,8 @@ Deno.test("the agent permission set runs sync from s3rver", async (t) => {
       await writeAssignments(sb.etc, [await entry("1.0.0")]);
 
       await t.step("credentials from the environment: staged and current", async () => {
-        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
-          ..._baseEnv(),
+        const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
+          ...baseEnv(),
           AWS_ACCESS_KEY_ID: "S3RVER",
           AWS_SECRET_ACCESS_KEY: "S3RVER",
         });
@@ -178,8 +69,8 @@ Deno.test("the agent permission set runs sync from s3rver", async (t) => {
           `${sb.etc}/aws/credentials`,
           "[default]\naws_access_key_id = S3RVER\naws_secret_access_key = S3RVER\n",
         );
-        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
-          ..._baseEnv(),
+        const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], {
+          ...baseEnv(),
           AWS_SHARED_CREDENTIALS_FILE: `${sb.etc}/aws/credentials`,
           AWS_CONFIG_FILE: `${sb.etc}/aws/config`,
         });
@@ -195,7 +86,7 @@ Deno.test("the agent permission set runs sync from s3rver", async (t) => {
 
 Deno.test("the agent permission set runs the daemon: a sidecar starts and stops", async (t) => {
   await withTempDir(async (dir) => {
-    const sb = await _sandbox(dir);
+    const sb = await sandbox(dir);
     const bytes = scriptAddon('echo "up $ADDON_ID"; exec sleep 300');
     await publishFs(sb.etc, "side/1/side", bytes);
     await writeAssignments(sb.etc, [{
@@ -207,7 +98,7 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
       artifact_sha256: sha256Hex(bytes),
     }]);
     const port = freePort();
-    const cfg = await _config(sb, {
+    const cfg = await sandboxConfig(sb, {
       source: { kind: "file", path: `${sb.etc}/assignments.json`, poll_interval_s: 1 },
       object_store: { kind: "filesystem", root: `${sb.etc}/store` },
       status: { listen: `127.0.0.1:${port}` },
@@ -225,7 +116,7 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
         "--config",
         cfg,
       ],
-      env: _baseEnv(),
+      env: baseEnv(),
       clearEnv: true,
       stdin: "null",
       stdout: "piped",
@@ -273,17 +164,17 @@ Deno.test("the agent permission set runs the daemon: a sidecar starts and stops"
 
 Deno.test("checkPermissions() names a runtime root outside the write set (exit 2)", async (t) => {
   await withTempDir(async (dir) => {
-    const sb = await _sandbox(dir);
+    const sb = await sandbox(dir);
     const elsewhere = `${sb.outside}/root`;
     await Deno.mkdir(`${dir}/store`);
-    const cfg = await _config(sb, {
+    const cfg = await sandboxConfig(sb, {
       runtime_root: elsewhere,
       object_store: { kind: "filesystem", root: `${dir}/store` },
     });
     await writeAssignments(sb.etc, []);
 
     await t.step("sync exits 2 naming the path, the field and the setting", async () => {
-      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg], baseEnv());
       assertEquals(run.code, 2, run.stderr);
       assertStringIncludes(run.stderr, `write: ${elsewhere} (runtime_root`);
       assertStringIncludes(run.stderr, "permissions.agent.write in deno.json");
@@ -300,7 +191,7 @@ Deno.test("checkPermissions() names a runtime root outside the write set (exit 2
 
 Deno.test("Deno refuses a write outside the runtime root under the agent set", async (t) => {
   await withTempDir(async (dir) => {
-    const sb = await _sandbox(dir);
+    const sb = await sandbox(dir);
     const script = `${dir}/perm/write.ts`;
     await Deno.writeTextFile(
       script,
@@ -317,7 +208,7 @@ try {
     await Deno.mkdir(sb.root, { mode: 0o755 });
 
     await t.step("inside the runtime root: written; outside: NotCapable", async () => {
-      const run = await _runP(sb, script, [`${sb.root}/x`, `${sb.outside}/x`], _baseEnv());
+      const run = await runUnderSet(sb, script, [`${sb.root}/x`, `${sb.outside}/x`], baseEnv());
       assertEquals(run.code, 0, run.stderr);
       assertEquals(run.stdout.trim(), "NotCapable");
       assertEquals(await Deno.readTextFile(`${sb.root}/x`), "ok");
@@ -325,7 +216,12 @@ try {
     });
 
     await t.step("the unit dir is writable, the config dir is not", async () => {
-      const ok = await _runP(sb, script, [`${sb.units}/u.service`, `${sb.etc}/agent.json`], {});
+      const ok = await runUnderSet(
+        sb,
+        script,
+        [`${sb.units}/u.service`, `${sb.etc}/agent.json`],
+        {},
+      );
       assertEquals(ok.stdout.trim(), "NotCapable", ok.stderr);
       assert((await Deno.stat(`${sb.units}/u.service`)).isFile);
     });
@@ -334,14 +230,14 @@ try {
 
 Deno.test("checkPermissions() names hosts outside the net allow list (exit 2)", async (t) => {
   await withTempDir(async (dir) => {
-    const sb = await _sandbox(dir);
+    const sb = await sandbox(dir);
 
     await t.step("a control plane and the AWS default S3 host", async () => {
-      const cfg = await _config(sb, {
+      const cfg = await sandboxConfig(sb, {
         source: { kind: "control_plane", url: "https://cp.example.net:8443" },
         object_store: { kind: "s3", bucket: "addons", region: "eu-west-1" },
       });
-      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg], baseEnv());
       assertEquals(run.code, 2, run.stderr);
       assertStringIncludes(
         run.stderr,
@@ -352,7 +248,7 @@ Deno.test("checkPermissions() names hosts outside the net allow list (exit 2)", 
     });
 
     await t.step("an S3 endpoint with path-style addressing", async () => {
-      const cfg = await _config(sb, {
+      const cfg = await sandboxConfig(sb, {
         object_store: {
           kind: "s3",
           bucket: "addons",
@@ -360,11 +256,11 @@ Deno.test("checkPermissions() names hosts outside the net allow list (exit 2)", 
           force_path_style: true,
         },
       });
-      const run = await _runP(
+      const run = await runUnderSet(
         sb,
         MAIN_TS,
         ["sync", "--config", cfg, "--log-format", "text"],
-        _baseEnv(),
+        baseEnv(),
       );
       assertEquals(run.code, 2, run.stderr);
       assertMatch(run.stderr, /net: s3\.example\.net:443 \(object_store\.endpoint in [^)]+\)/);
@@ -373,11 +269,11 @@ Deno.test("checkPermissions() names hosts outside the net allow list (exit 2)", 
     });
 
     await t.step("a loopback control plane is allowed by the default set", async () => {
-      const cfg = await _config(sb, {
+      const cfg = await sandboxConfig(sb, {
         source: { kind: "control_plane", url: "http://127.0.0.1:1" },
         object_store: { kind: "filesystem", root: sb.etc },
       });
-      const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg], _baseEnv());
+      const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg], baseEnv());
       assert(!run.stderr.includes("is not allowed by this build"), run.stderr);
       assertEquals(run.code, 1, run.stderr);
     });
@@ -513,7 +409,7 @@ Deno.test({
   ignore: !HAVE_NATS,
   fn: () =>
     withTempDir(async (dir) => {
-      const sb = await _sandbox(dir);
+      const sb = await sandbox(dir);
       const nats = await startNats();
       const { connect } = await import("@nats-io/transport-node");
       const { Kvm } = await import("@nats-io/kv");
@@ -538,12 +434,12 @@ Deno.test({
             }],
           }),
         );
-        const cfg = await _config(sb, {
+        const cfg = await sandboxConfig(sb, {
           source: { kind: "nats", bucket: "assign" },
           object_store: { kind: "nats", bucket: "artifacts" },
           nats: { servers: [nats.url] },
         });
-        const run = await _runP(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], _baseEnv());
+        const run = await runUnderSet(sb, MAIN_TS, ["sync", "--config", cfg, "--json"], baseEnv());
         assertEquals(run.code, 0, run.stderr);
         assertEquals(syncJson(run).results.map((r) => r.outcome), ["current"]);
         assertEquals(

@@ -79,7 +79,10 @@ Deno.test("Reconciler retries a failed delivery when its backoff is due, without
     });
     const state = emptyState();
     const rec = new Reconciler({
-      cfg: { limits: { keep_versions: 3 } } as AgentConfig,
+      cfg: {
+        limits: { keep_versions: 3 },
+        host_binaries: { allow: ["/bin/sh"] },
+      } as unknown as AgentConfig,
       layout: new Layout(dir),
       platform,
       state,

@@ -33,6 +33,7 @@ import { type DeliveryContext, deliveryContext, storeDeliverer } from "../delive
 import { log, WakeableSleep } from "../common/mod.ts";
 import {
   applyOverride,
+  markOverridden,
   openSource,
   OVERRIDE_FILE,
   parseOverride,
@@ -288,17 +289,18 @@ export class Daemon {
     this.#lastOverrideText = overrideText;
     const override = overrideText === null ? null : parseOverride(overrideText, path);
     const merged = applyOverride(this.#state.pushed as Json, override);
-    const key = JSON.stringify(merged);
+    // Who named each binary_path matters too (SPEC 12), not only the merged fields.
+    const key = JSON.stringify([
+      merged,
+      (override ?? []).filter((o) => o.binary_path !== undefined).map((o) => o.addon_id),
+    ]);
     if (key === this.#lastApplied) return;
     let entries: Entry[];
     try {
       const doc = decodeDocument(merged, this.#platform);
       entries = doc.entries;
       this.#state.config_version = doc.config_version;
-      const local = new Set((override ?? []).map((o) => o.addon_id as string));
-      for (const e of entries) {
-        if (e.ok && local.has(e.assignment.addon_id)) e.assignment.local = true;
-      }
+      markOverridden(entries, override);
     } catch (e) {
       if (!(e instanceof DecodeError)) throw e;
       log.error("the merged document is refused; keeping the current desired state", {

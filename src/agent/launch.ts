@@ -37,6 +37,7 @@ import {
 } from "../runtime/mod.ts";
 import { type Clock, sha256Hex } from "../common/mod.ts";
 import type { AddonIsolation } from "./isolation.ts";
+import { checkHostBinary } from "./host_binaries.ts";
 
 /**
  * The fields whose change makes an add-on restart, as a sha256 (hex): it is
@@ -80,43 +81,7 @@ export function baseEnvironment(): Record<string, string> {
   return out;
 }
 
-/**
- * The one check of a binary the agent did not stage (`os_package`, or the host binary a
- * `pushed_artifact` falls back to): an absolute path to an executable regular file the
- * build may read. `what` names it in the error ("binary_path").
- *
- * @example
- * ```ts
- * import { checkExecutable } from "./launch.ts";
- * const path = await checkExecutable("/bin/sh", "binary_path"); // "/bin/sh"
- * ```
- *
- * @returns `path`
- * @throws {DeliveryError} `refused`, naming `what`, the path and what is wrong with it
- */
-export async function checkExecutable(path: string, what: string): Promise<string> {
-  if (!path.startsWith("/")) {
-    throw new DeliveryError(`${what} ${JSON.stringify(path)} must be an absolute path`, {
-      kind: "refused",
-    });
-  }
-  let st: Deno.FileInfo;
-  try {
-    st = await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) {
-      throw new DeliveryError(
-        `${what} ${path} is outside what this build may read; add it to permissions.agent.read in deno.json and rebuild`,
-        { kind: "refused", cause: e },
-      );
-    }
-    throw new DeliveryError(`${what} ${path} does not exist`, { kind: "refused", cause: e });
-  }
-  if (!st.isFile || st.mode === null || (st.mode & 0o111) === 0) {
-    throw new DeliveryError(`${what} ${path} is not an executable file`, { kind: "refused" });
-  }
-  return path;
-}
+export { checkExecutable } from "./host_binaries.ts";
 
 /** How the binary of a host without an artifact for its platform is named in errors. */
 export function hostBinaryLabel(platform: Platform): string {
@@ -133,6 +98,8 @@ export interface LaunchContext {
   verifier?: StagedVerifier;
   /** Users, file modes, cgroups (SPEC 13); absent: add-ons run as the agent, unconfined. */
   isolation?: AddonIsolation;
+  /** `host_binaries.allow` (SPEC 12); absent: a source may name no host binary. */
+  hostBinaries?: readonly string[];
 }
 
 /** Progress of a preparation: delivery phases and bytes, and a finished download. */
@@ -159,7 +126,7 @@ export async function prepareLaunch(
   let preflight: (() => Promise<void>) | undefined;
   if (a.supervision !== "config_toggle") {
     if (a.delivery === "os_package") {
-      binary = await checkExecutable(a.binary_path ?? "", "binary_path");
+      binary = await checkHostBinary(a.binary_path ?? "", "binary_path", _policy(ctx, a));
     } else {
       const t0 = ctx.clock.now();
       const verifier = ctx.verifier ?? new StagedVerifier();
@@ -182,7 +149,7 @@ export async function prepareLaunch(
         verifier.healed(a.addon_id, a.version);
       }
       binary = d.source === "host_binary"
-        ? await checkExecutable(d.binary, hostBinaryLabel(ctx.platform))
+        ? await checkHostBinary(d.binary, hostBinaryLabel(ctx.platform), _policy(ctx, a))
         : d.binary;
       staged = d.source !== "host_binary";
       if (staged && a.artifact) preflight = _preflight(layout, verifier, a, hooks);
@@ -224,6 +191,10 @@ export async function prepareLaunch(
   }
   if (preflight) launch.preflight = preflight;
   return launch;
+}
+
+function _policy(ctx: LaunchContext, a: Assignment) {
+  return { allow: ctx.hostBinaries ?? [], fromOverride: a.binary_from_override === true };
 }
 
 /**

@@ -90,6 +90,7 @@ export class Reconciler {
       resilience: deps.resilience ?? DEFAULT_RESILIENCE,
       backoffMaxMs: (deps.sidecarTiming ?? { backoffMaxMs: 60_000 }).backoffMaxMs,
       keepVersions: deps.cfg.limits.keep_versions,
+      hostBinaries: deps.cfg.host_binaries.allow,
       get stopping() {
         return stopping();
       },

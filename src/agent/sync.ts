@@ -35,8 +35,15 @@ import {
   saveState,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
-import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
-import { checkExecutable, hostBinaryLabel } from "./launch.ts";
+import {
+  applyOverride,
+  markOverridden,
+  openSource,
+  OVERRIDE_FILE,
+  readOverride,
+} from "../source/mod.ts";
+import { hostBinaryLabel } from "./launch.ts";
+import { checkHostBinary } from "./host_binaries.ts";
 
 /** What happened to one entry. */
 export interface SyncResult {
@@ -86,13 +93,15 @@ export async function syncOnce(
   } finally {
     source.close();
   }
-  const merged = applyOverride(
-    json,
-    await readOverride(`${cfg.config_dir}/${OVERRIDE_FILE}`, cfg.limits.max_document_bytes),
+  const override = await readOverride(
+    `${cfg.config_dir}/${OVERRIDE_FILE}`,
+    cfg.limits.max_document_bytes,
   );
+  const merged = applyOverride(json, override);
   let doc;
   try {
     doc = decodeDocument(merged, platform);
+    markOverridden(doc.entries, override);
   } catch (e) {
     if (!(e instanceof DecodeError)) throw e;
     return { config_version: null, document_error: e.message, results: [], ok: false };
@@ -138,7 +147,7 @@ export async function syncOnce(
   const queue = [...work];
   const runOne = async (): Promise<void> => {
     for (let a = queue.shift(); a; a = queue.shift()) {
-      const r = await _syncOne(ctx, a, cfg.limits.keep_versions);
+      const r = await _syncOne(ctx, a, cfg);
       observer.onResult?.(r);
       results.push(r);
     }
@@ -174,13 +183,16 @@ export async function syncOnce(
 async function _syncOne(
   ctx: DeliveryContext,
   a: Assignment,
-  keepVersions: number,
+  cfg: AgentConfig,
 ): Promise<SyncResult> {
   const started = Date.now();
   try {
     const d = await deliver(ctx, a);
     if (d.source === "host_binary") {
-      await checkExecutable(d.binary, hostBinaryLabel(ctx.platform));
+      await checkHostBinary(d.binary, hostBinaryLabel(ctx.platform), {
+        allow: cfg.host_binaries.allow,
+        fromOverride: a.binary_from_override === true,
+      });
       return {
         addon_id: a.addon_id,
         version: a.version,
@@ -189,7 +201,7 @@ async function _syncOne(
       };
     }
     const sw = await activate(ctx.layout, a.addon_id, a.version);
-    if (sw.changed) await collectVersions(ctx.layout, a.addon_id, keepVersions);
+    if (sw.changed) await collectVersions(ctx.layout, a.addon_id, cfg.limits.keep_versions);
     const r: SyncResult = {
       addon_id: a.addon_id,
       version: a.version,

@@ -95,6 +95,11 @@ export interface Assignment {
   resources?: Resources;
   /** Patched or added by the local override: never recorded as last known good. */
   local?: boolean;
+  /**
+   * `binary_path` was named by the local override (an operator's file), not by the source:
+   * it may name any absolute path; a source's needs `host_binaries` (SPEC 12).
+   */
+  binary_from_override?: boolean;
 }
 
 /** The verdict on one entry of a document. */

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { isObject, type Json, type JsonObject } from "../protocol/mod.ts";
+import { type Entry, isObject, type Json, type JsonObject } from "../protocol/mod.ts";
 import { log } from "../common/mod.ts";
 import { readTrustedFile } from "../config/mod.ts";
 
@@ -89,4 +89,28 @@ export function applyOverride(pushed: Json, override: JsonObject[] | null): Json
     else addons.push({ enabled: true, ...entry });
   }
   return { ...pushed, addons };
+}
+
+/**
+ * Mark the decoded entries the override patched or added as `local`, and those whose
+ * `binary_path` the override named as `binary_from_override` (SPEC 12: an operator may
+ * name any host binary, a source only what `host_binaries` allows). Returns `entries`.
+ *
+ * @example
+ * ```ts
+ * import { decodeDocument, hostPlatform } from "../protocol/mod.ts";
+ * const override = [{ addon_id: "nft", binary_path: "/usr/sbin/nft" }];
+ * const doc = decodeDocument({ addons: [] }, hostPlatform());
+ * markOverridden(doc.entries, override);
+ * ```
+ */
+export function markOverridden(entries: Entry[], override: JsonObject[] | null): Entry[] {
+  const local = new Map((override ?? []).map((o) => [o.addon_id as string, o]));
+  for (const e of entries) {
+    const o = e.ok ? local.get(e.assignment.addon_id) : undefined;
+    if (!e.ok || o === undefined) continue;
+    e.assignment.local = true;
+    if (o.binary_path !== undefined) e.assignment.binary_from_override = true;
+  }
+  return entries;
 }
