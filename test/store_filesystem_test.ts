@@ -293,3 +293,68 @@ Deno.test("FilesystemStore names the key of a missing object", async (t) => {
     });
   });
 });
+
+Deno.test("FilesystemStore never yields a file outside the root while a directory is swapped for a symlink", async () => {
+  await _withStore(async (store, root, outside) => {
+    const legit = _bytes(4096);
+    const secret = new TextEncoder().encode("root:$6$secret-hash-of-the-host:19000:0:99999:7:::\n");
+    const secretHex = [...new Uint8Array(await crypto.subtle.digest("SHA-256", secret))]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    await Deno.mkdir(`${root}/pkg/1`, { recursive: true });
+    await Deno.writeFile(`${root}/pkg/1/shadow`, legit);
+    await Deno.writeFile(`${outside}/shadow`, secret); // stands in for /etc/shadow
+    // The attacker: swaps pkg/1 for a symlink to outside/ and back, as fast as it can.
+    const swapper = `${outside}/../swapper.ts`;
+    await Deno.writeTextFile(
+      swapper,
+      `const p = ${JSON.stringify(`${root}/pkg/1`)};
+       const out = ${JSON.stringify(outside)};
+       for (;;) {
+         try {
+           Deno.renameSync(p, p + ".real");
+           Deno.symlinkSync(out, p);
+           Deno.removeSync(p);
+           Deno.renameSync(p + ".real", p);
+         } catch { /* the test is cleaning up */ }
+       }`,
+    );
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", swapper],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let served = 0;
+    let refused = 0;
+    try {
+      for (let i = 0; i < 4000 && (refused < 50 || served < 50); i++) {
+        let obj: OpenedObject;
+        try {
+          obj = await store.open("pkg/1/shadow", 0);
+        } catch (e) {
+          assert(e instanceof StoreError, `a StoreError: ${e}`);
+          assert(!e.message.includes("secret") && !e.message.includes(secretHex), e.message);
+          refused++;
+          continue;
+        }
+        let got: Uint8Array;
+        try {
+          got = await _readAll(obj);
+        } finally {
+          obj.close();
+        }
+        assert(
+          !new TextDecoder().decode(got).includes("secret-hash"),
+          `attempt ${i}: a key yielded the bytes of a file outside the store`,
+        );
+        assertEquals(got.length, legit.length);
+        served++;
+      }
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+    assert(refused > 0, "the swap raced the opens (else this test proves nothing)");
+    assert(served > 0, "the legitimate object was served between swaps");
+  });
+});
