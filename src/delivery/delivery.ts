@@ -44,7 +44,7 @@ import {
   writeFileAtomic,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
-import { type ObjectStore, openObjectStore } from "../store/mod.ts";
+import { type ObjectStore, openObjectStore, storeContextOf } from "../store/mod.ts";
 
 /**
  * Why an assignment could not be delivered:
@@ -104,11 +104,7 @@ export async function deliveryContext(
 ): Promise<DeliveryContext> {
   return {
     layout,
-    store: await openObjectStore(cfg.object_store, {
-      ...(cfg.nats ? { nats: cfg.nats } : {}),
-      idleMs: cfg.timeouts.idle_s * 1000,
-      timeouts: cfg.timeouts,
-    }),
+    store: await openObjectStore(cfg.object_store, storeContextOf(cfg)),
     downloads: new Downloads(),
     trust: cfg.trust,
     limits: cfg.limits,

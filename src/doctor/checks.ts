@@ -26,7 +26,7 @@ import {
 } from "../protocol/mod.ts";
 import { Layout } from "../runtime/mod.ts";
 import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
-import { openObjectStore, StoreError } from "../store/mod.ts";
+import { openObjectStore, storeContextOf, StoreError } from "../store/mod.ts";
 import { cgroupDelegation } from "./cgroup.ts";
 import { type Check, fail, na, ok } from "./check.ts";
 
@@ -213,7 +213,7 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
   if (wanted.length === 0) return [na("no artifacts assigned to check in the store")];
   let store;
   try {
-    store = await openObjectStore(cfg.object_store);
+    store = await openObjectStore(cfg.object_store, storeContextOf(cfg));
   } catch (e) {
     return [
       fail(`the object store cannot be opened: ${(e as Error).message}`, "check object_store"),

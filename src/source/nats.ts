@@ -32,9 +32,6 @@ import { type Json, parseJson } from "../protocol/mod.ts";
 import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/nats-core";
 
-/** How long a read or a status put may take before it fails (the daemon retries with backoff). */
-const REQUEST_TIMEOUT_MS = 10_000;
-
 /** The empty document a deleted (or never written) key stands for. */
 export const EMPTY_DOCUMENT: Json = { config_version: "", addons: [] };
 
@@ -62,10 +59,13 @@ export class NatsSource implements Source {
   /** Counts pushes, so a read that a push overtook is not taken as newer. */
   #pushes = 0;
   #released: Promise<void> | null = null;
+  /** How long a read or a status put may take (`timeouts.connect_s`); the daemon retries. */
+  readonly #requestMs: number;
 
   private constructor(cfg: AgentConfig, s: NatsSourceConfig, nats: NatsHandle) {
     this.#nats = nats;
     this.intervalS = s.resync_interval_s;
+    this.#requestMs = cfg.timeouts.connect_s * 1000;
     this.#key = cfg.agent_id;
     this.#subject = `$KV.${s.bucket}.${cfg.agent_id}`;
     this.#directGet = `$JS.API.DIRECT.GET.KV_${s.bucket}.${this.#subject}`;
@@ -91,7 +91,7 @@ export class NatsSource implements Source {
 
   async #connection(): Promise<NatsConnection> {
     try {
-      return await this.#nats.connection(REQUEST_TIMEOUT_MS);
+      return await this.#nats.connection(this.#requestMs);
     } catch (e) {
       throw new SourceError(`${this.describe}: ${(e as Error).message}`, {
         kind: "unavailable",
@@ -138,7 +138,7 @@ export class NatsSource implements Source {
   async #read(nc: NatsConnection): Promise<string | null> {
     let m: Msg;
     try {
-      m = await nc.request(this.#directGet, undefined, { timeout: REQUEST_TIMEOUT_MS });
+      m = await nc.request(this.#directGet, undefined, { timeout: this.#requestMs });
     } catch (e) {
       throw new SourceError(`${this.describe}: cannot read the key: ${(e as Error).message}`, {
         kind: "unavailable",
@@ -212,7 +212,7 @@ export class NatsSource implements Source {
     let m: Msg;
     try {
       m = await nc.request(this.#statusSubject, JSON.stringify(body), {
-        timeout: REQUEST_TIMEOUT_MS,
+        timeout: this.#requestMs,
       });
     } catch (e) {
       throw new SourceError(

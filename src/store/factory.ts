@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { NatsConfig, ObjectStoreConfig } from "../config/mod.ts";
+import type { AgentConfig, NatsConfig, ObjectStoreConfig } from "../config/mod.ts";
 import type { IoTimeouts } from "../common/mod.ts";
 import type { ObjectStore } from "./types.ts";
 
@@ -24,6 +24,15 @@ export interface StoreContext {
   idleMs?: number;
   /** `timeouts` for every request of a network store (SPEC 12). */
   timeouts?: IoTimeouts;
+}
+
+/** The {@linkcode StoreContext} of a whole configuration: its `nats` section and `timeouts`. */
+export function storeContextOf(cfg: AgentConfig): StoreContext {
+  return {
+    ...(cfg.nats ? { nats: cfg.nats } : {}),
+    idleMs: cfg.timeouts.idle_s * 1000,
+    timeouts: cfg.timeouts,
+  };
 }
 
 /**
@@ -43,7 +52,12 @@ export async function openObjectStore(
     if (!ctx.nats) throw new Error("object_store kind nats needs the nats section");
     const { NatsStore } = await import("./nats.ts");
     const { acquireNats } = await import("../common/mod.ts");
-    return new NatsStore(cfg.bucket, acquireNats(ctx.nats), ctx.idleMs);
+    return new NatsStore(
+      cfg.bucket,
+      acquireNats(ctx.nats),
+      ctx.idleMs,
+      ctx.timeouts ? ctx.timeouts.connect_s * 1000 : undefined,
+    );
   }
   const { S3Store } = await import("./s3.ts");
   return new S3Store(cfg, ctx.timeouts);

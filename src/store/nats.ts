@@ -44,7 +44,8 @@ import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 export const MAX_CHUNKS_IN_FLIGHT = 32;
 /** Default stall timeout when `timeouts.idle_s` is not configured. */
 export const DEFAULT_IDLE_MS = 60_000;
-const REQUEST_TIMEOUT_MS = 10_000;
+/** Default request timeout when `timeouts.connect_s` is not given. */
+export const DEFAULT_REQUEST_MS = 10_000;
 
 /** The metadata an object store keeps per object (the fields the reader uses). */
 export interface NatsObjectInfo {
@@ -74,11 +75,12 @@ export function objectDigest(sha256Hex: string): string {
 export class NatsStore implements ObjectStore {
   readonly #stream: string;
 
-  /** A store on `bucket`, over `nats` (stalls fail after `idleMs`). */
+  /** A store on `bucket`, over `nats` (stalls fail after `idleMs`, requests after `requestMs`). */
   constructor(
     readonly bucket: string,
     readonly nats: NatsHandle,
     readonly idleMs: number = DEFAULT_IDLE_MS,
+    readonly requestMs: number = DEFAULT_REQUEST_MS,
   ) {
     this.#stream = `OBJ_${bucket}`;
   }
@@ -90,7 +92,7 @@ export class NatsStore implements ObjectStore {
 
   async #connection(key: string): Promise<NatsConnection> {
     try {
-      return await this.nats.connection(REQUEST_TIMEOUT_MS);
+      return await this.nats.connection(this.requestMs);
     } catch (e) {
       throw new StoreError(`cannot get ${this.describe(key)}: ${(e as Error).message}`, {
         kind: "unavailable",
@@ -109,7 +111,7 @@ export class NatsStore implements ObjectStore {
     let m: Msg;
     try {
       m = await nc.request(subject, body === undefined ? undefined : JSON.stringify(body), {
-        timeout: REQUEST_TIMEOUT_MS,
+        timeout: this.requestMs,
       });
     } catch (e) {
       throw new StoreError(`cannot get ${this.describe(key)}: ${(e as Error).message}`, {
@@ -179,6 +181,42 @@ export class NatsStore implements ObjectStore {
     };
   }
 
+  /** An ordered pull consumer on the object's chunks from the one holding `offset`. */
+  async #chunks(
+    key: string,
+    info: NatsObjectInfo,
+    offset: number,
+  ): Promise<ConsumerMessages & { skipBytes: number }> {
+    const nc = await this.#connection(key);
+    const chunkSubject = `$O.${this.bucket}.C.${info.nuid}`;
+    const range = await this.#chunkRange(nc, key, chunkSubject);
+    if (range === null) {
+      throw new StoreError(`${this.describe(key)}: its chunks are missing`, {
+        kind: "unavailable",
+      });
+    }
+    const chunkSize = info.options?.max_chunk_size ?? 128 * 1024;
+    // Chunks of one put are stored one after another: then chunk k is at first + k.
+    const contiguous = range.last - range.first + 1 === info.chunks;
+    const skipChunks = contiguous ? Math.floor(offset / chunkSize) : 0;
+    const { jetstream, DeliverPolicy } = await import("@nats-io/jetstream");
+    const js = jetstream(nc, { checkAPI: false, timeout: this.requestMs });
+    try {
+      const consumer = await js.consumers.get(this.#stream, {
+        filter_subjects: chunkSubject,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: range.first + skipChunks,
+      });
+      const messages = await consumer.consume({ max_messages: MAX_CHUNKS_IN_FLIGHT });
+      return Object.assign(messages, { skipBytes: offset - skipChunks * chunkSize });
+    } catch (e) {
+      throw new StoreError(
+        `cannot read the chunks of ${this.describe(key)}: ${(e as Error).message}`,
+        { kind: "unavailable", cause: e },
+      );
+    }
+  }
+
   /** Open `key` from byte `offset`; with `opts.sha256`, the object's digest must match it. */
   async open(key: string, offset: number, opts: OpenOptions = {}): Promise<OpenedObject> {
     const info = await this.info(key);
@@ -193,51 +231,33 @@ export class NatsStore implements ObjectStore {
         );
       }
     }
-    const nc = await this.#connection(key);
-    const chunkSubject = `$O.${this.bucket}.C.${info.nuid}`;
     if (offset >= info.size || info.size === 0) {
       return { size: info.size, body: (async function* () {})(), close: () => {} };
     }
-    const range = await this.#chunkRange(nc, key, chunkSubject);
-    if (range === null) {
-      throw new StoreError(`${this.describe(key)}: its chunks are missing`, {
-        kind: "unavailable",
-      });
-    }
-    const chunkSize = info.options?.max_chunk_size ?? 128 * 1024;
-    // Chunks of one put are stored one after another: then chunk k is at first + k.
-    const contiguous = range.last - range.first + 1 === info.chunks;
-    const skipChunks = contiguous ? Math.floor(offset / chunkSize) : 0;
-    const startSeq = range.first + skipChunks;
-    let skipBytes = offset - skipChunks * chunkSize;
-
-    const { jetstream, DeliverPolicy } = await import("@nats-io/jetstream");
-    const js = jetstream(nc, { checkAPI: false, timeout: REQUEST_TIMEOUT_MS });
-    let messages: ConsumerMessages;
-    try {
-      const consumer = await js.consumers.get(this.#stream, {
-        filter_subjects: chunkSubject,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: startSeq,
-      });
-      messages = await consumer.consume({ max_messages: MAX_CHUNKS_IN_FLIGHT });
-    } catch (e) {
-      throw new StoreError(
-        `cannot read the chunks of ${this.describe(key)}: ${(e as Error).message}`,
-        { kind: "unavailable", cause: e },
-      );
-    }
+    // The consumer is made when the body is first read: opening (as `doctor` does, to learn
+    // the size) transfers no chunk.
+    let messages: ConsumerMessages | null = null;
     let closed = false;
     const close = () => {
       if (closed) return;
       closed = true;
-      messages.close().catch(() => {});
+      messages?.close().catch(() => {});
     };
+    const chunks = () => this.#chunks(key, info, offset);
     const idleMs = this.idleMs;
     const describe = this.describe(key);
     const size = info.size;
     async function* body(): AsyncGenerator<Uint8Array> {
-      const it = messages[Symbol.asyncIterator]();
+      if (closed) return;
+      const m = await chunks();
+      messages = m;
+      if (closed) {
+        await m.close().catch(() => {});
+        return;
+      }
+      // What is left of `offset` inside the first chunk read (all of it when chunks were not skipped).
+      let skipBytes = m.skipBytes;
+      const it = m[Symbol.asyncIterator]();
       let done = offset;
       try {
         while (done < size) {
