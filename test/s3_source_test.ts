@@ -167,7 +167,7 @@ Deno.test("the S3 source refuses a document over 8 MiB without reading further",
     try {
       await s3.put("assignments/big.json", `{"addons":[],"pad":"${"x".repeat(9 << 20)}"}`);
       const e = await assertRejects(() => source.poll(), SourceError);
-      assertMatch(e.message, /larger than 8388608 bytes; refused/);
+      assertMatch(e.message, /larger than 8388608 bytes \(limits.max_document_bytes\); refused/);
     } finally {
       source.close();
       await s3.stop();

@@ -58,11 +58,37 @@ function _write(level: Level, msg: string, fields: Fields = {}): void {
   const extra = Object.entries(rest).map(([k, v]) =>
     `${k}=${typeof v === "string" ? v : JSON.stringify(v, _errorReplacer)}`
   );
-  sink(
+  sink(escapeControl(
     `${ts} ${level.toUpperCase().padEnd(5)} ${addon_id ? `[${addon_id}] ` : ""}${msg}${
       extra.length ? " " + extra.join(" ") : ""
     }`,
-  );
+  ));
+}
+
+/** C0 and C1 controls, DEL, line and paragraph separators, and bidi overrides. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `s` with every control character written as an escape (`\n`, `\t`, `\r`, `\xHH`,
+ * `\uHHHH`), so text an add-on or a server sent can neither split a log line, nor
+ * drive the terminal that shows it (SPEC 12: text logs escape control characters).
+ *
+ * @example
+ * ```ts
+ * escapeControl("a\0b\x1b[31m\n"); // "a\\x00b\\x1b[31m\\n"
+ * ```
+ */
+export function escapeControl(s: string): string {
+  return s.replace(CONTROL, (c) => {
+    if (c === "\n") return "\\n";
+    if (c === "\t") return "\\t";
+    if (c === "\r") return "\\r";
+    const code = c.charCodeAt(0);
+    return code < 0x100
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
 }
 
 function _errorReplacer(_key: string, value: unknown): unknown {

@@ -30,20 +30,21 @@ const REQUEST_TIMEOUT_MS = 30_000;
 /** Documents larger than this are refused without reading further (SPEC 12's default). */
 export const MAX_DOCUMENT_BYTES = 8 << 20;
 
-/** The body as UTF-8 text, refusing it once it passes {@linkcode MAX_DOCUMENT_BYTES}. */
+/** The body as UTF-8 text, refusing it once it passes `max` bytes. */
 async function _readCapped(
   body: AsyncIterable<Uint8Array> | undefined,
   what: string,
+  max: number,
 ): Promise<string> {
   if (!body) return "";
   const parts: Uint8Array[] = [];
   let n = 0;
   for await (const chunk of body) {
     n += chunk.length;
-    if (n > MAX_DOCUMENT_BYTES) {
+    if (n > max) {
       (body as { destroy?: () => void }).destroy?.();
       throw new SourceError(
-        `${what} is larger than ${MAX_DOCUMENT_BYTES} bytes; refused without reading further`,
+        `${what} is larger than ${max} bytes (limits.max_document_bytes); refused without reading further`,
         { kind: "invalid" },
       );
     }
@@ -63,8 +64,8 @@ export class S3Source implements Source {
   readonly #client: S3Client;
   #etag: string | null = null;
 
-  /** A source for the object `cfg.key` of `cfg.bucket`. */
-  constructor(readonly cfg: S3SourceConfig) {
+  /** A source for the object `cfg.key` of `cfg.bucket`; documents over `maxBytes` are refused. */
+  constructor(readonly cfg: S3SourceConfig, readonly maxBytes: number = MAX_DOCUMENT_BYTES) {
     this.#client = new S3Client({
       region: cfg.region,
       forcePathStyle: cfg.force_path_style,
@@ -108,7 +109,11 @@ export class S3Source implements Source {
     }
     let text: string;
     try {
-      text = await _readCapped(res.Body as AsyncIterable<Uint8Array> | undefined, this.describe);
+      text = await _readCapped(
+        res.Body as AsyncIterable<Uint8Array> | undefined,
+        this.describe,
+        this.maxBytes,
+      );
     } catch (e) {
       if (e instanceof SourceError) throw e;
       throw new SourceError(`cannot read ${this.describe}: ${(e as Error).message}`, {
