@@ -20,6 +20,7 @@ import {
 } from "../control_plane/mod.ts";
 import { DecodeError } from "../protocol/mod.ts";
 import { EXIT, UsageError } from "./common.ts";
+import { ProgressLines } from "./progress.ts";
 
 /** How often the publisher looks at the catalog file. */
 const CATALOG_CHECK_MS = 1_000;
@@ -44,11 +45,26 @@ export async function publishCommand(
     throw new UsageError(`${opts.file}: cannot read it: ${(e as Error).message}`);
   }
   const target = await openTarget(url, opts.target);
+  // At a terminal, one line of progress (SPEC 16); never in a pipe or with JSON logs.
+  const view = ProgressLines.forTerminal(false);
+  const name = opts.key.slice(opts.key.lastIndexOf("/") + 1) || opts.key;
+  let outcome = "failed";
   try {
-    const size = await target.upload(opts.key, opts.file);
+    const size = await target.upload(
+      opts.key,
+      opts.file,
+      view ? (bytes, total) => view.update(name, "", bytes, total) : undefined,
+    );
+    outcome = "uploaded";
+    view?.finish(name, outcome);
+    view?.stop();
     console.log(JSON.stringify({ store: target.describe, key: opts.key, size }));
     return EXIT.ok;
   } finally {
+    if (outcome !== "uploaded") {
+      view?.finish(name, outcome);
+      view?.stop();
+    }
     await target.close();
   }
 }

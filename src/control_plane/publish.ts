@@ -88,8 +88,12 @@ export interface Target {
   documents(): Promise<Map<string, string>>;
   /** Write `agentId`'s document. */
   writeDocument(agentId: string, text: string): Promise<void>;
-  /** Upload an artifact under `key`; returns its size. */
-  upload(key: string, file: string): Promise<number>;
+  /** Upload an artifact under `key`, telling `onProgress` the bytes sent so far; returns its size. */
+  upload(
+    key: string,
+    file: string,
+    onProgress?: (bytes: number, total: number) => void,
+  ): Promise<number>;
   /** Release connections. */
   close(): Promise<void>;
 }
@@ -151,12 +155,27 @@ class _NatsTarget implements Target {
     await kv.put(agentId, text);
   }
 
-  async upload(key: string, file: string): Promise<number> {
+  async upload(
+    key: string,
+    file: string,
+    onProgress?: (bytes: number, total: number) => void,
+  ): Promise<number> {
     const nc = await this.nats.connection(15_000);
     const { Objm } = await import("@nats-io/obj");
     const os = await new Objm(nc).create(this.url.bucket);
+    const total = (await Deno.stat(file)).size;
     const f = await Deno.open(file, { read: true });
-    const info = await os.put({ name: key }, f.readable);
+    let sent = 0;
+    const counted = f.readable.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, c) {
+          sent += chunk.length;
+          onProgress?.(sent, total);
+          c.enqueue(chunk);
+        },
+      }),
+    );
+    const info = await os.put({ name: key }, counted);
     return info.size;
   }
 
@@ -224,16 +243,26 @@ class _S3Target implements Target {
     );
   }
 
-  async upload(key: string, file: string): Promise<number> {
+  async upload(
+    key: string,
+    file: string,
+    onProgress?: (bytes: number, total: number) => void,
+  ): Promise<number> {
     const { sdk, client } = await this.#s3();
     const { createReadStream } = await import("node:fs");
     // Streamed from the file (an artifact may be GiBs), with its length up front as S3 wants.
     const size = (await Deno.stat(file)).size;
+    const body = createReadStream(file);
+    let sent = 0;
+    body.on("data", (chunk) => {
+      sent += chunk.length;
+      onProgress?.(sent, size);
+    });
     await client.send(
       new sdk.PutObjectCommand({
         Bucket: this.url.bucket,
         Key: `${this.url.prefix}${key}`,
-        Body: createReadStream(file),
+        Body: body,
         ContentLength: size,
       }),
     );
