@@ -48,7 +48,7 @@ Deno.test({
         source: {
           kind: "file",
           path: `${dir}/assignments.json`,
-          poll_interval_s: 0.5,
+          poll_interval_s: 1,
         },
       });
       await Deno.chmod(cfg, 0o600);
