@@ -47,6 +47,7 @@ function _section(file: string, exportName: string): () => Promise<string[]> {
 /** The registered sections, in the order they run. */
 export const SECTIONS: BenchSection[] = [
   { name: "delivery", run: _section("./bench_delivery.ts", "benchDelivery") },
+  { name: "bundles", run: _section("./bench_bundles.ts", "benchBundles") },
   { name: "control-plane", run: _section("./bench_control_plane.ts", "benchControlPlane") },
   { name: "startup", run: _section("./bench_startup.ts", "benchStartup") },
   { name: "supervision", run: _section("./bench_supervision.ts", "benchSupervision") },

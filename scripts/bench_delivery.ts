@@ -310,8 +310,18 @@ async function _writeRandomFile(path: string, bytes: number): Promise<string> {
 }
 
 /** Run `sync --json` for `cfg`; wall time, and peak RSS through GNU time or /proc polling. */
-async function _runSync(cfg: string, haveTime: boolean): Promise<_Run> {
-  const agentArgs = ["run", "-A", "--quiet", MAIN_TS, "sync", "--config", cfg, "--json"];
+async function _runSync(cfg: string, haveTime: boolean, denoFlags: string[] = []): Promise<_Run> {
+  const agentArgs = [
+    "run",
+    "-A",
+    "--quiet",
+    ...denoFlags,
+    MAIN_TS,
+    "sync",
+    "--config",
+    cfg,
+    "--json",
+  ];
   const rssFile = `${cfg}.rss`;
   const [cmd, args] = haveTime
     ? [GNU_TIME, ["-f", "%M", "-o", rssFile, Deno.execPath(), ...agentArgs]]
@@ -531,6 +541,16 @@ function _samples(results: _SizeResult[]): string[] {
 function _mib(kib: number): string {
   return Number.isFinite(kib) ? (kib / 1024).toFixed(0) : "?";
 }
+
+/** Shared with the bundle benchmark (`bench_bundles.ts`). */
+export {
+  _exists as exists,
+  _runSync as runSync,
+  _settle as settle,
+  _timed as timed,
+  _writeRandomFile as writeRandomFile,
+  GNU_TIME,
+};
 
 if (import.meta.main) {
   const verbose = Deno.args.includes("--verbose");

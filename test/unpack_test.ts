@@ -263,6 +263,16 @@ Deno.test("unpackBundle() counts unpacked bytes as it writes them, across entrie
   });
 });
 
+Deno.test("unpackBundle() bounds the tar itself: entries without content still count", async () => {
+  // 1,000 directory entries: 512 KiB of tar headers and not one byte of content.
+  const entries: RawEntry[] = [RUN];
+  for (let i = 0; i < 1000; i++) entries.push({ name: `d${i}/`, type: "directory" });
+  await _refused(entries, null, "more than 131072 bytes of tar", {
+    maxBytes: 64 << 10,
+    tarOverheadBytes: 64 << 10,
+  });
+});
+
 Deno.test("unpackBundle() refuses an entrypoint that is not a regular file of the bundle", async (t) => {
   await t.step("missing", async () => {
     await _refused([{ name: "bin/other", body: "x" }], "bin/run", "is not in the bundle");

@@ -53,6 +53,8 @@ export interface UnpackOptions {
   maxBytes: number;
   /** Entries the archive may have (default {@linkcode MAX_BUNDLE_ENTRIES}). */
   maxEntries?: number;
+  /** Tar bytes beyond `maxBytes` (headers, padding; default {@linkcode TAR_OVERHEAD_BYTES}). */
+  tarOverheadBytes?: number;
 }
 
 /** What an unpacked bundle holds. */
@@ -70,9 +72,14 @@ export interface Unpacked {
 /**
  * The archive's tar stream: the file read through a `node:zlib` decompressor
  * (gzip or zstd), handed on as a web stream that holds at most two chunks, so
- * a bomb cannot fill memory faster than the tree is written.
+ * a bomb cannot fill memory faster than the tree is written; more than
+ * `maxTarBytes` of tar refuses the archive.
  */
-export function tarStream(archive: string, format: BundleFormat): ReadableStream<Uint8Array> {
+export function tarStream(
+  archive: string,
+  format: BundleFormat,
+  maxTarBytes = Infinity,
+): ReadableStream<Uint8Array> {
   const z = format === "tar.gz"
     ? zlib.createGunzip({ chunkSize: CHUNK })
     : zlib.createZstdDecompress({ chunkSize: CHUNK });
@@ -80,6 +87,7 @@ export function tarStream(archive: string, format: BundleFormat): ReadableStream
   file.on("error", (e) => z.destroy(e));
   file.pipe(z);
   let done = false;
+  let total = 0;
   const stop = () => {
     done = true;
     file.destroy();
@@ -90,6 +98,17 @@ export function tarStream(archive: string, format: BundleFormat): ReadableStream
       z.pause();
       z.on("data", (chunk: Uint8Array) => {
         if (done) return;
+        total += chunk.byteLength;
+        if (total > maxTarBytes) {
+          c.error(
+            new BundleEntryError(
+              null,
+              `expands to more than ${maxTarBytes} bytes of tar (limits.max_unpacked_bytes plus room for tar's own headers)`,
+            ),
+          );
+          stop();
+          return;
+        }
         c.enqueue(chunk);
         if ((c.desiredSize ?? 0) <= 0) z.pause();
       });
@@ -118,23 +137,8 @@ export async function unpackBundle(
   opts: UnpackOptions,
 ): Promise<Unpacked> {
   const index = new BundleIndex(opts.maxEntries ?? MAX_BUNDLE_ENTRIES);
-  const tarLimit = opts.maxBytes + TAR_OVERHEAD_BYTES;
-  let tarBytes = 0;
-  const entries = tarStream(archive, opts.format)
-    .pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, c) {
-          tarBytes += chunk.byteLength;
-          if (tarBytes > tarLimit) {
-            throw new BundleEntryError(
-              null,
-              `expands to more than ${tarLimit} bytes of tar (limits.max_unpacked_bytes is ${opts.maxBytes})`,
-            );
-          }
-          c.enqueue(chunk);
-        },
-      }),
-    )
+  const tarLimit = opts.maxBytes + (opts.tarOverheadBytes ?? TAR_OVERHEAD_BYTES);
+  const entries = tarStream(archive, opts.format, tarLimit)
     .pipeThrough(createTarDecoder({ strict: true }));
   const reader = entries.getReader();
   const w = new _TreeWriter(dest, opts);
