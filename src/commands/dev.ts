@@ -3,12 +3,16 @@
  * store in a temp dir, the reference control plane on loopback, a fresh
  * signing key, an example add-on signed and published, and the agent
  * delivering and supervising it; then version 2 is published so the user
- * watches a rollout. Runs until Ctrl-C, or `--for SECONDS`.
+ * watches a rollout, and version 3, which crash-loops, so they watch it
+ * rolled back. The example is a bundle (SPEC 15): a tar.gz with the script
+ * and a file it reads. Runs until Ctrl-C, or `--for SECONDS`.
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
+import zlib from "node:zlib";
+import { packTar } from "modern-tar";
 import { decodeConfig } from "../config/mod.ts";
 import { startControlPlane } from "../control_plane/mod.ts";
 import { Daemon } from "../agent/mod.ts";
@@ -27,19 +31,43 @@ import { startDevNats } from "./dev_nats.ts";
 
 const ADDON = "hello";
 
-function _script(version: string): string {
+function _script(version: string, crash: boolean): string {
+  if (crash) {
+    return [
+      "#!/bin/sh",
+      `# example add-on, version ${version}: a deliberate bug, it exits at once`,
+      'echo "$ADDON_ID $ADDON_VERSION: cannot start (a deliberate bug); exiting 1"',
+      "exit 1",
+      "",
+    ].join("\n");
+  }
   return [
     "#!/bin/sh",
     `# example add-on, version ${version}`,
-    'echo "hello from $ADDON_ID $ADDON_VERSION: I was verified and staged before I ran"',
+    'cat "$(dirname "$0")/../share/banner.txt"',
     "trap 'echo \"$ADDON_ID $ADDON_VERSION: stopping\"; exit 0' TERM INT",
     "while true; do",
     "  sleep 3 &",
     "  wait $!",
-    `  echo "$ADDON_ID $ADDON_VERSION is alive (config: $(cat "$ADDON_CONFIG_FILE" | tr -d '\\n '))"`,
+    `  greeting=$(sed -n 's/.*"greeting": *"\\([^"]*\\)".*/\\1/p' "$ADDON_CONFIG_FILE")`,
+    '  echo "$ADDON_ID $ADDON_VERSION is alive (greeting: $greeting)"',
     "done",
     "",
   ].join("\n");
+}
+
+/** The example as a bundle: `bin/hello` and the `share/banner.txt` it prints, as a tar.gz. */
+async function _bundle(version: string, crash: boolean): Promise<Uint8Array> {
+  const enc = new TextEncoder();
+  const script = enc.encode(_script(version, crash));
+  const banner = enc.encode(
+    `hello ${version}: a bundle of two files, verified, unpacked and staged before I ran\n`,
+  );
+  const tar = await packTar([
+    { header: { name: "bin/hello", size: script.byteLength, mode: 0o755 }, body: script },
+    { header: { name: "share/banner.txt", size: banner.byteLength, mode: 0o644 }, body: banner },
+  ]);
+  return new Uint8Array(zlib.gzipSync(tar));
 }
 
 /** A fresh work dir: a temp dir, or (under the agent's permission set) one below the runtime root. */
@@ -101,9 +129,9 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
         "    object store (addon-artifacts) and the agent's document to its KV bucket (addon-assignments).",
     );
   }
-  const publish = async (version: string): Promise<void> => {
-    const bytes = new TextEncoder().encode(_script(version));
-    const objectKey = `${ADDON}/${version}/${platform.os}-${platform.arch}/${ADDON}`;
+  const publish = async (version: string, crash = false): Promise<void> => {
+    const bytes = await _bundle(version, crash);
+    const objectKey = `${ADDON}/${version}/${platform.os}-${platform.arch}/${ADDON}.tar.gz`;
     await Deno.mkdir(`${dir}/store/${objectKey.slice(0, objectKey.lastIndexOf("/"))}`, {
       recursive: true,
     });
@@ -123,7 +151,15 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
           supervision: "agent_sidecar",
           binary_path: `/usr/lib/${ADDON}/${ADDON}`,
           config: { greeting: `hi from ${version}` },
-          artifacts: { [platformString(platform)]: { object_key: objectKey, sha256, signature } },
+          artifacts: {
+            [platformString(platform)]: {
+              object_key: objectKey,
+              sha256,
+              signature,
+              format: "tar.gz",
+              entrypoint: "bin/hello",
+            },
+          },
         },
       },
       assignments: { default: [ADDON], agents: { "dev-host": [ADDON] } },
@@ -139,7 +175,8 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
   };
 
   _say(
-    "2. The example add-on (a small shell script) version 1.0.0 is signed and put in the store.",
+    "2. The example add-on 1.0.0, a bundle (tar.gz: a shell script and a file it reads), is signed\n" +
+      "    and put in the store.",
   );
   await publish("1.0.0");
   const cp = fleet ? null : await startControlPlane({ catalogPath, listen: "127.0.0.1:0" });
@@ -175,15 +212,14 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
     `4. The agent starts: it ${
       fleet ? "reads its key in KV" : "polls the control plane"
     }, fetches the artifact, checks its sha256 and\n` +
-      "    signature, stages it under runtime-root/addons/hello/versions/1.0.0, points `current` at it,\n" +
-      "    and runs it as a supervised sidecar. Its log follows.",
+      "    signature, unpacks it under runtime-root/addons/hello/versions/1.0.0, points `current` at it,\n" +
+      "    and runs its entrypoint bin/hello as a supervised sidecar. Its log follows.",
   );
   const root = await openRuntimeRoot(cfg.runtime_root);
   const daemon = await Daemon.create(cfg, root);
   const running = daemon.run();
   let last = "";
-  let published2 = false;
-  let told = false;
+  let phase: "1.0.0" | "1.1.0" | "1.2.0" | "done" = "1.0.0";
   const watch = async (): Promise<StatusDocument> => {
     const doc = await daemon.status();
     const a = doc.addons.find((x) => x.addon_id === ADDON);
@@ -192,9 +228,9 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
         a.current ?? "-"
       }, previous -> ${a.previous ?? "-"})`
       : "";
-    if (a && line !== last && a.state === "running") {
+    if (a && line !== last && (a.state === "running" || a.state === "rolled_back")) {
       last = line;
-      _say(`status: ${ADDON} is ${line}`);
+      _say(`status: ${ADDON} is ${line}${a.state === "rolled_back" ? `\n    ${a.message}` : ""}`);
     }
     return doc;
   };
@@ -202,7 +238,7 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
     while (!done()) {
       const doc = await watch();
       const a = doc.addons.find((x) => x.addon_id === ADDON);
-      if (!published2 && a?.state === "running" && a.version === "1.0.0") {
+      if (phase === "1.0.0" && a?.state === "running" && a.version === "1.0.0") {
         await sleep(3000);
         if (done()) break;
         _say(
@@ -210,19 +246,26 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
             "    move `previous` to 1.0.0 and `current` to 1.1.0, and restart the add-on once.",
         );
         await publish("1.1.0");
-        published2 = true;
-      }
-      if (published2 && a?.state === "running" && a.version === "1.1.0") {
-        if (!told) {
-          _say(
-            `6. Done: ${ADDON} 1.1.0 runs. Try \`addon-agent status --runtime-root ${dir}/root\` in another\n` +
-              (cp
-                ? `    terminal, or look at the control plane's view: ${cp.url}/v1/agents/dev-host/addons/status\n`
-                : "    terminal; its reports are in KV addon-status, key dev-host.\n") +
-              "    Press Ctrl-C to stop (add-ons get SIGTERM, the temp dir is removed).",
-          );
-          told = true;
-        }
+        phase = "1.1.0";
+      } else if (phase === "1.1.0" && a?.state === "running" && a.version === "1.1.0") {
+        await sleep(3000);
+        if (done()) break;
+        _say(
+          "6. A bad release: version 1.2.0 exits as soon as it starts. The agent restarts it with\n" +
+            "    backoff (1, 2, 4, 8 s); after 5 exits within 5 minutes it rolls back: `current` returns\n" +
+            "    to 1.1.0, which runs again as the last known good, and 1.2.0 is not tried again.",
+        );
+        await publish("1.2.0", true);
+        phase = "1.2.0";
+      } else if (phase === "1.2.0" && a?.state === "rolled_back") {
+        _say(
+          `7. Done. Try \`addon-agent status --runtime-root ${dir}/root\` in another\n` +
+            (cp
+              ? `    terminal, or look at the control plane's view: ${cp.url}/v1/agents/dev-host/addons/status\n`
+              : "    terminal; its reports are in KV addon-status, key dev-host.\n") +
+            "    Press Ctrl-C to stop (add-ons get SIGTERM, the temp dir is removed).",
+        );
+        phase = "done";
       }
       await sleep(500);
     }
