@@ -73,7 +73,9 @@ export class AddonIsolation {
 
   /** Set up for `cfg`: resolve a shared user, find a writable cgroup v2 (`cgroup: auto`). */
   static async open(
-    cfg: Pick<AgentConfig, "isolation" | "runtime_root">,
+    cfg:
+      & Pick<AgentConfig, "isolation" | "runtime_root">
+      & Partial<Pick<AgentConfig, "file" | "source">>,
     layout: Layout,
     state: AgentState,
   ): Promise<AddonIsolation> {
@@ -89,6 +91,7 @@ export class AddonIsolation {
         "setpriv (util-linux) is not installed: add-ons cannot be given their own user or cgroup",
       );
     }
+    if (iso.users !== "none") await _warnReadableSecrets(cfg);
     return new AddonIsolation(iso, layout, state, tree, shared, linux && holdsSetpcap(), setpriv);
   }
 
@@ -213,6 +216,23 @@ export class AddonIsolation {
         });
         await cg.end(5_000);
       }
+    }
+  }
+}
+
+/** Add-ons run as other users: say so when the agent's secrets are readable by every user. */
+async function _warnReadableSecrets(cfg: Partial<Pick<AgentConfig, "file" | "source">>) {
+  const files = [cfg.file];
+  if (cfg.source?.kind === "control_plane") files.push(cfg.source.token_file, cfg.source.key_file);
+  for (const f of files) {
+    if (f === undefined) continue;
+    try {
+      const st = await Deno.stat(f);
+      if (st.mode !== null && (st.mode & 0o004) !== 0) {
+        log.warn("readable by every user, add-ons included; chmod o-r it", { path: f });
+      }
+    } catch {
+      // not there (or not readable under the permission set): nothing to say
     }
   }
 }
