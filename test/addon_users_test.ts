@@ -71,6 +71,16 @@ Deno.test("allocateUid() gives each add-on its own stable uid, recorded in state
   });
 });
 
+Deno.test("allocateUid() gives add-ons prepared at the same time different uids", async () => {
+  await withTempDir(async (dir) => {
+    const layout = await _root(dir);
+    const state = emptyState();
+    const ids = ["a", "b", "c", "d"];
+    const uids = await Promise.all(ids.map((id) => allocateUid(layout, state, id, [61000, 61999])));
+    assertEquals(new Set(uids).size, ids.length, `distinct: ${uids}`);
+  });
+});
+
 Deno.test("allocateUid() never hands out a uid while its first owner's files exist", async () => {
   await withTempDir(async (dir) => {
     const layout = await _root(dir);

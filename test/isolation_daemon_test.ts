@@ -44,13 +44,7 @@ Deno.test({
       const sleep = await sleepLink(dir);
       const token = `${dir}/token`;
       await Deno.writeTextFile(token, "s3cr3t-token\n", { mode: 0o600 });
-      const cfg = await daemonConfig(dir, {
-        source: {
-          kind: "file",
-          path: `${dir}/assignments.json`,
-          poll_interval_s: 1,
-        },
-      });
+      const cfg = await daemonConfig(dir);
       await Deno.chmod(cfg, 0o600);
       const root = `${dir}/root`;
       const attempts: [string, string][] = [

@@ -81,16 +81,21 @@ export async function allocateUid(
       delete uids[id];
     }
   }
-  const taken = new Set(Object.values(uids));
   // Files under addons/ still owned by a uid keep it taken, recorded or not.
+  const owners = new Set<number>();
   try {
     for await (const e of Deno.readDir(layout.addons)) {
       const st = await Deno.lstat(layout.dataDir(e.name)).catch(() => null);
-      if (st?.uid !== null && st?.uid !== undefined) taken.add(st.uid);
+      if (st?.uid !== null && st?.uid !== undefined) owners.add(st.uid);
     }
   } catch {
     // no addons/ yet
   }
+  // From here on no await: concurrent allocations (add-ons prepared in parallel) see each
+  // other's picks, because each one reads `uids` and records its own in one synchronous step.
+  const again = uids[addonId];
+  if (again !== undefined && again >= range[0] && again <= range[1]) return again;
+  const taken = new Set([...Object.values(uids), ...owners]);
   for (let uid = range[0]; uid <= range[1]; uid++) {
     if (!taken.has(uid)) {
       uids[addonId] = uid;
