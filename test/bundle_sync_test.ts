@@ -28,6 +28,7 @@ import {
 } from "./_helpers.ts";
 import { hostileBundle, tarDir, writeHelloTree } from "./_bundles.ts";
 import { DamagedVersionError, Layout, StagedVerifier } from "../src/runtime/mod.ts";
+import { hostPlatform } from "../src/protocol/mod.ts";
 
 const ID = "hello";
 
@@ -313,3 +314,67 @@ async function _stagingDir(tmp: string): Promise<string | null> {
   }
   return null;
 }
+
+Deno.test("a bundle signed with `addon-agent sign` syncs, and old trees are collected", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    const keygen = await runAgent(["keygen", "--out", `${dir}/keys`]);
+    assertEquals(keygen.code, 0, keygen.stderr);
+    const pub = (await Deno.readTextFile(`${dir}/keys/signing.pub`)).trim();
+    const cfg = await writeConfig(dir, {
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+      trust: { public_keys: [pub], require_signature: true },
+      limits: { keep_versions: 2 },
+    });
+    const platform = hostPlatform();
+    for (const version of ["1.0.0", "2.0.0", "3.0.0"]) {
+      // A read-only directory inside: the tree must still be removable once it is collected.
+      const bytes = await hostileBundle([
+        { name: "bin/hello", body: `#!/bin/sh\necho ${version}\n`, mode: 0o755 },
+        { name: "ro/", type: "directory", mode: 0o555 },
+        { name: "ro/data", body: version, mode: 0o444 },
+      ]);
+      const file = `${dir}/hello-${version}.tar.gz`;
+      await Deno.writeFile(file, bytes);
+      await publishFs(dir, `${ID}/${version}/bundle`, bytes);
+      const signed = await runAgent([
+        "sign",
+        "--key",
+        `${dir}/keys/signing.key`,
+        "--addon-id",
+        ID,
+        "--version",
+        version,
+        "--os",
+        platform.os,
+        "--arch",
+        platform.arch,
+        file,
+      ]);
+      assertEquals(signed.code, 0, signed.stderr);
+      await writeAssignments(dir, [{
+        addon_id: ID,
+        version,
+        delivery: "pushed_artifact",
+        supervision: "agent_sidecar",
+        artifact_object_key: `${ID}/${version}/bundle`,
+        artifact_format: "tar.gz",
+        entrypoint: "bin/hello",
+        ...JSON.parse(signed.stdout),
+      }]);
+      const run = await runAgent(["sync", "--config", cfg, "--json"]);
+      assertEquals(run.code, 0, run.stderr);
+    }
+    assertEquals(
+      await listTree(`${root}/addons/${ID}/versions`).then((t) =>
+        t.filter((p) => !p.includes("/"))
+      ),
+      [
+        "2.0.0",
+        "3.0.0",
+      ],
+    );
+    assertEquals(await Deno.readLink(`${root}/addons/${ID}/current`), "versions/3.0.0");
+    assertEquals(await Deno.readTextFile(`${root}/addons/${ID}/current/ro/data`), "3.0.0");
+  });
+});
