@@ -9,7 +9,14 @@
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { readAgentState, startAgent, waitFor } from "./_agent_process.ts";
 import { daemonConfig, sidecar, sleepLink, waitAddon, withAgent } from "./_daemon_fixtures.ts";
-import { freePort, listTree, withTempDir, writeAssignments } from "./_helpers.ts";
+import {
+  freePort,
+  listTree,
+  runAgent,
+  syncJson,
+  withTempDir,
+  writeAssignments,
+} from "./_helpers.ts";
 import type { StatusDocument } from "../src/status/mod.ts";
 import { killMarked } from "./_agent_process.ts";
 import { sweepAtomicTemps, sweepLitter } from "../src/runtime/mod.ts";
@@ -347,5 +354,23 @@ Deno.test("run re-checks staged bytes at a restart: overwritten ones never run, 
         agent.tail(),
       );
     });
+  });
+});
+
+Deno.test("sync fetches a staged version whose artifact.json is garbage again", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await writeAssignments(dir, [await sidecar(dir, "probe", "exit 0")]);
+    const first = await runAgent(["sync", "--config", cfg, "--json"]);
+    assertEquals(first.code, 0, first.stderr);
+    const record = `${root}/addons/probe/versions/1.0.0/artifact.json`;
+    await Deno.writeTextFile(record, "garbage{");
+    const again = await runAgent(["sync", "--config", cfg, "--json"]);
+    assertEquals(again.code, 0, again.stderr);
+    const r = syncJson(again).results[0]!;
+    assertEquals(r.outcome, "current");
+    assertStringIncludes(r.message, "fetched again (version 1.0.0 is damaged: its artifact.json");
+    assertEquals(JSON.parse(await Deno.readTextFile(record)).version, "1.0.0");
   });
 });

@@ -108,6 +108,8 @@ Deno.test("StagedVerifier.check() leaves absent versions and conflicts to delive
     assertEquals(await v.check(layout, ID, _want("9.9.9")), "absent");
     await _stage(layout, "1.0.0");
     assertEquals(await v.check(layout, ID, _want("1.0.0", "other bytes")), "conflict");
+    assertEquals(await v.check(layout, ID, { ..._want("1.0.0"), format: "tar.gz" }), "conflict");
+    assertEquals(await v.check(layout, ID, { ..._want("1.0.0"), format: "binary" }), "intact");
     await Deno.symlink("/etc", layout.versionDir(ID, "2.0.0"));
     assertEquals(await v.check(layout, ID, _want("2.0.0")), "conflict");
   });

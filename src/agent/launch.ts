@@ -130,7 +130,7 @@ export async function prepareLaunch(
     } else {
       const t0 = ctx.clock.now();
       const verifier = ctx.verifier ?? new StagedVerifier();
-      const damage = a.artifact ? await _healStaged(ctx.layout, verifier, a) : null;
+      const damage = a.artifact ? await healStaged(ctx.layout, verifier, a) : null;
       let d;
       try {
         d = await ctx.deliverer.deliver(a, {
@@ -214,6 +214,7 @@ function _preflight(
         version: a.version,
         binary_name: a.binary_name,
         sha256: a.artifact!.sha256,
+        format: a.artifact!.bundle?.format ?? "binary",
       });
       if (found !== "intact") {
         throw new DamagedVersionError(
@@ -234,8 +235,18 @@ function _preflight(
  * damaged version is moved out of `versions/` so the delivery that follows
  * fetches it again. Returns the damage (this time or remembered from an
  * earlier attempt whose fetch failed), or null.
+ *
+ * @example Before a delivery of `a`
+ * ```ts
+ * import { healStaged } from "./launch.ts";
+ * import { Layout, StagedVerifier } from "../runtime/mod.ts";
+ * import type { Assignment } from "../protocol/mod.ts";
+ * declare const a: Assignment;
+ * const damage = await healStaged(new Layout("/var/lib/addon-agent"), new StagedVerifier(), a);
+ * if (damage !== null) console.log(`fetching again: ${damage}`);
+ * ```
  */
-async function _healStaged(
+export async function healStaged(
   layout: Layout,
   verifier: StagedVerifier,
   a: Assignment,
@@ -245,6 +256,7 @@ async function _healStaged(
       version: a.version,
       binary_name: a.binary_name,
       sha256: a.artifact!.sha256,
+      format: a.artifact!.bundle?.format ?? "binary",
     });
   } catch (e) {
     if (!(e instanceof DamagedVersionError)) throw e;

@@ -33,6 +33,7 @@ import {
   loadState,
   type RuntimeRoot,
   saveState,
+  StagedVerifier,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
 import {
@@ -42,7 +43,7 @@ import {
   OVERRIDE_FILE,
   readOverride,
 } from "../source/mod.ts";
-import { hostBinaryLabel } from "./launch.ts";
+import { healStaged, hostBinaryLabel } from "./launch.ts";
 import { checkHostBinary } from "./host_binaries.ts";
 
 /** What happened to one entry. */
@@ -186,7 +187,10 @@ async function _syncOne(
   cfg: AgentConfig,
 ): Promise<SyncResult> {
   const started = Date.now();
+  let damage: string | null = null;
   try {
+    // Self-healing (SPEC 8): a damaged staged version is moved away and fetched again.
+    if (a.artifact) damage = await healStaged(ctx.layout, new StagedVerifier(), a);
     const d = await deliver(ctx, a);
     if (d.source === "host_binary") {
       await checkHostBinary(d.binary, hostBinaryLabel(ctx.platform), {
@@ -206,7 +210,11 @@ async function _syncOne(
       addon_id: a.addon_id,
       version: a.version,
       outcome: "current",
-      message: sw.changed ? "staged and current" : "already current",
+      message: damage !== null
+        ? `fetched again (${damage})`
+        : sw.changed
+        ? "staged and current"
+        : "already current",
       fetched_bytes: d.fetched,
     };
     if (d.sha256) r.sha256 = d.sha256;
@@ -218,7 +226,7 @@ async function _syncOne(
       addon_id: a.addon_id,
       version: a.version,
       outcome: "failed",
-      message: (e as Error).message,
+      message: damage === null ? (e as Error).message : `${damage}; ${(e as Error).message}`,
     };
   }
 }

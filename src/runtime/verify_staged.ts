@@ -53,6 +53,8 @@ export interface StagedExpectation {
   binary_name: string;
   /** The assignment's lowercase hex sha256. */
   sha256: string;
+  /** The assignment's `artifact_format` (`binary`, `tar.gz`, `tar.zst`); absent: not compared. */
+  format?: string;
 }
 
 /** What {@linkcode StagedVerifier.check} found. */
@@ -119,6 +121,7 @@ export class StagedVerifier {
       throw damaged(`its artifact.json is missing or unreadable (${(e as Error).message})`, e);
     }
     if (record.sha256 !== want.sha256) return "conflict";
+    if (want.format !== undefined && (record.format ?? "binary") !== want.format) return "conflict";
     // A bundle (SPEC 15): `sha256` is the archive's; the entrypoint's own digest is re-checked.
     const name = record.format !== undefined ? record.entrypoint ?? "" : want.binary_name;
     const expected = record.format !== undefined ? record.entrypoint_sha256 ?? "" : record.sha256;
