@@ -19,26 +19,19 @@
  * @module
  */
 
-import {
-  type AssignmentDocument,
-  decodeDocument,
-  DecodeError,
-  type Entry,
-  hostPlatform,
-  type Json,
-  type Platform,
-} from "../protocol/mod.ts";
+import { DecodeError, hostPlatform, type Platform } from "../protocol/mod.ts";
 import type { AgentConfig } from "../config/mod.ts";
 import { type DeliveryContext, deliveryContext, storeDeliverer } from "../delivery/mod.ts";
 import { log, WakeableSleep } from "../common/mod.ts";
 import {
-  applyOverride,
-  markOverridden,
+  acceptDocument,
+  type DesiredState,
+  desiredState,
   openSource,
   OVERRIDE_FILE,
-  parseOverride,
   readOverrideText,
   type Source,
+  type SourceDocument,
   SourceError,
 } from "../source/mod.ts";
 import { Reconciler, runnersFor } from "./reconciler.ts";
@@ -56,13 +49,12 @@ import {
   buildStatus,
   startStatusServer,
   type StatusDocument,
+  StatusReporter,
   type StatusServer,
 } from "../status/mod.ts";
 
 /** Longest wait between polls after errors (SPEC 4). */
 export const MAX_POLL_BACKOFF_MS = 5 * 60_000;
-/** Status reports are sent at least every this many polls. */
-export const REPORT_EVERY_POLLS = 10;
 const RECONCILE_TICK_MS = 30_000;
 /** Longest wait between attempts to write `state.json` after failures. */
 const MAX_SAVE_BACKOFF_MS = 30_000;
@@ -90,17 +82,14 @@ export class Daemon {
   readonly #halt = new AbortController();
   readonly #pause = new WakeableSleep();
   #saveTimer: ReturnType<typeof setTimeout> | null = null;
-  #reportTimer: ReturnType<typeof setTimeout> | null = null;
-  #dirty = false;
+  readonly #reporter: StatusReporter;
   #polls = 0;
-  #lastReportPoll = 0;
   #lastApplied: string | null = null;
   #lastOverrideText: string | null = null;
   #server: StatusServer | null = null;
-  #reporting: Promise<void> = Promise.resolve();
   #applying: Promise<void> = Promise.resolve();
-  /** `version:sha256` the source itself assigns per add-on (rolled-back versions stay refused). */
-  #pushedKeys = new Map<string, string>();
+  /** The source's document last accepted, decoded. */
+  #accepted: SourceDocument | null = null;
   #lastError: string | null = null;
   /** Why `state.json` cannot be written now, or null. */
   #stateError: string | null = null;
@@ -143,6 +132,18 @@ export class Daemon {
       onChange: () => this.#changed(),
     });
     this.#units = units;
+    this.#reporter = new StatusReporter({
+      enabled: () => cfg.source.kind !== "file" && !this.#stopping,
+      status: () => this.status(),
+      about: () => ({
+        agent_id: cfg.agent_id,
+        config_version: state.config_version,
+        error: this.#lastError || this.#stateError
+          ? [this.#lastError, this.#stateError].filter((x) => x !== null).join("; ")
+          : null,
+      }),
+      send: (body) => source.report(body, this.#halt.signal),
+    });
   }
 
   /** Prepare the daemon: state, source, store, reconciler. */
@@ -187,7 +188,7 @@ export class Daemon {
     if (this.#state.pushed !== null) {
       log.info("starting the add-ons last desired, before the source answers");
       try {
-        this.#accept(this.#state.pushed, decodeDocument(this.#state.pushed, this.#platform));
+        this.#accepted = acceptDocument(this.#state.pushed, this.#platform);
       } catch (e) {
         if (!(e instanceof DecodeError)) throw e;
         log.warn("the persisted document no longer decodes; waiting for the source", {
@@ -228,12 +229,7 @@ export class Daemon {
         }
         // One line a poll at debug level: tests count polls with it instead of sleeping.
         log.debug("poll done", { ok, polls: this.#polls });
-        if (
-          !this.#stopping &&
-          (this.#dirty || this.#polls - this.#lastReportPoll >= REPORT_EVERY_POLLS)
-        ) {
-          this.#scheduleReport(0);
-        }
+        this.#reporter.pollEnded();
         const wait = ok ? this.#source.intervalS * 1000 * (0.8 + Math.random() * 0.4) : backoffMs;
         if (!this.#pushed) await this.#pause.sleep(wait);
       }
@@ -245,37 +241,28 @@ export class Daemon {
 
   async #pollOnce(): Promise<void> {
     this.#polls++;
+    this.#reporter.pollStarted();
     const r = await this.#source.poll(this.#halt.signal);
     if (r.kind === "document") {
-      let doc: AssignmentDocument;
+      let accepted: SourceDocument;
       try {
-        doc = decodeDocument(r.json, this.#platform);
+        accepted = acceptDocument(r.json, this.#platform);
       } catch (e) {
         if (!(e instanceof DecodeError)) throw e;
         this.#lastError = `document refused: ${e.message}`;
         log.error("assignments document refused; keeping the current desired state", {
           error: e.message,
         });
-        this.#dirty = true;
+        this.#reporter.dirty();
         return;
       }
       this.#lastError = null;
-      this.#accept(r.json, doc);
+      // What runs at the next start, before the source answers.
+      this.#state.pushed = r.json;
+      this.#accepted = accepted;
       await this.#applyMerged(true);
     } else {
       await this.#applyMerged(false);
-    }
-  }
-
-  /** Take `json` (decoded as `doc`) as the source's document: what runs at the next start. */
-  #accept(json: Json, doc: AssignmentDocument): void {
-    this.#state.pushed = json;
-    this.#pushedKeys = new Map();
-    for (const e of doc.entries) {
-      if (e.ok) {
-        const a = e.assignment;
-        this.#pushedKeys.set(a.addon_id, `${a.version}:${a.artifact?.sha256 ?? ""}`);
-      }
     }
   }
 
@@ -287,20 +274,10 @@ export class Daemon {
       return;
     }
     this.#lastOverrideText = overrideText;
-    const override = overrideText === null ? null : parseOverride(overrideText, path);
-    const merged = applyOverride(this.#state.pushed as Json, override);
-    // Who named each binary_path matters too (SPEC 12), not only the merged fields.
-    const key = JSON.stringify([
-      merged,
-      (override ?? []).filter((o) => o.binary_path !== undefined).map((o) => o.addon_id),
-    ]);
-    if (key === this.#lastApplied) return;
-    let entries: Entry[];
+    if (this.#accepted === null) return;
+    let desired: DesiredState;
     try {
-      const doc = decodeDocument(merged, this.#platform);
-      entries = doc.entries;
-      this.#state.config_version = doc.config_version;
-      markOverridden(entries, override);
+      desired = desiredState(this.#accepted, overrideText, path, this.#platform);
     } catch (e) {
       if (!(e instanceof DecodeError)) throw e;
       log.error("the merged document is refused; keeping the current desired state", {
@@ -308,17 +285,21 @@ export class Daemon {
       });
       return;
     }
+    const key = desired.key;
+    if (key === this.#lastApplied) return;
+    this.#state.config_version = desired.config_version;
     this.#lastApplied = key;
     // Not awaited: a long download must not stop polling, override re-reads or reports.
     // Each add-on's own queue keeps its work in order; shutdown waits for it.
-    this.#applying = this.#rec.apply(entries, this.#pushedKeys).then(() => this.#changed());
+    this.#applying = this.#rec.apply(desired.entries, desired.pushedKeys).then(() =>
+      this.#changed()
+    );
     this.#changed();
   }
 
   #changed(): void {
-    this.#dirty = true;
     this.#scheduleSave(100);
-    this.#scheduleReport(500);
+    this.#reporter.changed();
   }
 
   /** `current`/`previous` links that point nowhere are repaired from the state (SPEC 8). */
@@ -355,8 +336,7 @@ export class Daemon {
         log.info("state.json is written again", { after_failures: this.#saveFailures });
         this.#stateError = null;
         this.#saveFailures = 0;
-        this.#dirty = true;
-        this.#scheduleReport(0);
+        this.#reporter.urgent();
       }
     } catch (e) {
       this.#saveFailures++;
@@ -367,54 +347,8 @@ export class Daemon {
         error: e as Error,
         retry_in_s: wait / 1000,
       });
-      if (first) {
-        this.#dirty = true;
-        this.#scheduleReport(0);
-      }
+      if (first) this.#reporter.urgent();
       this.#scheduleSave(wait);
-    }
-  }
-
-  #scheduleReport(delayMs: number): void {
-    if (this.#cfg.source.kind === "file" || this.#stopping) return;
-    if (this.#reportTimer !== null) {
-      if (delayMs > 0) return;
-      clearTimeout(this.#reportTimer);
-    }
-    this.#reportTimer = setTimeout(() => {
-      this.#reportTimer = null;
-      this.#reporting = this.#reporting.then(() => this.#report());
-    }, delayMs);
-  }
-
-  async #report(): Promise<void> {
-    this.#dirty = false;
-    this.#lastReportPoll = this.#polls;
-    const doc = await this.status();
-    const body = {
-      agent_id: this.#cfg.agent_id,
-      config_version: this.#state.config_version,
-      reported_at: new Date().toISOString(),
-      addons: doc.addons.map((a) => ({
-        addon_id: a.addon_id,
-        version: a.version,
-        desired_version: a.desired_version,
-        state: a.state,
-        message: a.message,
-        pid: a.pid,
-        restarts: a.restarts,
-        since: a.since,
-        progress: a.progress ?? null,
-      })),
-      ...(this.#lastError || this.#stateError
-        ? { error: [this.#lastError, this.#stateError].filter((x) => x !== null).join("; ") }
-        : {}),
-    };
-    try {
-      await this.#source.report(body, this.#halt.signal);
-    } catch (e) {
-      this.#dirty = true;
-      log.warn("status report failed; delivery goes on", { error: e as Error });
     }
   }
 
@@ -430,8 +364,7 @@ export class Daemon {
     await this.#rec.stopAll();
     await this.#applying;
     if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);
-    if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
-    await this.#reporting;
+    await this.#reporter.close();
     this.#saveTimer = null;
     await this.#trySave();
     if (this.#saveTimer !== null) clearTimeout(this.#saveTimer);

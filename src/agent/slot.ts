@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type Assignment, supervisionName } from "../protocol/mod.ts";
+import { type Assignment, assignmentKey, supervisionName, versionKey } from "../protocol/mod.ts";
 import type { Launch, Runner } from "../supervise/mod.ts";
 import {
   type AddonState,
@@ -27,7 +27,6 @@ import {
   readLastGood,
   removeAddonFiles,
   setAddonState,
-  versionKey,
   writeLastGood,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
@@ -177,7 +176,7 @@ export class Slot {
     s.desired_version = a.version;
     s.supervision = supervisionName(a);
     // Forget rolled-back versions that are no longer assigned (by the source or the override).
-    const key = versionKey(a.version, a.artifact?.sha256);
+    const key = assignmentKey(a);
     const pushedKey = this.ctx.pushedKey(this.id);
     s.failed_versions = s.failed_versions.filter((f) => {
       const k = versionKey(f.version, f.sha256);
@@ -224,7 +223,7 @@ export class Slot {
     if (this.ctx.stopping) return; // a download cut short by the stop: nothing to fall back to
     // The retry comes when its backoff is due (SPEC 8), not at the next periodic tick.
     const delay = this.#retries.failed(
-      versionKey(a.version, a.artifact?.sha256),
+      assignmentKey(a),
       () => void this.enqueueRetry(),
       retryPace(e),
     );

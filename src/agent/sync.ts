@@ -18,7 +18,6 @@
 
 import {
   type Assignment,
-  decodeDocument,
   DecodeError,
   hostPlatform,
   type Platform,
@@ -28,21 +27,15 @@ import type { AgentConfig } from "../config/mod.ts";
 import { deliver, type DeliveryContext, deliveryContext } from "../delivery/mod.ts";
 import {
   activate,
+  addonState,
   collectVersions,
-  emptyAddonState,
   loadState,
   type RuntimeRoot,
   saveState,
   StagedVerifier,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
-import {
-  applyOverride,
-  markOverridden,
-  openSource,
-  OVERRIDE_FILE,
-  readOverride,
-} from "../source/mod.ts";
+import { desiredState, openSource, OVERRIDE_FILE, readOverrideText } from "../source/mod.ts";
 import { healStaged, hostBinaryLabel } from "./launch.ts";
 import { checkHostBinary } from "./host_binaries.ts";
 
@@ -94,15 +87,15 @@ export async function syncOnce(
   } finally {
     source.close();
   }
-  const override = await readOverride(
-    `${cfg.config_dir}/${OVERRIDE_FILE}`,
-    cfg.limits.max_document_bytes,
-  );
-  const merged = applyOverride(json, override);
+  const overridePath = `${cfg.config_dir}/${OVERRIDE_FILE}`;
   let doc;
   try {
-    doc = decodeDocument(merged, platform);
-    markOverridden(doc.entries, override);
+    doc = desiredState(
+      json,
+      await readOverrideText(overridePath, cfg.limits.max_document_bytes),
+      overridePath,
+      platform,
+    );
   } catch (e) {
     if (!(e instanceof DecodeError)) throw e;
     return { config_version: null, document_error: e.message, results: [], ok: false };
@@ -160,8 +153,7 @@ export async function syncOnce(
   state.config_version = doc.config_version;
   for (const r of results) {
     if (!r.addon_id) continue;
-    const s = (Object.hasOwn(state.addons, r.addon_id) ? state.addons[r.addon_id] : undefined) ??
-      emptyAddonState(r.addon_id);
+    const s = addonState(state, r.addon_id);
     s.desired_version = r.version;
     if (r.outcome === "current" || r.outcome === "host_binary") {
       s.state = "staged";
@@ -174,7 +166,6 @@ export async function syncOnce(
       s.state = "failed";
       s.message = r.message;
     }
-    state.addons[r.addon_id] = s;
   }
   await saveState(root, state);
   const ok = results.every((r) => r.outcome !== "refused" && r.outcome !== "failed");

@@ -17,15 +17,9 @@ import { runDoctor } from "./checks.ts";
 
 import * as fs from "node:fs";
 import { type AgentConfig, checkPermissions, loadConfig } from "../config/mod.ts";
-import {
-  type Assignment,
-  decodeBase64,
-  decodeDocument,
-  hostPlatform,
-  type Platform,
-} from "../protocol/mod.ts";
+import { type Assignment, decodeBase64, hostPlatform, type Platform } from "../protocol/mod.ts";
 import { Layout } from "../runtime/mod.ts";
-import { applyOverride, openSource, OVERRIDE_FILE, readOverride } from "../source/mod.ts";
+import { desiredState, openSource, OVERRIDE_FILE, readOverrideText } from "../source/mod.ts";
 import { openObjectStore, storeContextOf, StoreError } from "../store/mod.ts";
 import { cgroupDelegation } from "./cgroup.ts";
 import { type Check, fail, na, ok } from "./check.ts";
@@ -180,11 +174,13 @@ async function _source(cfg: AgentConfig, platform: Platform, out: Check[]): Prom
     return [];
   }
   try {
-    const override = await readOverride(
-      `${cfg.config_dir}/${OVERRIDE_FILE}`,
-      cfg.limits.max_document_bytes,
+    const overridePath = `${cfg.config_dir}/${OVERRIDE_FILE}`;
+    const doc = desiredState(
+      json,
+      await readOverrideText(overridePath, cfg.limits.max_document_bytes),
+      overridePath,
+      platform,
     );
-    const doc = decodeDocument(applyOverride(json, override), platform);
     const refused = doc.entries.filter((e) => !e.ok);
     out.push(
       refused.length === 0

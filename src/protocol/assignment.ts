@@ -439,3 +439,22 @@ export function encodeAssignment(a: Assignment): JsonObject {
   if (a.resources !== undefined) out.resources = { ...a.resources };
   return out;
 }
+
+/**
+ * The key of one build of one version: `version:sha256` (`version:` without an artifact).
+ * Rolled-back versions, retries and the versions the source assigns are compared by it.
+ *
+ * @example
+ * ```ts
+ * import { versionKey } from "./assignment.ts";
+ * versionKey("1.2.0", "ab12"); // "1.2.0:ab12"
+ * ```
+ */
+export function versionKey(version: string, sha256: string | undefined): string {
+  return `${version}:${sha256 ?? ""}`;
+}
+
+/** The {@linkcode versionKey} of what `a` assigns. */
+export function assignmentKey(a: Assignment): string {
+  return versionKey(a.version, a.artifact?.sha256);
+}

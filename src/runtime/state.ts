@@ -182,20 +182,6 @@ export function clearProcess(s: AddonState): void {
   s.pgid_identity = null;
 }
 
-/**
- * The key of one build of one version: `version:sha256` (`version:` without an artifact).
- * Rolled-back versions, retries and the versions the source assigns are compared by it.
- *
- * @example
- * ```ts
- * import { versionKey } from "./state.ts";
- * versionKey("1.2.0", "ab12"); // "1.2.0:ab12"
- * ```
- */
-export function versionKey(version: string, sha256: string | undefined): string {
-  return `${version}:${sha256 ?? ""}`;
-}
-
 /** Read `state.json`; a missing or unreadable file gives an empty state (with a warning). */
 export async function loadState(layout: Layout): Promise<AgentState> {
   let text: string;

@@ -4,6 +4,7 @@
  * @module
  */
 
+export * from "./desired_state.ts";
 export * from "./override.ts";
 export * from "./source.ts";
 export * from "./nats.ts";
