@@ -378,3 +378,66 @@ Deno.test("a bundle signed with `addon-agent sign` syncs, and old trees are coll
     assertEquals(await Deno.readTextFile(`${root}/addons/${ID}/current/ro/data`), "3.0.0");
   });
 });
+
+Deno.test("a full disk while unpacking keeps the verified archive, and the retry fetches nothing", async (t) => {
+  await withTempDir(async (dir) => {
+    const small = `${dir}/small`;
+    await Deno.mkdir(small);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", small],
+      stderr: "null",
+    }).output();
+    if (!mount.success) {
+      console.log("skipped: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+      return;
+    }
+    try {
+      const key = await newKey();
+      const root = `${small}/root`;
+      const cfg = await writeConfig(dir, {
+        runtime_root: root,
+        object_store: { kind: "filesystem", root: `${dir}/store` },
+        trust: { public_keys: [key.publicBase64], require_signature: true },
+        limits: { free_space_margin_bytes: 0 },
+      });
+      // ~16 KB of archive, 16 MiB unpacked: the download fits the 8 MiB volume, the tree does not.
+      const bytes = await hostileBundle([
+        { name: "bin/hello", body: "#!/bin/sh\necho big\n", mode: 0o755 },
+        { name: "zeros", body: new Uint8Array(16 << 20) },
+      ]);
+      await publishFs(dir, `${ID}/1.0.0/bundle`, bytes);
+      await writeAssignments(dir, [await _entry(key, "1.0.0", bytes)]);
+
+      await t.step(
+        "the unpack fails on the full disk; only the verified archive stays",
+        async () => {
+          const run = await runAgent(["sync", "--config", cfg, "--json"]);
+          assertEquals(run.code, 1, run.stderr);
+          assertMatch(
+            syncJson(run).results[0]?.message ?? "",
+            /unpacking the bundle failed: .*; the verified archive is kept for the next try/,
+          );
+          assertEquals(await listTree(`${root}/tmp`), [`${sha256Hex(bytes)}.partial`]);
+          assert(!(await exists(`${root}/addons/${ID}/versions/1.0.0`)));
+        },
+      );
+
+      await t.step(
+        "with room again, the retry unpacks the kept archive without fetching",
+        async () => {
+          const grow = await new Deno.Command("mount", {
+            args: ["-o", "remount,size=64m", small],
+          }).output();
+          assert(grow.success, "remount with more room");
+          const run = await runAgent(["sync", "--config", cfg, "--json"]);
+          assertEquals(run.code, 0, run.stderr);
+          assertEquals(syncJson(run).results[0]?.fetched_bytes, 0);
+          assertEquals(await Deno.readLink(`${root}/addons/${ID}/current`), "versions/1.0.0");
+          assertEquals(await listTree(`${root}/tmp`), []);
+        },
+      );
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", small] }).output();
+    }
+  });
+});

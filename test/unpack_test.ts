@@ -66,6 +66,10 @@ Deno.test("unpackBundle() refuses absolute paths and .. components, naming the e
   await t.step("a .. component", async () => {
     await _refused([RUN, { name: "../../outside/evil", body: "x" }], "../../outside/evil", '".."');
   });
+  await t.step("a name no file system takes (a segment over 255 bytes)", async () => {
+    const long = `lib/${"x".repeat(256)}`;
+    await _refused([RUN, { name: long, body: "x" }], long, "longer than 255 bytes");
+  });
   await t.step("a .. in the middle", async () => {
     await _refused([RUN, { name: "bin/../../x", body: "x" }], "bin/../../x", '".."');
   });

@@ -123,7 +123,8 @@ export const ARTIFACT_RECORD = "artifact.json";
 
 /**
  * Why `path` is not a safe relative path inside a bundle, or null when it is:
- * no leading `/`, no empty, `.` or `..` segment, no NUL, at most 4096 bytes.
+ * no leading `/`, no empty, `.` or `..` segment, no NUL, at most 4096 bytes
+ * and 255 bytes a segment (what Linux file systems take).
  *
  * @example
  * ```ts
@@ -140,6 +141,9 @@ export function checkBundlePath(path: string): string | null {
   if (segments.includes("..")) return 'has a ".." segment';
   if (segments.includes(".")) return 'has a "." segment';
   if (segments.includes("")) return "has an empty segment (a doubled or trailing /)";
+  if (segments.some((seg) => new TextEncoder().encode(seg).length > 255)) {
+    return "has a segment longer than 255 bytes";
+  }
   return null;
 }
 /** Longest `timeout_s` of an `ephemeral_helper`: 7 days (SPEC 12). */
