@@ -25,12 +25,6 @@
 import { createHash } from "node:crypto";
 import { decodeConfig } from "../src/config/mod.ts";
 import { NatsSource } from "../src/source/nats.ts";
-import {
-  decodeCatalog,
-  openTarget,
-  parsePublishUrl,
-  publishCatalog,
-} from "../src/control_plane/mod.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const MAIN_TS = `${REPO}/main.ts`;
@@ -97,20 +91,38 @@ function _verdict(ok: boolean): string {
 
 async function _fleet(dir: string, agents: number): Promise<string[]> {
   const server = await _startNats(dir);
-  // The real publisher: a catalog that names every agent, rendered and written by publishCatalog.
-  const target = await openTarget(parsePublishUrl(`${server.url}/fleet`), {});
-  const platform = { os: "linux", arch: "amd64" };
-  const catalog = (version: string) =>
-    decodeCatalog({
-      packages: { probe: { version, supervision: "config_toggle" } },
-      assignments: {
-        agents: Object.fromEntries(Array.from({ length: agents }, (_, n) => [`a${n}`, ["probe"]])),
-      },
-    });
-  const known = new Map<string, string>();
+  // The real publisher, in a process of its own: a catalog naming every agent, rendered and
+  // written by publishCatalog whenever a version is sent to it.
+  const publisher = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      `${REPO}/scripts/_fleet_publisher.ts`,
+      server.url,
+      String(agents),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const toPublisher = publisher.stdin.getWriter();
+  const fromPublisher = publisher.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  const publish = async (version: string): Promise<number> => {
+    await toPublisher.write(new TextEncoder().encode(`${version}\n`));
+    while (!pending.includes("\n")) {
+      const { value, done } = await fromPublisher.read();
+      if (done) throw new Error("the publisher exited");
+      pending += value;
+    }
+    const line = pending.slice(0, pending.indexOf("\n"));
+    pending = pending.slice(pending.indexOf("\n") + 1);
+    return Number(line.split(" ")[1]);
+  };
   const sources: NatsSource[] = [];
   try {
-    await publishCatalog(target, catalog("1"), platform, known);
+    await publish("1");
     const rssBefore = await server.rssKiB();
     const got = new Array<number>(agents).fill(NaN);
     let t0 = Infinity;
@@ -141,10 +153,8 @@ async function _fleet(dir: string, agents: number): Promise<string[]> {
     const rssAfter = await server.rssKiB();
     const perAgentKB = ((rssAfter - rssBefore) * 1024) / agents / 1000;
 
-    const next = catalog("2");
     t0 = performance.now();
-    await publishCatalog(target, next, platform, known);
-    const publishMs = performance.now() - t0;
+    const publishMs = await publish("2");
     const deadline = performance.now() + 30_000;
     while (got.some((x) => Number.isNaN(x)) && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
@@ -154,7 +164,7 @@ async function _fleet(dir: string, agents: number): Promise<string[]> {
     const p99 = arrived.length === agents ? _pct(arrived, 99) : Infinity;
     const pollS = 30;
     return [
-      `fleet: ${agents} agents (NatsSource each on its own connection, one process), nats-server 2.9 on 127.0.0.1`,
+      `fleet: ${agents} agents (NatsSource each on its own connection, all in this process), nats-server 2.9 on 127.0.0.1`,
       `  connected and read in ${
         connectS.toFixed(1)
       } s; the publisher wrote ${agents} changed documents in ${(publishMs / 1000).toFixed(2)} s`,
@@ -164,7 +174,7 @@ async function _fleet(dir: string, agents: number): Promise<string[]> {
       } ms (${arrived.length}/${agents} arrived)   target p99 ≤ ${TARGETS.p99Ms} ms  ${
         _verdict(p99 <= TARGETS.p99Ms)
       }`,
-      `    (one process holds the publisher and all ${agents} clients; with the server they share this host's 2 cores)`,
+      `    (the publisher runs in its own process; it, the server and the ${agents} clients share this host's 2 cores)`,
       `  server RSS per agent: ${perAgentKB.toFixed(1)} KB (${(rssBefore / 1024).toFixed(0)} → ${
         (rssAfter / 1024).toFixed(0)
       } MiB)   target ≤ ${TARGETS.rssPerAgentKB} KB  ${
@@ -179,7 +189,9 @@ async function _fleet(dir: string, agents: number): Promise<string[]> {
     ];
   } finally {
     await Promise.all(sources.map((s) => s.closed()));
-    await target.close();
+    await toPublisher.close().catch(() => {});
+    await fromPublisher.cancel().catch(() => {});
+    await publisher.status;
     await server.stop();
   }
 }

@@ -250,14 +250,20 @@ class _S3Target implements Target {
   ): Promise<number> {
     const { sdk, client } = await this.#s3();
     const { createReadStream } = await import("node:fs");
+    const { Transform } = await import("node:stream");
     // Streamed from the file (an artifact may be GiBs), with its length up front as S3 wants.
     const size = (await Deno.stat(file)).size;
-    const body = createReadStream(file);
     let sent = 0;
-    body.on("data", (chunk) => {
-      sent += chunk.length;
-      onProgress?.(sent, size);
-    });
+    // Counted on the way through (a "data" listener would start the stream before the SDK reads).
+    const body = createReadStream(file).pipe(
+      new Transform({
+        transform(chunk: Uint8Array, _enc, done) {
+          sent += chunk.length;
+          onProgress?.(sent, size);
+          done(null, chunk);
+        },
+      }),
+    );
     await client.send(
       new sdk.PutObjectCommand({
         Bucket: this.url.bucket,
