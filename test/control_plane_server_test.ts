@@ -517,7 +517,7 @@ Deno.test("decodeCatalog() names the field path of every error", async (t) => {
     [
       "a bad agent id",
       (c) => _agents(c)["../x"] = [],
-      "assignments.agents.../x",
+      'assignments.agents["../x"]',
       "not a valid agent id",
     ],
     [

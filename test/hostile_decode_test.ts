@@ -8,7 +8,14 @@
 import { decodeConfig } from "../src/config/config.ts";
 import { decodeCatalog } from "../src/control_plane/catalog.ts";
 import { decodeDocument, type Entry } from "../src/protocol/assignment.ts";
-import { DecodeError, type Json, type JsonObject } from "../src/protocol/decode.ts";
+import {
+  DecodeError,
+  joinPath,
+  type Json,
+  type JsonObject,
+  MAX_JSON_DEPTH,
+  parseJson,
+} from "../src/protocol/decode.ts";
 import { decodeBase64, encodeBase64, trustKeyProblem } from "../src/protocol/signature.ts";
 import { assert, assertEquals, assertStringIncludes, assertThrows, fail } from "./_assert.ts";
 import {
@@ -166,7 +173,11 @@ Deno.test("decodeDocument() refuses a timeout_s out of 1–604800 and keeps the 
 Deno.test("decodeDocument() refuses env keys that are not variable names", async (t) => {
   for (const key of ["A=B", "", "1X", "A B", "A-B", "Ä", "A\nB"]) {
     await t.step(JSON.stringify(key), () => {
-      _entryRefused(_entry({ env: { GOOD: "x", [key]: "c" } }), `env.${key}`, "variable name");
+      _entryRefused(
+        _entry({ env: { GOOD: "x", [key]: "c" } }),
+        joinPath("env", key),
+        "variable name",
+      );
     });
   }
   await t.step("_X, x1 and LONG_NAME_2 are fine", () => {
@@ -432,4 +443,23 @@ Deno.test("sync refuses an env key with '=' and a relative binary_path, entry by
     assertStringIncludes(r[0]!.message, "addons[0].env.A=B");
     assertStringIncludes(r[1]!.message, "addons[1].binary_path");
   });
+});
+
+// ---------------------------------------------------------------------------
+// shapes
+
+Deno.test("parseJson() refuses a value nested deeper than MAX_JSON_DEPTH", () => {
+  const deep = (n: number) => "[".repeat(n) + "]".repeat(n);
+  assertEquals(parseJson(deep(MAX_JSON_DEPTH)) !== undefined, true);
+  const e = assertThrows(() => parseJson(deep(1_000_000), "doc.json"), DecodeError);
+  assertStringIncludes(e.message, `doc.json: nested deeper than ${MAX_JSON_DEPTH} levels`);
+});
+
+Deno.test("joinPath() names fields whose keys an attacker chose", () => {
+  assertEquals(joinPath("env", "A=B"), "env.A=B");
+  assertEquals(joinPath("", ""), '[""]');
+  assertEquals(joinPath("env", "a.b"), 'env["a.b"]');
+  assertEquals(joinPath("env", "A\nB"), 'env["A\\nB"]');
+  const e = assertThrows(() => decodeConfig(_config({ "": 1 }), FILE), DecodeError);
+  assertEquals(e.path, '[""]');
 });

@@ -20,11 +20,11 @@
 
 import { timingSafeEqual } from "node:crypto";
 import { type Catalog, documentFor, parseCatalog } from "./catalog.ts";
+import { decodeStatusReport } from "./status_report.ts";
 import {
   ARCHES,
   DecodeError,
   isLoopbackHost,
-  isObject,
   isSafeSegment,
   type JsonObject,
   OSES,
@@ -214,16 +214,11 @@ async function _postStatus(req: Request, agentId: string, ctx: _Context): Promis
   } catch (e) {
     return _json(400, { error: (e as Error).message });
   }
-  if (!isObject(report)) return _json(400, { error: "the report must be a JSON object" });
-  if (!Array.isArray(report.addons)) {
-    return _json(400, { error: "addons: must be an array" });
-  }
-  if (report.agent_id !== undefined && report.agent_id !== agentId) {
-    return _json(400, {
-      error: `agent_id: ${JSON.stringify(report.agent_id)} does not match the URL's ${
-        JSON.stringify(agentId)
-      }`,
-    });
+  try {
+    report = decodeStatusReport(report, agentId);
+  } catch (e) {
+    if (!(e instanceof DecodeError)) throw e;
+    return _json(400, { error: e.message });
   }
   ctx.reports.set(agentId, report);
   return new Response(null, { status: 204 });

@@ -44,9 +44,23 @@ export class DecodeError extends Error {
   }
 }
 
-/** Join a parent path and a key into a field path. */
+/**
+ * Join a parent path and a key into a field path: `a.b`, `a[2]`, and `a["x.y"]` for a key
+ * that is empty or holds `.`, `[`, `]`, a quote, whitespace or a control character (so
+ * every path names its field, even one an attacker named).
+ *
+ * @example
+ * ```ts
+ * joinPath("env", "A=B"); // "env.A=B"
+ * joinPath("", ""); // '[""]'
+ * ```
+ */
 export function joinPath(parent: string, key: string | number): string {
   if (typeof key === "number") return `${parent}[${key}]`;
+  // deno-lint-ignore no-control-regex
+  if (key === "" || /[.[\]"\s\u0000-\u001f\u007f-\u009f]/.test(key)) {
+    return `${parent}[${JSON.stringify(key)}]`;
+  }
   return parent ? `${parent}.${key}` : key;
 }
 
@@ -64,13 +78,39 @@ export function noNul(s: string, path: string): string {
   return s;
 }
 
-/** Parse JSON text, turning a syntax error into a {@linkcode DecodeError}. */
+/** Deepest nesting of arrays and objects accepted in a document (SPEC 12). */
+export const MAX_JSON_DEPTH = 100;
+
+/** How deeply `v` nests arrays and objects, counted without recursion, stopping past `limit`. */
+function _depth(v: Json, limit: number): number {
+  let deepest = 0;
+  const stack: [Json, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop()!;
+    if (x === null || typeof x !== "object") continue;
+    if (d + 1 > deepest) deepest = d + 1;
+    if (deepest > limit) return deepest;
+    for (const c of Array.isArray(x) ? x : Object.values(x)) stack.push([c, d + 1]);
+  }
+  return deepest;
+}
+
+/**
+ * Parse JSON text, turning a syntax error into a {@linkcode DecodeError}; a value nested
+ * deeper than {@linkcode MAX_JSON_DEPTH} is refused too (code that walks it recursively —
+ * a redaction, a canonical form — would overflow the stack).
+ */
 export function parseJson(text: string, file?: string): Json {
+  let v: Json;
   try {
-    return JSON.parse(text) as Json;
+    v = JSON.parse(text) as Json;
   } catch (e) {
     throw new DecodeError("", `not valid JSON: ${(e as Error).message}`, file, { cause: e });
   }
+  if (_depth(v, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    throw new DecodeError("", `nested deeper than ${MAX_JSON_DEPTH} levels`, file);
+  }
+  return v;
 }
 
 /** Whether `v` is a JSON object (not an array, not null). */
@@ -80,6 +120,7 @@ export function isObject(v: unknown): v is JsonObject {
 
 /** Describe the JSON type of a value for error messages. */
 export function typeName(v: unknown): string {
+  if (v === undefined) return "nothing";
   if (v === null) return "null";
   if (Array.isArray(v)) return "an array";
   if (typeof v === "object") return "an object";

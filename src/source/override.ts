@@ -15,7 +15,14 @@
  * @module
  */
 
-import { type Entry, isObject, type Json, type JsonObject } from "../protocol/mod.ts";
+import {
+  type DecodeError,
+  type Entry,
+  isObject,
+  type Json,
+  type JsonObject,
+  parseJson,
+} from "../protocol/mod.ts";
 import { log } from "../common/mod.ts";
 import { readTrustedFile } from "../config/mod.ts";
 
@@ -56,9 +63,9 @@ export async function readOverride(path: string, maxBytes: number): Promise<Json
 export function parseOverride(text: string, path: string): JsonObject[] | null {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text);
   } catch (e) {
-    return _malformed(path, `not valid JSON: ${(e as Error).message}`);
+    return _malformed(path, (e as DecodeError).reason);
   }
   if (!isObject(value) || !Array.isArray(value.addons)) {
     return _malformed(path, 'must be {"addons": [ ... ]}');
