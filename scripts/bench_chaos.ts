@@ -14,6 +14,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { Layout, StagedVerifier } from "../src/runtime/mod.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 const ADDONS = 10;
@@ -38,7 +39,7 @@ function _agent(cfgPath: string): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", MAIN_TS, "run", "--config", cfgPath],
     stdout: "null",
-    stderr: "null",
+    stderr: Deno.env.get("CHAOS_LOG") ? "inherit" : "null",
     stdin: "null",
   }).spawn();
 }
@@ -82,6 +83,7 @@ async function _litter(root: string): Promise<number> {
 
 async function _setup(dir: string, pollS: number): Promise<{ cfg: string; root: string }> {
   const root = `${dir}/root`;
+  await Deno.chmod(dir, 0o755); // add-ons run as their own uids and must reach bin/sleep
   await Deno.mkdir(root, { mode: 0o755 });
   await Deno.chmod(root, 0o755);
   await Deno.mkdir(`${dir}/bin`);
@@ -138,7 +140,7 @@ async function _crashStorm(): Promise<string[]> {
   const dir = await Deno.makeTempDir({ prefix: "bench-chaos-" });
   const marker = `chaos${crypto.randomUUID().slice(0, 8)}`;
   const ids = Array.from({ length: ADDONS }, (_, i) => `storm-${i}`);
-  const { cfg, root } = await _setup(dir, 0.5);
+  const { cfg, root } = await _setup(dir, 1);
   let maxPerAddon = 0;
   let litter = 0;
   const converge: number[] = [];
@@ -207,7 +209,7 @@ async function _churn(): Promise<string[]> {
   const dir = await Deno.makeTempDir({ prefix: "bench-churn-" });
   const marker = `churn${crypto.randomUUID().slice(0, 8)}`;
   const all = Array.from({ length: CHURN_ADDONS }, (_, i) => `churn-${i}`);
-  const { cfg, root } = await _setup(dir, 0.5);
+  const { cfg, root } = await _setup(dir, 1);
   const samples: { rss: number; fds: number }[] = [];
   let mismatches = 0;
   try {
@@ -263,7 +265,39 @@ async function _churn(): Promise<string[]> {
   ];
 }
 
-/** The chaos section: crash storm and churn figures. */
+/** What the re-check of staged bytes before a start costs: a first hash, then a cached check. */
+async function _recheck(): Promise<string[]> {
+  const dir = await Deno.makeTempDir({ prefix: "bench-recheck-" });
+  try {
+    const layout = new Layout(dir);
+    const vdir = layout.versionDir("big", "1.0.0");
+    await Deno.mkdir(vdir, { recursive: true });
+    const bytes = new Uint8Array(64 << 20);
+    for (let i = 0; i < bytes.length; i += 65536) {
+      crypto.getRandomValues(bytes.subarray(i, i + 65536));
+    }
+    await Deno.writeFile(`${vdir}/big`, bytes);
+    const sha256 = createHash("sha256").update(bytes).digest("hex");
+    await Deno.writeTextFile(`${vdir}/artifact.json`, JSON.stringify({ sha256 }));
+    const v = new StagedVerifier();
+    const want = { version: "1.0.0", binary_name: "big", sha256 };
+    let t = performance.now();
+    await v.check(layout, "big", want);
+    const first = performance.now() - t;
+    t = performance.now();
+    for (let i = 0; i < 100; i++) await v.check(layout, "big", want);
+    const cached = (performance.now() - t) / 100;
+    return [
+      `re-check of a 64 MiB staged file: ${first.toFixed(0)} ms hashed, ${
+        cached.toFixed(2)
+      } ms per restart while unchanged (${v.hashes} hash)`,
+    ];
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The chaos section: crash storm, churn and re-check figures. */
 export async function benchChaos(): Promise<string[]> {
-  return [...await _crashStorm(), ...await _churn()];
+  return [...await _recheck(), ...await _crashStorm(), ...await _churn()];
 }
