@@ -364,6 +364,16 @@ function _entryPath(layout: Layout, a: Assignment): string {
 
 async function _stagedBinary(layout: Layout, a: Assignment): Promise<string> {
   const path = _entryPath(layout, a);
+  // versions/<v> is a directory the agent made: a link planted there is never followed (SPEC 12).
+  const vst = await Deno.lstat(layout.versionDir(a.addon_id, a.version)).catch(() => null);
+  if (!vst?.isDirectory || vst.isSymlink) {
+    throw new DeliveryError(
+      `${
+        layout.versionDir(a.addon_id, a.version)
+      } is not a real directory (a link the agent did not make); the staged version is damaged`,
+      { kind: "conflict" },
+    );
+  }
   const st = await Deno.lstat(path).catch(() => null);
   // A bundle's entrypoint may lie below the bundle's own directories (or its symlinks,
   // which unpacking kept inside the version directory): it must resolve inside it.

@@ -212,7 +212,8 @@ class _Writer {
   #failed: { error: unknown } | null = null;
   #settled = false;
 
-  constructor(readonly file: Deno.FsFile, readonly syncer: Deno.FsFile) {}
+  /** `syncer`: a second handle for background syncs (null: sync through `file`). */
+  constructor(readonly file: Deno.FsFile, readonly syncer: Deno.FsFile | null) {}
 
   /** Queue `b`; resolves once it is written, so its buffer may be reused. */
   write(b: Uint8Array): Promise<void> {
@@ -222,7 +223,7 @@ class _Writer {
       this.#sinceSync += b.length;
       if (this.#sinceSync >= SYNC_EVERY && this.#syncing === null) {
         this.#sinceSync = 0;
-        this.#syncing = this.syncer.syncData().then(
+        this.#syncing = (this.syncer ?? this.file).syncData().then(
           () => {
             this.#syncing = null;
           },
@@ -254,7 +255,7 @@ class _Writer {
     this.#settled = true;
     await this.#chain;
     await this.#syncing;
-    this.syncer.close();
+    this.syncer?.close();
   }
 }
 
@@ -264,32 +265,56 @@ function _free(b: Uint8Array): void {
   if (ab instanceof ArrayBuffer && !ab.detached) ab.transfer(0);
 }
 
-async function _hashExisting(path: string, hash: Hash): Promise<number> {
-  let st: Deno.FileInfo;
-  try {
-    st = await Deno.lstat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return 0;
+/**
+ * Open the partial at `path` once, never through a link, and hash what it
+ * holds: an existing regular file is used only when the handle is the very
+ * file `lstat` found (same device and inode, one link); anything else there
+ * (a symlink or hard link someone planted, even in a race) is removed and a
+ * new file is created exclusively (`O_EXCL`: it fails on anything planted
+ * meanwhile). Opening without create or truncate changes nothing, so a link
+ * followed by mistake is closed untouched.
+ */
+async function _openPartial(
+  path: string,
+  hash: Hash,
+): Promise<{ file: Deno.FsFile; have: number }> {
+  const st = await Deno.lstat(path).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return null;
     throw e;
-  }
-  if (!st.isFile) {
-    await Deno.remove(path, { recursive: true });
-    return 0;
-  }
-  const f = await Deno.open(path, { read: true });
-  try {
-    const buf = new Uint8Array(BATCH);
-    let total = 0;
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      hash.update(buf.subarray(0, n));
-      total += n;
+  });
+  if (st?.isFile) {
+    const f = await Deno.open(path, { read: true, write: true });
+    const fst = await f.stat();
+    if (fst.isFile && fst.dev === st.dev && fst.ino === st.ino && fst.nlink === 1) {
+      try {
+        const buf = new Uint8Array(BATCH);
+        let total = 0;
+        for (;;) {
+          const n = await f.read(buf);
+          if (n === null) break;
+          hash.update(buf.subarray(0, n));
+          total += n;
+        }
+        return { file: f, have: total };
+      } catch (e) {
+        f.close();
+        throw e;
+      }
     }
-    return total;
-  } finally {
     f.close();
   }
+  if (st) await Deno.remove(path, { recursive: true }); // a link goes, not what it points at
+  const file = await Deno.open(path, { read: true, write: true, createNew: true, mode: 0o600 });
+  return { file, have: 0 };
+}
+
+/** A second handle on `file` (opened by `path`) for background syncs, or null if `path` is another file now. */
+async function _syncHandle(path: string, file: Deno.FsFile): Promise<Deno.FsFile | null> {
+  const f = await Deno.open(path, { read: true });
+  const [a, b] = await Promise.all([f.stat(), file.stat()]);
+  if (a.dev === b.dev && a.ino === b.ino) return f;
+  f.close();
+  return null;
 }
 
 function _space(dir: string): { free: number; size: number } {
@@ -359,10 +384,37 @@ export class Downloads {
 async function _download(req: DownloadRequest): Promise<{ size: number; fetched: number }> {
   const path = req.layout.partial(req.sha256);
   const hash = createHash("sha256");
-  let have = await _hashExisting(path, hash);
+  let partial: { file: Deno.FsFile; have: number };
+  try {
+    partial = await _openPartial(path, hash);
+  } catch (e) {
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
+    throw new DownloadError(`cannot open the partial download ${path}: ${(e as Error).message}`, {
+      kind: "unavailable",
+      cause: e,
+    });
+  }
+  try {
+    return await _fill(req, path, hash, partial.file, partial.have);
+  } finally {
+    try {
+      partial.file.close();
+    } catch {
+      // closed already
+    }
+  }
+}
+
+async function _fill(
+  req: DownloadRequest,
+  path: string,
+  hash: Hash,
+  file: Deno.FsFile,
+  have: number,
+): Promise<{ size: number; fetched: number }> {
   if (have > req.maxBytes) {
+    file.close();
     await Deno.remove(path);
-    have = 0;
     hash.destroy();
     return _download(req);
   }
@@ -408,7 +460,6 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
         );
       }
     }
-    const file = await Deno.open(path, { write: true, create: true, mode: 0o600 });
     let fetched = 0;
     let writer: _Writer | null = null;
     const ring = Array.from(
@@ -421,7 +472,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
     try {
       await file.truncate(have);
       await file.seek(have, Deno.SeekMode.Start);
-      writer = new _Writer(file, await Deno.open(path, { read: true }));
+      writer = new _Writer(file, await _syncHandle(path, file));
       const fill = _filler(obj.body);
       // Fill slot `i` once its last write is done; asks for at most one byte more than the
       // limit allows, to notice an oversized object.
@@ -468,7 +519,6 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
       await writer.finish();
     } finally {
       await writer?.settle();
-      file.close();
       // Give the buffers back now rather than at some later GC: what runs next (signature
       // checks, staging) then reuses the memory instead of adding to the peak.
       for (const slot of ring) _free(slot.buf);

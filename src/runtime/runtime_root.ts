@@ -16,6 +16,7 @@
  * @module
  */
 
+import { unsafeDirectory } from "./root_modes.ts";
 import { ensureRealDir, sweepAtomicTemps } from "./fs_atomic.ts";
 import { log } from "../common/mod.ts";
 
@@ -196,6 +197,9 @@ export async function openRuntimeRoot(root: string): Promise<RuntimeRoot> {
   try {
     await ensureRealDir(held.tmp, 0o700);
     await ensureRealDir(held.addons);
+    // Whoever can write a directory of the root could plant a link where root writes (SPEC 12).
+    const problem = await unsafeDirectory(root);
+    if (problem) throw new RuntimeRootError(problem, { kind: "refused" });
     await cleanTmp(held);
     await sweepLitter(held);
   } catch (e) {
