@@ -4,6 +4,7 @@
 
 import {
   allocateUid,
+  resolveUser,
   secureAddonTree,
   UidRangeExhaustedError,
 } from "../src/runtime/addon_users.ts";
@@ -179,4 +180,14 @@ Deno.test("deliver() stages identical bytes for two add-ons as two inodes", asyn
       root.release();
     }
   });
+});
+
+Deno.test("resolveUser() finds a shared user by name or number", async () => {
+  assertEquals(await resolveUser("nobody"), { uid: 65534, gid: 65534 });
+  assertEquals(
+    await resolveUser("61234"),
+    { uid: 61234, gid: 61234 },
+    "no passwd entry: gid = uid",
+  );
+  await assertRejects(() => resolveUser("no-such-user-x"), Error, "isolation.user");
 });

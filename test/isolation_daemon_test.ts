@@ -240,3 +240,23 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "users: shared runs every add-on as the named user",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir, { isolation: { users: "shared", user: "nobody" } });
+      const root = `${dir}/root`;
+      await writeAssignments(dir, [await sidecar(dir, "s", `exec ${sleep} 300`)]);
+      await withAgent(dir, cfg, async (agent) => {
+        const s = await waitState(root, agent, "s", "running");
+        assertEquals(s.uid, 65534);
+        assertEquals(_status(s.pid!).Uid?.split("\t")[0], "65534");
+        const data = await Deno.lstat(`${root}/addons/s/data`);
+        assertEquals([data.uid, data.mode! & 0o777], [65534, 0o700]);
+      });
+    });
+  },
+});
