@@ -1,7 +1,8 @@
 /**
  * Probation of a newly activated version (SPEC 8): its exits within the
  * crash window of its activation, the go-plugin handshake it owes when the
- * last good version spoke one, and the decision to roll it back.
+ * last good version spoke one, the decision to roll it back, and the versions
+ * rolled back (refused while they stay assigned).
  *
  * @example
  * ```ts
@@ -19,8 +20,8 @@
  * @module
  */
 
-import type { Assignment } from "../protocol/mod.ts";
-import type { LastGood } from "../runtime/mod.ts";
+import { type Assignment, versionKey } from "../protocol/mod.ts";
+import type { AddonState, LastGood } from "../runtime/mod.ts";
 import type { Clock, TimerHandle } from "../common/mod.ts";
 
 /** Rollback and retry timing (SPEC 6 and 8). */
@@ -65,6 +66,21 @@ export class Probation {
   readonly exits: number[] = [];
   #timer: TimerHandle | undefined;
 
+  /** The probation activating `a` starts (see {@linkcode needsProbation}), or null. */
+  static begin(
+    a: Assignment,
+    lastGood: LastGood | null,
+    clock: Clock,
+    timing: ResilienceTiming,
+  ): Probation | null {
+    if (!needsProbation(a, lastGood) || a.artifact === undefined) return null;
+    return new Probation(
+      { version: a.version, sha256: a.artifact.sha256, prevLastGood: lastGood },
+      clock,
+      timing,
+    );
+  }
+
   /** Start the probation of `v` now. */
   constructor(
     v: { version: string; sha256: string; prevLastGood: LastGood | null },
@@ -105,4 +121,31 @@ export class Probation {
     if (this.#timer !== undefined) this.clock.clearTimeout(this.#timer);
     this.#timer = undefined;
   }
+
+  /** This version was rolled back for `reason`: refuse it in `s` while it stays assigned. */
+  refuse(s: AddonState, reason: string): void {
+    const key = versionKey(this.version, this.sha256);
+    s.failed_versions = [
+      ...s.failed_versions.filter((f) => versionKey(f.version, f.sha256) !== key),
+      { version: this.version, sha256: this.sha256, reason },
+    ];
+  }
+}
+
+/** The rolled-back version of `s` with version key `key`, if it is refused. */
+export function refusedVersion(
+  s: AddonState,
+  key: string,
+): AddonState["failed_versions"][number] | undefined {
+  return s.failed_versions.find((f) => versionKey(f.version, f.sha256) === key);
+}
+
+/**
+ * Forget the rolled-back versions of `s` no longer assigned: only those whose version key is
+ * in `assigned` (what is desired now, what the source itself assigns) stay refused.
+ */
+export function forgetRefused(s: AddonState, assigned: (string | undefined)[]): void {
+  s.failed_versions = s.failed_versions.filter((f) =>
+    assigned.includes(versionKey(f.version, f.sha256))
+  );
 }

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { type Assignment, assignmentKey, supervisionName, versionKey } from "../protocol/mod.ts";
+import { type Assignment, assignmentKey, supervisionName } from "../protocol/mod.ts";
 import type { Launch, Runner } from "../supervise/mod.ts";
 import {
   type AddonState,
@@ -32,7 +32,7 @@ import {
 import { log } from "../common/mod.ts";
 import { DeliveryError } from "../delivery/mod.ts";
 import { fingerprint, prepareLaunch } from "./launch.ts";
-import { needsProbation, Probation } from "./probation.ts";
+import { forgetRefused, Probation, refusedVersion } from "./probation.ts";
 import { DeliveryRetries, retryPace } from "./retry.ts";
 import type { SlotContext } from "./slot_context.ts";
 
@@ -177,11 +177,7 @@ export class Slot {
     s.supervision = supervisionName(a);
     // Forget rolled-back versions that are no longer assigned (by the source or the override).
     const key = assignmentKey(a);
-    const pushedKey = this.ctx.pushedKey(this.id);
-    s.failed_versions = s.failed_versions.filter((f) => {
-      const k = versionKey(f.version, f.sha256);
-      return k === key || k === pushedKey;
-    });
+    forgetRefused(s, [key, this.ctx.pushedKey(this.id)]);
     if (!a.enabled) {
       if (this.#running) await this.#stopRunning(isSystemd(a));
       this.#endProbation();
@@ -198,7 +194,7 @@ export class Slot {
     }
     const fp = fingerprint(a);
     if (this.#running && !this.#running.fallback && this.#running.fp === fp) return;
-    const failed = s.failed_versions.find((f) => versionKey(f.version, f.sha256) === key);
+    const failed = refusedVersion(s, key);
     if (failed) {
       if (!this.#running || !this.#running.fallback) {
         await this.#runLastGood("rolled_back", `rolled back: ${failed.reason}`);
@@ -310,32 +306,21 @@ export class Slot {
     const old = this.#running;
     await this.#stopRunning(old !== null && isSystemd(old.assignment) && !isSystemd(a));
     this.#endProbation();
-    if (needsProbation(a, lg)) {
-      const p = new Probation(
-        { version: a.version, sha256: a.artifact!.sha256, prevLastGood: lg },
-        this.ctx.clock,
-        this.ctx.resilience,
-      );
-      this.#probation = p;
-      if (p.needsHandshake && a.supervision === "agent_sidecar") {
-        p.awaitHandshake((reason) => {
-          if (this.#probation === p && !this.#running?.handshake) {
-            this.#enqueue(() => this.#rollBack(reason));
-          }
-        });
-      }
+    const p = Probation.begin(a, lg, this.ctx.clock, this.ctx.resilience);
+    this.#probation = p;
+    if (p?.needsHandshake && a.supervision === "agent_sidecar") {
+      p.awaitHandshake((reason) => {
+        if (this.#probation === p && !this.#running?.handshake) {
+          this.#enqueue(() => this.#rollBack(reason));
+        }
+      });
     }
     this.#set("starting", "", { version: a.version });
     this.#start(a, launch, false, false);
-    if (changed) await this.#collect();
-  }
-
-  async #collect(): Promise<void> {
-    try {
-      await collectVersions(this.ctx.layout, this.id, this.ctx.keepVersions);
-    } catch (e) {
-      log.warn("garbage collection failed", { addon_id: this.id, error: e as Error });
-    }
+    if (!changed) return;
+    await collectVersions(this.ctx.layout, this.id, this.ctx.keepVersions).catch((e) =>
+      log.warn("garbage collection failed", { addon_id: this.id, error: e as Error })
+    );
   }
 
   #start(a: Assignment, launch: Launch, fallback: boolean, handshake: boolean): void {
@@ -350,10 +335,7 @@ export class Slot {
     running.runner = this.ctx.createRunner(launch, {
       started: (pid, pgid, identity) => {
         if (this.#running !== running) return;
-        const s = this.st;
-        s.pid = pid;
-        s.pgid = pgid;
-        s.pgid_identity = identity;
+        Object.assign(this.st, { pid, pgid, pgid_identity: identity });
         this.ctx.onChange(this.id);
       },
       running: (address) => {
@@ -451,11 +433,7 @@ export class Slot {
       return;
     }
     await this.#stopRunning(false);
-    const key = versionKey(p.version, p.sha256);
-    this.st.failed_versions = [
-      ...this.st.failed_versions.filter((f) => versionKey(f.version, f.sha256) !== key),
-      { version: p.version, sha256: p.sha256, reason },
-    ];
+    p.refuse(this.st, reason);
     const back = await this.ctx.deliverer.rollBack(this.id);
     await writeLastGood(layout, p.prevLastGood.assignment, { handshake: p.prevLastGood.handshake });
     log.error("rolled back", { addon_id: this.id, from: p.version, to: back, reason });
