@@ -18,6 +18,7 @@ import {
 import { S3Store } from "../src/store/s3.ts";
 import { StoreError } from "../src/store/types.ts";
 import { ControlPlaneSource, SourceError } from "../src/source/source.ts";
+import { S3Source } from "../src/source/s3.ts";
 import { DownloadError, Downloads } from "../src/delivery/download.ts";
 import { Layout } from "../src/runtime/runtime_root.ts";
 import type { AgentConfig } from "../src/config/config.ts";
@@ -323,6 +324,62 @@ Deno.test("Downloads.fetch() treats a stall as transient, keeps the partial and 
         // What arrived before the stop is kept (10 bytes, or none if the stop came first).
         assert((await Deno.stat(layout.partial(sha))).size <= 10, "the partial stays");
       });
+    });
+  });
+});
+
+function _s3Source(url: string, timeouts: { connect_s: number; idle_s: number }): S3Source {
+  return new S3Source(
+    {
+      kind: "s3",
+      bucket: "fleet",
+      key: "assignments/h1.json",
+      status_key: "status/h1.json",
+      poll_interval_s: 30,
+      region: "us-east-1",
+      force_path_style: true,
+      endpoint: url,
+    },
+    1 << 20,
+    timeouts,
+  );
+}
+
+Deno.test("S3Source.poll() and report() fail on a silent or stalled bucket", async (t) => {
+  await t.step("silent: SourceError naming connect_s", async () => {
+    await withServer(silent, async (srv) => {
+      const src = _s3Source(srv.url, FAST);
+      const e = await within(assertRejects(() => src.poll(), SourceError), 20_000, "poll");
+      assertStringIncludes(e.message, "timeouts.connect_s");
+      assertEquals(e.kind, "unavailable");
+      const r = await within(assertRejects(() => src.report({}), SourceError), 20_000, "report");
+      assertStringIncludes(r.message, "timeouts.connect_s");
+      src.close();
+    });
+  });
+  await t.step("headers and 10 bytes, then nothing: the poll fails", async () => {
+    await withServer(trickle, async (srv) => {
+      const src = _s3Source(srv.url, { connect_s: 0.3, idle_s: 1 });
+      const e = await within(assertRejects(() => src.poll(), SourceError), 20_000, "poll");
+      assertEquals(e.kind, "unavailable", e.message);
+      src.close();
+    });
+  });
+  await t.step("a signal ends a stalled poll at once", async () => {
+    await withServer(trickle, async (srv) => {
+      const src = _s3Source(srv.url, NEVER);
+      const stop = new AbortController();
+      const p = src.poll(stop.signal);
+      await within(
+        (async () => {
+          while (srv.hanging() === 0) await new Promise((r) => setTimeout(r, 10));
+        })(),
+        10_000,
+        "the poll reached the server",
+      );
+      stop.abort(new Error("stopping"));
+      await within(assertRejects(() => p, SourceError), 10_000, "poll after abort");
+      src.close();
     });
   });
 });

@@ -21,12 +21,17 @@
  */
 
 import { Buffer } from "node:buffer";
-import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import {
+  GetObjectCommand,
+  type GetObjectCommandOutput,
+  PutObjectCommand,
+  S3Client,
+} from "@aws-sdk/client-s3";
+import { DEFAULT_IO_TIMEOUTS, type IoTimeouts, StallError } from "../common/mod.ts";
 import type { S3SourceConfig } from "../config/mod.ts";
 import { type Json, parseJson } from "../protocol/mod.ts";
 import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
 
-const REQUEST_TIMEOUT_MS = 30_000;
 /** Documents larger than this are refused without reading further (SPEC 12's default). */
 export const MAX_DOCUMENT_BYTES = 8 << 20;
 
@@ -64,14 +69,55 @@ export class S3Source implements Source {
   readonly #client: S3Client;
   #etag: string | null = null;
 
-  /** A source for the object `cfg.key` of `cfg.bucket`; documents over `maxBytes` are refused. */
-  constructor(readonly cfg: S3SourceConfig, readonly maxBytes: number = MAX_DOCUMENT_BYTES) {
+  /**
+   * A source for the object `cfg.key` of `cfg.bucket`; documents over
+   * `maxBytes` are refused; every request gets `timeouts` (SPEC 12: the
+   * response within `connect_s`, a socket idle for `idle_s` fails it).
+   */
+  constructor(
+    readonly cfg: S3SourceConfig,
+    readonly maxBytes: number = MAX_DOCUMENT_BYTES,
+    readonly timeouts: IoTimeouts = DEFAULT_IO_TIMEOUTS,
+  ) {
     this.#client = new S3Client({
       region: cfg.region,
       forcePathStyle: cfg.force_path_style,
       ...(cfg.endpoint ? { endpoint: cfg.endpoint } : {}),
       maxAttempts: 2,
+      requestHandler: {
+        connectionTimeout: timeouts.connect_s * 1000,
+        socketTimeout: timeouts.idle_s * 1000,
+      },
     });
+  }
+
+  /**
+   * Send `command` with the response due within `connect_s`; `signal` aborts
+   * it at once, also while its body is read.
+   */
+  async #send<T>(
+    send: (abortSignal: AbortSignal) => Promise<T>,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
+    const ctl = new AbortController();
+    const onAbort = () => ctl.abort(signal!.reason);
+    if (signal?.aborted) ctl.abort(signal.reason);
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    let stalled: StallError | null = null;
+    const timer = setTimeout(() => {
+      stalled = new StallError(
+        `${this.describe}: no response within ${this.timeouts.connect_s} s (timeouts.connect_s)`,
+      );
+      ctl.abort(stalled);
+    }, this.timeouts.connect_s * 1000);
+    try {
+      return await send(ctl.signal);
+    } catch (e) {
+      if (stalled) throw stalled;
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** `s3://bucket/key`. */
@@ -85,18 +131,25 @@ export class S3Source implements Source {
   }
 
   /** GET the document unless its ETag is unchanged (then `not_modified`). */
-  async poll(): Promise<PollResult> {
-    let res;
+  async poll(signal?: AbortSignal): Promise<PollResult> {
+    let res: GetObjectCommandOutput;
     try {
-      res = await this.#client.send(
-        new GetObjectCommand({
-          Bucket: this.cfg.bucket,
-          Key: this.cfg.key,
-          ...(this.#etag !== null ? { IfNoneMatch: this.#etag } : {}),
-        }),
-        { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) },
+      res = await this.#send(
+        (abortSignal) =>
+          this.#client.send(
+            new GetObjectCommand({
+              Bucket: this.cfg.bucket,
+              Key: this.cfg.key,
+              ...(this.#etag !== null ? { IfNoneMatch: this.#etag } : {}),
+            }),
+            { abortSignal },
+          ),
+        signal,
       );
     } catch (e) {
+      if (e instanceof StallError) {
+        throw new SourceError(e.message, { kind: "unavailable", cause: e });
+      }
       const err = e as _SdkError;
       const status = err.$metadata?.httpStatusCode;
       if (status === 304) return { kind: "not_modified" };
@@ -134,18 +187,25 @@ export class S3Source implements Source {
   }
 
   /** PUT the report to `status_key`. */
-  async report(body: StatusReport): Promise<void> {
+  async report(body: StatusReport, signal?: AbortSignal): Promise<void> {
     try {
-      await this.#client.send(
-        new PutObjectCommand({
-          Bucket: this.cfg.bucket,
-          Key: this.cfg.status_key,
-          Body: JSON.stringify(body),
-          ContentType: "application/json",
-        }),
-        { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) },
+      await this.#send(
+        (abortSignal) =>
+          this.#client.send(
+            new PutObjectCommand({
+              Bucket: this.cfg.bucket,
+              Key: this.cfg.status_key,
+              Body: JSON.stringify(body),
+              ContentType: "application/json",
+            }),
+            { abortSignal },
+          ),
+        signal,
       );
     } catch (e) {
+      if (e instanceof StallError) {
+        throw new SourceError(e.message, { kind: "unavailable", cause: e });
+      }
       const err = e as _SdkError;
       throw new SourceError(
         `status report to s3://${this.cfg.bucket}/${this.cfg.status_key} failed: ${

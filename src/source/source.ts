@@ -121,7 +121,7 @@ export async function openSource(cfg: AgentConfig, platform: Platform): Promise<
     }
     case "s3": {
       const { S3Source } = await import("./s3.ts");
-      return new S3Source(s, cfg.limits.max_document_bytes);
+      return new S3Source(s, cfg.limits.max_document_bytes, cfg.timeouts);
     }
     case "control_plane":
       return await ControlPlaneSource.open(cfg, platform);

@@ -244,10 +244,10 @@ export class S3Store implements ObjectStore {
       forcePathStyle: this.cfg.force_path_style,
       ...(this.cfg.endpoint ? { endpoint: this.cfg.endpoint } : {}),
       maxAttempts: 2,
-      // The SDK's own handler: a connection timeout, and a socket idle for idle_s is closed.
+      // The SDK's own handler: a connection timeout, and a socket idle for idle_s fails the read.
       requestHandler: requestHandler ?? {
         connectionTimeout: this.timeouts.connect_s * 1000,
-        requestTimeout: this.timeouts.idle_s * 1000,
+        socketTimeout: this.timeouts.idle_s * 1000,
       },
     });
   }
