@@ -11,7 +11,7 @@ import {
   waitState,
   withAgent,
 } from "./_daemon_fixtures.ts";
-import { freePort, withTempDir, writeAssignments } from "./_helpers.ts";
+import { freePort, runAgent, withTempDir, writeAssignments } from "./_helpers.ts";
 import { findOwnCgroup } from "../src/supervise/cgroup.ts";
 
 const ROOT_ONLY = { ignore: Deno.uid() !== 0 };
@@ -256,6 +256,8 @@ Deno.test({
         assertEquals(_status(s.pid!).Uid?.split("\t")[0], "65534");
         const data = await Deno.lstat(`${root}/addons/s/data`);
         assertEquals([data.uid, data.mode! & 0o777], [65534, 0o700]);
+        const table = await runAgent(["status", "--config", cfg]);
+        assertStringIncludes(table.stdout, "s: runs as uid 65534, contained by cgroup");
       });
     });
   },

@@ -146,6 +146,12 @@ export function formatStatusTable(doc: StatusDocument): string {
     if (a.message) notes.push(a.message);
     if (a.address) notes.push(`plugin address ${a.address}`);
     if (a.toggles) notes.push(`toggles ${a.toggles.join(", ")}`);
+    if (a.uid !== undefined || a.containment !== undefined) {
+      notes.push(
+        `runs as uid ${a.uid ?? "of the agent"}, contained by ${a.containment ?? "process_group"}`,
+      );
+    }
+    if (a.resources_not_enforced?.length) notes.push(a.resources_not_enforced.join(", "));
     if (a.staged.length) {
       notes.push(
         `staged: ${
