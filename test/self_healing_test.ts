@@ -374,3 +374,45 @@ Deno.test("sync fetches a staged version whose artifact.json is garbage again", 
     assertEquals(JSON.parse(await Deno.readTextFile(record)).version, "1.0.0");
   });
 });
+
+Deno.test("run repairs current and previous links that point nowhere from the state", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    const body = `exec "${sleepBin}" 300`;
+    const addon = `${root}/addons/probe`;
+    await writeAssignments(dir, [await sidecar(dir, "probe", body, { version: "1.0.0" })]);
+    await withAgent(dir, cfg, async (agent) => {
+      await waitAddon(root, agent, "probe", "running 1.0.0", (a) => _running(a));
+      await writeAssignments(dir, [await sidecar(dir, "probe", body, { version: "2.0.0" })]);
+      await waitAddon(
+        root,
+        agent,
+        "probe",
+        "running 2.0.0",
+        (a) => _running(a) && a.version === "2.0.0",
+      );
+    });
+    assertEquals(await Deno.readLink(`${addon}/previous`), "versions/1.0.0");
+    // A crash (or a hand) left both links pointing nowhere.
+    await Deno.remove(`${addon}/versions/1.0.0`, { recursive: true });
+    await Deno.remove(`${addon}/current`);
+    await Deno.symlink("versions/9.9.9", `${addon}/current`);
+    await withAgent(dir, cfg, async (agent) => {
+      await waitFor(
+        () => agent.logs().some((l) => l.msg === "repaired links that pointed nowhere"),
+        { timeoutMs: 20_000, what: "the repair", context: () => agent.tail() },
+      );
+      assertEquals(await Deno.readLink(`${addon}/current`), "versions/2.0.0");
+      assert(!(await Deno.lstat(`${addon}/previous`).then(() => true, () => false)));
+      await waitAddon(
+        root,
+        agent,
+        "probe",
+        "running 2.0.0",
+        (a) => _running(a) && a.version === "2.0.0",
+      );
+    });
+  });
+});
