@@ -9,7 +9,15 @@ import { assertEquals, assertMatch, assertRejects } from "./_assert.ts";
 import { decodeConfig, type S3SourceConfig } from "../src/config/mod.ts";
 import { S3Source } from "../src/source/s3.ts";
 import { type PollResult, SourceError } from "../src/source/mod.ts";
-import { MAIN_TS, runAgent, S3_ENV, startS3, withTempDir } from "./_helpers.ts";
+import {
+  MAIN_TS,
+  randomBytes,
+  runAgent,
+  S3_ENV,
+  sha256Hex,
+  startS3,
+  withTempDir,
+} from "./_helpers.ts";
 import { waitFor } from "./_agent_process.ts";
 
 const CATALOG = (version: string) =>
@@ -79,7 +87,9 @@ Deno.test("the S3 source polls with If-None-Match and puts status; the publisher
       const status = await fetch(`${s3.endpoint}/addons/status/edge-01.json`);
       assertEquals(await status.json(), { agent_id: "edge-01", addons: [] });
 
-      await Deno.writeTextFile(`${dir}/tool`, "tool bytes");
+      // Large enough to take several reads of the file: the upload streams it.
+      const tool = randomBytes(3 << 20);
+      await Deno.writeFile(`${dir}/tool`, tool);
       const up = await runAgent([
         "publish",
         "--store",
@@ -93,7 +103,7 @@ Deno.test("the S3 source polls with If-None-Match and puts status; the publisher
       ]);
       assertEquals(up.code, 0, up.stderr);
       const obj = await fetch(`${s3.endpoint}/addons/artifacts/tool/1/tool`);
-      assertEquals(await obj.text(), "tool bytes");
+      assertEquals(sha256Hex(new Uint8Array(await obj.arrayBuffer())), sha256Hex(tool));
     } finally {
       source.close();
       await s3.stop();
