@@ -249,3 +249,48 @@ Deno.test("stopping a sidecar in a cgroup ends a child that called setsid", asyn
     assert(cg.empty(), "nothing is left in the cgroup");
   });
 });
+
+Deno.test("openCgroupTree() in a delegated cgroup moves the agent into a leaf and uses siblings", async () => {
+  const own = findOwnCgroup()!;
+  const base = `${own.mount.replace(/\/$/, "")}${own.path === "/" ? "" : own.path}`;
+  const delegated = `${base}/addon-agent-test-delegated-${Deno.pid}`;
+  await Deno.mkdir(delegated);
+  const probe = new URL("../src/supervise/cgroup.ts", import.meta.url).href;
+  const script = `
+    const { openCgroupTree, findOwnCgroup } = await import(${JSON.stringify(probe)});
+    const tree = await openCgroupTree("/unused");
+    const cg = await tree.prepare("x");
+    console.log(JSON.stringify({ container: tree.container, own: findOwnCgroup().path, cg: cg.dir }));
+    cg.remove();
+  `;
+  const run = async (join: string) => {
+    const o = await new Deno.Command("/bin/sh", {
+      args: [
+        "-c",
+        'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
+        "sh",
+        join,
+        Deno.execPath(),
+        "eval",
+        script,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(o.code, 0, new TextDecoder().decode(o.stderr));
+    return JSON.parse(new TextDecoder().decode(o.stdout).trim().split("\n").pop()!);
+  };
+  try {
+    const rel = delegated.slice(own.mount.replace(/\/$/, "").length);
+    const r = await run(delegated);
+    assertEquals(r.container, delegated, "the agent's own cgroup holds the add-on cgroups");
+    assertEquals(r.own, `${rel}/agent`, "the agent moved itself into the leaf agent/");
+    assertEquals(r.cg, `${delegated}/addon-x`);
+    const again = await run(`${delegated}/agent`);
+    assertEquals(again.container, delegated, "started in the leaf: the parent is still the home");
+    assertEquals(again.own, `${rel}/agent`);
+  } finally {
+    await Deno.remove(`${delegated}/agent`).catch(() => {});
+    await Deno.remove(delegated).catch(() => {});
+  }
+});
