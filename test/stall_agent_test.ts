@@ -116,7 +116,7 @@ Deno.test("run keeps an add-on running past a stalled S3 store, takes a correcte
     });
     try {
       await writeAssignments(dir, [_entry("1.0.0", v1)]);
-      const cfg = await _s3Config(dir, srv.url, { connect_s: 1, idle_s: 1 });
+      const cfg = await _s3Config(dir, srv.url, { connect_s: 2, idle_s: 2 });
       await withAgent(dir, cfg, async (agent) => {
         const first = await waitState(root, agent, "app", "running");
         await t.step(
@@ -213,7 +213,7 @@ Deno.test("run survives a stalled control plane, applies the corrected document 
         timeouts,
       });
     try {
-      const cfg = await config({ connect_s: 1, idle_s: 1 });
+      const cfg = await config({ connect_s: 2, idle_s: 2 });
       await withAgent(dir, cfg, async (agent) => {
         const first = await waitState(root, agent, "app", "running");
         await t.step(
