@@ -10,6 +10,7 @@ import {
   activate,
   DamagedVersionError,
   Layout,
+  MAX_REMEMBERED,
   quarantineVersion,
   repairLinks,
   StagedVerifier,
@@ -164,5 +165,21 @@ Deno.test("quarantineVersion() takes the version out of versions/ and repairLink
     await repairLinks(layout, ID, "2.0.0");
     assert(!(await Deno.lstat(layout.current(ID)).then(() => true, () => false)));
     assertEquals(await repairLinks(layout, ID, null), []);
+  });
+});
+
+Deno.test("StagedVerifier remembers only the most recently verified files", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    for (const v of ["1.0.0", "2.0.0", "3.0.0"]) await _stage(layout, v);
+    const v = new StagedVerifier(2);
+    for (const ver of ["1.0.0", "2.0.0", "3.0.0"]) await v.check(layout, ID, _want(ver));
+    assertEquals(v.hashes, 3);
+    await v.check(layout, ID, _want("3.0.0"));
+    await v.check(layout, ID, _want("2.0.0"));
+    assertEquals(v.hashes, 3, "the two most recent are remembered");
+    await v.check(layout, ID, _want("1.0.0"));
+    assertEquals(v.hashes, 4, "the oldest was forgotten, so it is hashed again");
+    assertEquals(MAX_REMEMBERED, 4096);
   });
 });

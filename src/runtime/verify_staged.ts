@@ -70,6 +70,9 @@ export type StagedCheck =
    */
   | "conflict";
 
+/** Verified files remembered at most (a few per add-on of a large host). */
+export const MAX_REMEMBERED = 4096;
+
 function _identity(st: Deno.FileInfo): string {
   return [st.dev, st.ino, st.size, st.mtime?.getTime(), st.ctime?.getTime()].join(":");
 }
@@ -82,6 +85,9 @@ export class StagedVerifier {
   readonly #damaged = new Map<string, string>();
   /** Files hashed so far (for tests and figures: a cached check hashes nothing). */
   hashes = 0;
+
+  /** A verifier that remembers at most `maxRemembered` verified files. */
+  constructor(readonly maxRemembered = MAX_REMEMBERED) {}
 
   /** Remember that `version` of `addonId` was found damaged (`message` says how). */
   noteDamaged(addonId: string, version: string, message: string): void {
@@ -158,7 +164,7 @@ export class StagedVerifier {
         );
       }
       const after = _identity(await f.stat());
-      if (after === before) this.#verified.set(path, `${want.sha256} ${after}`);
+      if (after === before) this.#remember(path, `${want.sha256} ${after}`);
       return "intact";
     } finally {
       f.close();
@@ -167,7 +173,16 @@ export class StagedVerifier {
 
   /** Record `path` as verified to hold `sha256` now (the bytes were just staged after their check). */
   async remember(path: string, sha256: string): Promise<void> {
-    this.#verified.set(path, `${sha256} ${_identity(await Deno.lstat(path))}`);
+    this.#remember(path, `${sha256} ${_identity(await Deno.lstat(path))}`);
+  }
+
+  /** Versions come and go (churn, GC): only the most recently verified files are kept. */
+  #remember(path: string, key: string): void {
+    this.#verified.delete(path);
+    this.#verified.set(path, key);
+    while (this.#verified.size > this.maxRemembered) {
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
   }
 
   /** Forget what was verified below `dir` (a version was moved away). */
