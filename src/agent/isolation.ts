@@ -52,7 +52,8 @@ export interface Placement {
   cgroup: AddonCgroup | null;
   /** Whether the agent may shrink the bounding set. */
   bounding: boolean;
-  containment: "cgroup" | "process_group";
+  /** What ends all of its processes; null for `config_toggle` (nothing runs). */
+  containment: "cgroup" | "process_group" | null;
   /** Limits not applied, with why. */
   notEnforced: string[];
 }
@@ -157,14 +158,21 @@ export class AddonIsolation {
       owner,
       cgroup,
       bounding: this.bounding,
-      containment: cgroup ? "cgroup" : "process_group",
+      // systemd units live in the unit's own cgroup, which systemd ends on stop.
+      containment: cgroup || a.supervision === "systemd_service" ||
+          a.supervision === "systemd_timer"
+        ? "cgroup"
+        : runsProcess
+        ? "process_group"
+        : null,
       notEnforced,
     };
     const st = this.state.addons[a.addon_id];
     if (st) {
       if (owner.uid !== null) st.uid = owner.uid;
       else delete st.uid;
-      st.containment = out.containment;
+      if (out.containment) st.containment = out.containment;
+      else delete st.containment;
       if (notEnforced.length) st.resources_not_enforced = notEnforced;
       else delete st.resources_not_enforced;
     }
