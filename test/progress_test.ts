@@ -110,6 +110,13 @@ Deno.test({
         const moving = [...seen].filter((p) => p > 0 && p < 100);
         assert(moving.length >= 2, `the percentage moved: saw ${[...seen]} in\n${screen}`);
         assertMatch(screen, /big-probe 2\.0\.0 +3\.0 MiB \/ 3\.0 MiB +100% .*current/, screen);
+        // A log line wider than the pane wraps whole; none of its figures is cut.
+        const joined = await tmux("capture-pane", "-p", "-J", "-t", session);
+        assertMatch(
+          joined,
+          /INFO +\[big-probe\] staged .* bytes=3145728 fetched=3145728$/m,
+          joined,
+        );
         assertMatch(
           screen,
           /INFO +\[big-probe\] staged and current/,
@@ -135,7 +142,10 @@ Deno.test("sync with stderr piped writes JSON lines only, no progress", async ()
       assertEquals(r.code, 0, r.stderr);
       const lines = r.stderr.split("\n").filter((l) => l !== "");
       assert(lines.length > 0);
-      for (const l of lines) JSON.parse(l); // every line is JSON
+      const logs = lines.map((l) => JSON.parse(l)); // every line is JSON
+      // The store sent every byte of the artifact: all of it counts as fetched.
+      const staged = logs.find((l) => l.msg === "staged");
+      assertEquals([staged?.bytes, staged?.fetched], [SIZE, SIZE], r.stderr);
       assert(!/%|\r/.test(r.stderr), r.stderr);
       assert(!r.stderr.includes("\u001b["), "no terminal control sequences");
     } finally {

@@ -66,6 +66,10 @@ export class ProgressLines {
       clearOnComplete: false,
       stopOnComplete: false,
       autopadding: true,
+      // Keep the terminal's line wrapping on: cli-progress turns it off by default, and a log
+      // line wider than the terminal then loses its tail under the last column
+      // ("fetched=3145728" read "fetched=38"). Bars are cut to the width instead.
+      linewrap: true,
     });
     this.#restoreLog = captureLog((line) => this.#bars.log(line + "\n"));
   }
