@@ -560,6 +560,15 @@ Deno.test("loadConfig() reads a file and reports errors as ConfigError naming it
       assertStringIncludes(e.message, "not valid JSON");
     });
 
+    await t.step("malformed JSON is located by line and column, and quoted nowhere", async () => {
+      const path = `${dir}/unquoted.json`;
+      // JSON.parse's own message quotes the text around the error: the value left unquoted.
+      await Deno.writeTextFile(path, '{\n  "agent_id": hunter2x}');
+      const e = await assertRejects(() => loadConfig(path), ConfigError);
+      assertStringIncludes(e.message, "not valid JSON at line 2 column 15");
+      assert(!e.message.includes("hunter"), e.message);
+    });
+
     await t.step("a decode error is a ConfigError naming the file and field", async () => {
       const path = `${dir}/unknown.json`;
       await Deno.writeTextFile(path, JSON.stringify(_with({ limits: { foo: 1 } })));

@@ -15,6 +15,7 @@
  */
 
 import { didYouMean } from "../common/mod.ts";
+import { jsonSyntaxError } from "./json_syntax.ts";
 
 /** A JSON value as `JSON.parse` returns it. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -105,7 +106,8 @@ export function parseJson(text: string, file?: string): Json {
   try {
     v = JSON.parse(text) as Json;
   } catch (e) {
-    throw new DecodeError("", `not valid JSON: ${(e as Error).message}`, file, { cause: e });
+    // Not JSON.parse's message: it quotes the text around the error, which may be a secret.
+    throw new DecodeError("", jsonSyntaxError(text), file, { cause: e });
   }
   if (_depth(v, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
     throw new DecodeError("", `nested deeper than ${MAX_JSON_DEPTH} levels`, file);

@@ -8,5 +8,6 @@ export * from "./assignment.ts";
 export * from "./calendar.ts";
 export * from "./decode.ts";
 export * from "./hosts.ts";
+export * from "./json_syntax.ts";
 export * from "./platform.ts";
 export * from "./signature.ts";

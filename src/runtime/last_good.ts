@@ -21,6 +21,7 @@ import {
   decodeAssignment,
   encodeAssignment,
   type JsonObject,
+  jsonSyntaxError,
   type Platform,
 } from "../protocol/mod.ts";
 import { ensureRealDir, removeIfExists, writeFileAtomic } from "./fs_atomic.ts";
@@ -75,7 +76,11 @@ export async function readLastGood(
       recorded_at: raw.recorded_at ?? "",
     };
   } catch (e) {
-    log.warn("last-good.json is unreadable; ignoring it", { addon_id: addonId, error: e as Error });
+    log.warn("last-good.json is unreadable; ignoring it", {
+      addon_id: addonId,
+      // JSON.parse's own message would quote the text (env values) around the error.
+      error: e instanceof SyntaxError ? jsonSyntaxError(text) : e as Error,
+    });
     return null;
   }
 }

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Json } from "../protocol/mod.ts";
+import { type Json, jsonSyntaxError } from "../protocol/mod.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { log, sha256Hex } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
@@ -201,7 +201,8 @@ export async function loadState(layout: Layout): Promise<AgentState> {
   } catch (e) {
     log.warn("state.json is unreadable; starting from an empty state", {
       path: layout.stateFile,
-      error: (e as Error).message,
+      // JSON.parse's own message would quote the text (env values) around the error.
+      error: e instanceof SyntaxError ? jsonSyntaxError(text) : (e as Error).message,
     });
     return emptyState();
   }
