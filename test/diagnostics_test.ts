@@ -12,6 +12,7 @@ import {
   publishFs,
   runDeno,
   S3_ENV,
+  sha256Hex,
   signFor,
   withTempDir,
   writeAssignments,
@@ -139,4 +140,91 @@ Deno.test("diagnostics without --out is bad usage (exit 2)", async () => {
   const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "diagnostics"]);
   assertEquals(r.code, 2);
   assertMatch(r.stderr, /--out is required/);
+});
+
+/** Build an archive with the real program, with a deadline (a read that blocks must not hang it). */
+async function _diagnostics(config: string, out: string): Promise<{ code: number; text: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN_TS, "diagnostics", "--config", config, "--out", out],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const r = await child.output();
+  clearTimeout(deadline);
+  const stderr = new TextDecoder().decode(r.stderr);
+  assert(r.signal === null, `diagnostics hung and was killed: ${stderr}`);
+  assertEquals(r.code, 0, stderr);
+  return { code: r.code, text: new TextDecoder().decode(gunzipSync(await Deno.readFile(out))) };
+}
+
+Deno.test("diagnostics reads nothing through links, FIFOs or huge files planted in the runtime root", async () => {
+  await withTempDir(async (dir) => {
+    const bytes = "#!/bin/sh\nexec sleep 300\n";
+    await publishFs(dir, "probe/1.0.0/probe", bytes);
+    await writeAssignments(dir, [{
+      addon_id: "probe",
+      version: "1.0.0",
+      delivery: "pushed_artifact",
+      supervision: "agent_sidecar",
+      artifact_object_key: "probe/1.0.0/probe",
+      artifact_sha256: sha256Hex(bytes),
+    }]);
+    const config = await writeConfig(dir, {
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+    });
+    const sync = await runDeno(["run", "-A", "--quiet", MAIN_TS, "sync", "--config", config]);
+    assertEquals(sync.code, 0, sync.stderr);
+    const token = "LINKED-6a6a-TOKEN"; // JSON.parse's message would quote its first 10 characters
+    const outside = "SECRET-OUTSIDE-JSON-7b7b";
+    await Deno.writeTextFile(`${dir}/token`, token, { mode: 0o600 });
+    await Deno.mkdir(`${dir}/elsewhere/9.9.9`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/elsewhere/9.9.9/artifact.json`, JSON.stringify({ outside }));
+    const probe = `${dir}/root/addons/probe`;
+    await Deno.remove(`${probe}/last-good.json`).catch(() => {});
+    await Deno.symlink(`${dir}/token`, `${probe}/last-good.json`);
+    await Deno.remove(`${probe}/versions/1.0.0/artifact.json`);
+    await Deno.symlink(`${dir}/token`, `${probe}/versions/1.0.0/artifact.json`);
+    // A whole versions/ directory that is a link elsewhere.
+    await Deno.mkdir(`${dir}/root/addons/linked`, { mode: 0o700 });
+    await Deno.symlink(`${dir}/elsewhere`, `${dir}/root/addons/linked/versions`);
+    // A FIFO nobody writes to, and a sparse 1 GiB file.
+    await Deno.mkdir(`${dir}/root/addons/fifo/versions/1.0.0`, { recursive: true, mode: 0o700 });
+    const mk = await new Deno.Command("mkfifo", {
+      args: [`${dir}/root/addons/fifo/last-good.json`],
+    }).output();
+    assertEquals(mk.code, 0);
+    const big = await Deno.open(`${dir}/root/addons/fifo/versions/1.0.0/artifact.json`, {
+      write: true,
+      create: true,
+      mode: 0o600,
+    });
+    await big.truncate(1 << 30);
+    big.close();
+
+    const { text } = await _diagnostics(config, `${dir}/diag.tar.gz`);
+    assert(!text.includes(token.slice(0, 8)), "a linked token file was read into the archive");
+    assert(!text.includes(outside), "a file behind a linked versions/ was read into the archive");
+    assert(text.length < 4 << 20, `the archive holds ${text.length} bytes`);
+    assertMatch(text, /addons\/probe\/last-good\.json -> /, "the listing shows the link");
+  });
+});
+
+Deno.test("diagnostics quotes no part of a file that is not valid JSON", async () => {
+  await withTempDir(async (dir) => {
+    const secret = "SECRET-UNQUOTED-8c8c";
+    const config = await writeConfig(dir, {
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+    });
+    await writeAssignments(dir, []);
+    // An operator's edit with a value left unquoted: not JSON, so ignored, and never quoted.
+    await Deno.writeTextFile(
+      `${dir}/addons.local.json`,
+      `{"addons":[{"addon_id":"probe","env":{"PW":${secret}}}]}`,
+      { mode: 0o600 },
+    );
+    const { text } = await _diagnostics(config, `${dir}/diag.tar.gz`);
+    assert(!text.includes(secret.slice(0, 10)), "a snippet of the override reached the archive");
+    assertMatch(text, /not valid JSON at line 1 column \d+/);
+  });
 });

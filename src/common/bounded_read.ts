@@ -12,6 +12,8 @@
  * @module
  */
 
+import fs from "node:fs";
+
 /** A document larger than the limit; nothing past the limit was read. */
 export class TooLargeError extends Error {
   /** Make the error for `what` (a path or URL) over `limit` bytes. */
@@ -47,6 +49,64 @@ export async function readFileBounded(path: string, maxBytes: number): Promise<s
     return await readOpenFileBounded(f, maxBytes, path);
   } finally {
     f.close();
+  }
+}
+
+/** A file that is not a regular file reached without a symlink; nothing of it was read. */
+export class NotRegularFileError extends Error {
+  /** Make the error for the file at `path`, saying what it is instead. */
+  constructor(readonly path: string, what: string, options?: ErrorOptions) {
+    super(`${path} is ${what}; not read`, options);
+    this.name = "NotRegularFileError";
+  }
+}
+
+/**
+ * Read the regular file at `path` as UTF-8 text, refusing more than `maxBytes`,
+ * without following a symlink in its last component and without blocking on
+ * a FIFO or a device: for files in a directory someone else may have planted
+ * things in (a `last-good.json` linked to the token file reads nothing).
+ *
+ * @throws {NotRegularFileError} for a symlink, FIFO, device, socket or directory.
+ * @throws {TooLargeError} past `maxBytes`.
+ *
+ * @example Read a staged version's record, never through a link
+ * ```ts
+ * const text = await readRegularFileBounded("/var/lib/addon-agent/addons/p/versions/1/artifact.json", 1 << 20);
+ * ```
+ */
+export async function readRegularFileBounded(path: string, maxBytes: number): Promise<string> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(
+      path,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
+  } catch (e) {
+    if ((e as { code?: string }).code === "ELOOP") {
+      throw new NotRegularFileError(path, "a symlink", { cause: e });
+    }
+    throw e;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      throw new NotRegularFileError(path, st.isDirectory() ? "a directory" : "not a regular file");
+    }
+    if (st.size > maxBytes) throw new TooLargeError(path, maxBytes);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = new Uint8Array(Math.min(64 * 1024, maxBytes + 1 - total));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+      if (total > maxBytes) throw new TooLargeError(path, maxBytes);
+      chunks.push(buf.subarray(0, bytesRead));
+    }
+    return _decode(chunks, total);
+  } finally {
+    await fh.close();
   }
 }
 

@@ -22,6 +22,10 @@ import {
   linkedVersion,
   type StagedArtifact,
 } from "../runtime/mod.ts";
+import { readRegularFileBounded } from "../common/mod.ts";
+
+/** An `artifact.json` is a few hundred bytes; anything larger is not one. */
+const MAX_RECORD_BYTES = 1 << 20;
 
 /** One add-on in the status document. */
 export interface AddonStatus extends Omit<AddonState, "pgid_identity"> {
@@ -54,12 +58,17 @@ export interface StatusDocument {
 async function _staged(layout: Layout, id: string): Promise<AddonStatus["staged"]> {
   const out: AddonStatus["staged"] = [];
   try {
+    // A versions/ or artifact.json planted as a link (or a FIFO) is not read through.
+    if ((await Deno.lstat(layout.versionsDir(id))).isSymlink) return out;
     for await (const e of Deno.readDir(layout.versionsDir(id))) {
       if (!e.isDirectory) continue;
       let art: Partial<StagedArtifact> = {};
       try {
         art = JSON.parse(
-          await Deno.readTextFile(`${layout.versionDir(id, e.name)}/artifact.json`),
+          await readRegularFileBounded(
+            `${layout.versionDir(id, e.name)}/artifact.json`,
+            MAX_RECORD_BYTES,
+          ),
         ) as StagedArtifact;
       } catch {
         // a version without a readable record is shown without its digest
