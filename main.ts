@@ -10,6 +10,12 @@ import { EXIT, exitCodeFor, UsageError } from "./src/commands/common.ts";
 import { DEFAULT_CONFIG_PATH } from "./src/config/config.ts";
 import { configureLog, type Level } from "./src/common/log.ts";
 import { didYouMean } from "./src/common/suggest.ts";
+import {
+  platformFlag,
+  TARGET_FLAGS,
+  TARGET_USAGE,
+  targetOptions,
+} from "./src/commands/target_flags.ts";
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -42,22 +48,6 @@ const STATEMENT: Record<string, Flag> = {
 const JSON_FLAG: Record<string, Flag> = {
   json: { type: "boolean", help: "print JSON for machines instead of text" },
 };
-
-/** How `publish` and `control-plane --publish` reach a NATS server or an S3 store. */
-const TARGET: Record<string, Flag> = {
-  creds: { type: "string", arg: "FILE", help: "NATS: a .creds file (JWT and nkey seed)" },
-  "nkey-seed-file": { type: "string", arg: "FILE", help: "NATS: an nkey seed file" },
-  user: { type: "string", arg: "USER", help: "NATS: user name (with --password-file)" },
-  "password-file": { type: "string", arg: "FILE", help: "NATS: the user's password" },
-  "ca-file": { type: "string", arg: "FILE", help: "NATS: CA of the server's certificate" },
-  "cert-file": { type: "string", arg: "FILE", help: "NATS: client certificate (with --key-file)" },
-  "key-file": { type: "string", arg: "FILE", help: "NATS: client certificate's key" },
-  endpoint: { type: "string", arg: "URL", help: "S3: endpoint (default: AWS)" },
-  region: { type: "string", arg: "REGION", help: "S3: region (us-east-1)" },
-  "force-path-style": { type: "boolean", help: "S3: path-style addressing" },
-};
-const TARGET_USAGE = "[--creds F | --nkey-seed-file F | --user U --password-file F] " +
-  "[--ca-file F] [--cert-file F --key-file F] [--endpoint URL] [--region R] [--force-path-style]";
 
 interface Command {
   /** One line: what the command is for. */
@@ -92,48 +82,6 @@ function _statement(v: Values, pos: string[]) {
 function _opt(v: Values, name: string): string | undefined {
   const x = v[name];
   return typeof x === "string" && x !== "" ? x : undefined;
-}
-
-/** The `TARGET` flags as publisher options (files made absolute). */
-function _targetOptions(v: Values) {
-  const abs = (p: string | undefined) =>
-    p === undefined ? undefined : p.startsWith("/") ? p : `${Deno.cwd()}/${p}`;
-  const nats: Record<string, string> = {};
-  for (
-    const [flag, key] of [
-      ["creds", "creds_file"],
-      ["nkey-seed-file", "nkey_seed_file"],
-      ["password-file", "password_file"],
-      ["ca-file", "ca_file"],
-      ["cert-file", "cert_file"],
-      ["key-file", "key_file"],
-    ]
-  ) {
-    const f = abs(_opt(v, flag!));
-    if (f !== undefined) nats[key!] = f;
-  }
-  const user = _opt(v, "user");
-  if (user !== undefined) nats.user = user;
-  if ((nats.user === undefined) !== (nats.password_file === undefined)) {
-    throw new UsageError("--user and --password-file go together");
-  }
-  const s3: { endpoint?: string; region?: string; force_path_style?: boolean } = {
-    force_path_style: v["force-path-style"] === true,
-  };
-  const endpoint = _opt(v, "endpoint");
-  if (endpoint !== undefined) s3.endpoint = endpoint;
-  const region = _opt(v, "region");
-  if (region !== undefined) s3.region = region;
-  return { nats, s3, statusBucket: _opt(v, "status-bucket") ?? "addon-status" };
-}
-
-function _platform(v: Values): { os: string; arch: string } {
-  const p = _opt(v, "platform") ?? "linux/amd64";
-  const m = /^(linux|darwin)\/(amd64|arm64)$/.exec(p);
-  if (!m) {
-    throw new UsageError(`--platform must be OS/ARCH like linux/amd64, got ${JSON.stringify(p)}`);
-  }
-  return { os: m[1]!, arch: m[2]! };
 }
 
 const COMMANDS: Record<string, Command> = {
@@ -256,7 +204,7 @@ const COMMANDS: Record<string, Command> = {
         arg: "B",
         help: "NATS: the status KV bucket to create for the agents (addon-status)",
       },
-      ...TARGET,
+      ...TARGET_FLAGS,
     },
     run: async (v) => {
       if (typeof v.publish === "string") {
@@ -264,8 +212,8 @@ const COMMANDS: Record<string, Command> = {
         return (await import("./src/commands/publish.ts")).controlPlanePublish({
           catalog: _need(v, "catalog"),
           publish: v.publish,
-          platform: _platform(v),
-          target: _targetOptions(v),
+          platform: platformFlag(v),
+          target: targetOptions(v),
           once: v.once === true,
         });
       }
@@ -283,7 +231,7 @@ const COMMANDS: Record<string, Command> = {
     flags: {
       store: { type: "string", arg: "URL", help: "nats://HOST:PORT/BUCKET or s3://BUCKET/PREFIX" },
       key: { type: "string", arg: "K", help: "the object key (artifact_object_key)" },
-      ...TARGET,
+      ...TARGET_FLAGS,
     },
     positionals: 1,
     run: async (v, pos) => {
@@ -292,7 +240,7 @@ const COMMANDS: Record<string, Command> = {
         store: _need(v, "store"),
         key: _need(v, "key"),
         file: pos[0]!,
-        target: _targetOptions(v),
+        target: targetOptions(v),
       });
     },
   },
