@@ -414,7 +414,7 @@ Deno.test("sync refuses a signature with changed padding bits and stages nothing
   });
 });
 
-Deno.test("sync refuses an env key with '=' and a relative binary_path, entry by entry", async () => {
+Deno.test("sync refuses an env key with '=', a relative binary_path and a timeout_s overflow, entry by entry", async () => {
   await withTempDir(async (dir) => {
     const cfg = await writeConfig(dir, {
       object_store: { kind: "filesystem", root: `${dir}/store` },
@@ -435,13 +435,26 @@ Deno.test("sync refuses an env key with '=' and a relative binary_path, entry by
         supervision: "agent_sidecar",
         binary_path: "sh",
       },
+      {
+        addon_id: "slow",
+        version: "1",
+        delivery: "os_package",
+        supervision: "ephemeral_helper",
+        binary_path: "/bin/true",
+        timeout_s: 3000000,
+      },
     ]);
     const run = await runAgent(["sync", "--config", cfg, "--json"]);
     assertEquals(run.code, 1, run.stderr);
     const r = syncJson(run).results;
-    assertEquals(r.map((x) => [x.addon_id, x.outcome]), [["eq", "refused"], ["rel", "refused"]]);
+    assertEquals(r.map((x) => [x.addon_id, x.outcome]), [
+      ["eq", "refused"],
+      ["rel", "refused"],
+      ["slow", "refused"],
+    ]);
     assertStringIncludes(r[0]!.message, "addons[0].env.A=B");
     assertStringIncludes(r[1]!.message, "addons[1].binary_path");
+    assertStringIncludes(r[2]!.message, "addons[2].timeout_s: must be at most 604800");
   });
 });
 

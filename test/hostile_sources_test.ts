@@ -421,3 +421,19 @@ Deno.test("control-plane off loopback needs --token-file, and then requires the 
     });
   });
 });
+
+Deno.test("sync refuses a NATS credential file others could write (exit 2), before connecting", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/nats.nk`, "SUAplanted\n");
+    await Deno.chmod(`${dir}/nats.nk`, 0o666);
+    const cfg = await _freshConfig(dir, {
+      source: { kind: "nats" },
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+      nats: { servers: [`nats://127.0.0.1:${freePort()}`], nkey_seed_file: `${dir}/nats.nk` },
+    });
+    const run = await _cli(["sync", "--config", cfg, "--json"]);
+    assertEquals(run.code, 2, run.stderr);
+    assertStringIncludes(run.stderr, `nats.nkey_seed_file ${dir}/nats.nk`);
+    assertStringIncludes(run.stderr, "group- or world-writable");
+  });
+});

@@ -34,7 +34,7 @@ import {
   saveState,
   StagedVerifier,
 } from "../runtime/mod.ts";
-import { log } from "../common/mod.ts";
+import { log, UntrustedFileError } from "../common/mod.ts";
 import { desiredState, openSource, OVERRIDE_FILE, readOverrideText } from "../source/mod.ts";
 import { healStaged, hostBinaryLabel } from "./launch.ts";
 import { checkHostBinary } from "./host_binaries.ts";
@@ -67,6 +67,14 @@ export interface SyncObserver {
   onResult?(result: SyncResult): void;
 }
 
+/** The {@linkcode UntrustedFileError} that caused `e`, however deeply wrapped, or null. */
+function _untrusted(e: unknown): UntrustedFileError | null {
+  for (let c = e, depth = 0; c instanceof Error && depth < 10; c = c.cause, depth++) {
+    if (c instanceof UntrustedFileError) return c;
+  }
+  return null;
+}
+
 /** Run one delivery pass against the configured source and store. */
 export async function syncOnce(
   cfg: AgentConfig,
@@ -83,6 +91,9 @@ export async function syncOnce(
     }
     json = r.json;
   } catch (e) {
+    // A credential others could write is bad configuration (exit 2), not a document problem.
+    const untrusted = _untrusted(e);
+    if (untrusted) throw untrusted;
     return { config_version: null, document_error: (e as Error).message, results: [], ok: false };
   } finally {
     source.close();

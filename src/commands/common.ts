@@ -5,7 +5,7 @@
  */
 
 import { type AgentConfig, ConfigError, loadCheckedConfig } from "../config/mod.ts";
-import { log } from "../common/mod.ts";
+import { log, UntrustedFileError } from "../common/mod.ts";
 import { openRuntimeRoot, type RuntimeRoot, RuntimeRootError } from "../runtime/mod.ts";
 
 /** Exit codes (SPEC 9). */
@@ -39,7 +39,8 @@ export async function rootFrom(cfg: AgentConfig): Promise<RuntimeRoot> {
 
 /** Map an error thrown by a command to an exit code, logging it. */
 export function exitCodeFor(e: unknown): number {
-  if (e instanceof UsageError || e instanceof ConfigError) {
+  // A trusted file others could write is bad configuration, wherever it was read (SPEC 12).
+  if (e instanceof UsageError || e instanceof ConfigError || e instanceof UntrustedFileError) {
     log.error(e.message);
     return EXIT.usage;
   }

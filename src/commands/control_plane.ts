@@ -5,7 +5,7 @@
  */
 
 import { startControlPlane } from "../control_plane/mod.ts";
-import { readTrustedFile } from "../config/mod.ts";
+import { readTrustedFile } from "../common/mod.ts";
 import { DecodeError } from "../protocol/mod.ts";
 import { EXIT, UsageError } from "./common.ts";
 

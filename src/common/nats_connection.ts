@@ -23,6 +23,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/nats-core";
+import { readTrustedFile, UntrustedFileError } from "./trusted_file.ts";
 
 /**
  * What a connection needs: the `nats` section of `agent.json` as the config
@@ -75,10 +76,18 @@ interface _Shared {
 
 const _shared = new Map<string, _Shared>();
 
+/**
+ * A credential or TLS file of the `nats` section: a file the agent trusts (SPEC 12), so one
+ * that someone other than root or the agent could have written is refused
+ * ({@linkcode UntrustedFileError}, exit 2), never used.
+ */
 async function _readFile(path: string, field: string): Promise<Uint8Array> {
   try {
-    return await Deno.readFile(path);
+    return new TextEncoder().encode(
+      await readTrustedFile(path, { what: `nats.${field}`, maxBytes: 1024 * 1024 }),
+    );
   } catch (e) {
+    if (e instanceof UntrustedFileError) throw e;
     throw new NatsUnavailableError(`cannot read nats.${field} ${path}: ${(e as Error).message}`);
   }
 }

@@ -30,7 +30,7 @@ import {
   type NatsStoreConfig,
   type S3SourceConfig,
 } from "./fleet.ts";
-import { readTrustedFile, UntrustedFileError } from "./trusted_file.ts";
+import { readTrustedFile, UntrustedFileError } from "../common/mod.ts";
 
 /** Where assignments come from. */
 export type SourceConfig =

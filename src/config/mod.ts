@@ -8,4 +8,3 @@ export * from "./config.ts";
 export * from "./isolation.ts";
 export * from "./permission_check.ts";
 export * from "./fleet.ts";
-export * from "./trusted_file.ts";

@@ -23,8 +23,7 @@ import {
   type JsonObject,
   parseJson,
 } from "../protocol/mod.ts";
-import { log } from "../common/mod.ts";
-import { readTrustedFile } from "../config/mod.ts";
+import { log, readTrustedFile } from "../common/mod.ts";
 
 /** File name of the local override inside `config_dir`. */
 export const OVERRIDE_FILE = "addons.local.json";

@@ -18,15 +18,17 @@
  * @module
  */
 
+import { type AgentConfig, ConfigError } from "../config/mod.ts";
 import {
-  type AgentConfig,
-  ConfigError,
+  fetchWithTimeouts,
+  type IoTimeouts,
+  readStreamBounded,
   readTrustedFile,
+  StallError,
+  TooLargeError,
   UntrustedFileError,
-} from "../config/mod.ts";
-import { fetchWithTimeouts, type IoTimeouts, StallError } from "../common/mod.ts";
+} from "../common/mod.ts";
 import { type Json, parseJson, type Platform } from "../protocol/mod.ts";
-import { readStreamBounded, TooLargeError } from "../common/mod.ts";
 
 /** The answer to one poll. */
 export type PollResult =
@@ -154,9 +156,9 @@ export class FileSource implements Source {
         maxBytes: this.maxBytes,
       });
     } catch (e) {
-      if (e instanceof UntrustedFileError) {
-        throw new SourceError(e.message, { kind: "refused", cause: e });
-      }
+      // Ignored like an unreadable document (SPEC 12), not bad configuration: no cause kept,
+      // so the CLI does not take it for a credential file (exit 2).
+      if (e instanceof UntrustedFileError) throw new SourceError(e.message, { kind: "refused" });
       if (e instanceof TooLargeError) {
         throw new SourceError(`${e.message} (limits.max_document_bytes)`, {
           kind: "refused",

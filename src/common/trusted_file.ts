@@ -16,7 +16,7 @@
  * @module
  */
 
-import { readOpenFileBounded } from "../common/mod.ts";
+import { readOpenFileBounded } from "./bounded_read.ts";
 
 /** A trusted file that someone other than root or the agent could have written. */
 export class UntrustedFileError extends Error {
