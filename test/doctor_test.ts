@@ -2,7 +2,7 @@
 // source and filesystem store: a healthy host passes, and each way of
 // breaking it fails its own line with what to change.
 
-import { assertEquals, assertMatch } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import {
   freePort,
   MAIN_TS,
@@ -104,4 +104,22 @@ Deno.test("doctor names an invalid trusted key by its field", async () => {
 Deno.test("doctor with a bad flag is bad usage (exit 2)", async () => {
   const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "doctor", "--bogus"]);
   assertEquals(r.code, 2);
+});
+
+Deno.test("doctor refuses a token_file with a line break inside without quoting the token", async () => {
+  await withTempDir(async (dir) => {
+    // Deno's fetch would fail with `Invalid header value: "Bearer <token>"`, token and all.
+    await Deno.writeTextFile(`${dir}/token`, "tok-5ec7et-part1\npart2\n", { mode: 0o600 });
+    const config = await host(dir, {
+      source: {
+        kind: "control_plane",
+        url: `http://127.0.0.1:${freePort()}`,
+        token_file: `${dir}/token`,
+      },
+    });
+    const r = await doctor(config);
+    assertEquals(r.code, 1);
+    assert(!(r.stdout + r.stderr).includes("5ec7et"), r.stdout + r.stderr);
+    assertMatch(r.stdout, /✘ the source .* token_file .*\/token holds a line break/);
+  });
 });

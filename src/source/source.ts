@@ -249,6 +249,17 @@ export class ControlPlaneSource implements Source {
     if (token === "") {
       throw new SourceError(`token_file ${s.token_file} is empty`, { kind: "refused" });
     }
+    // A line break or control character inside would fail every request with an error that
+    // quotes the header, token and all; refuse it here without quoting it.
+    const bad = token?.search(/[^\x20-\x7e]/) ?? -1;
+    if (bad >= 0) {
+      throw new SourceError(
+        `token_file ${s.token_file} holds a line break, control or non-ASCII character (at character ${
+          bad + 1
+        }); the token must be one line of printable ASCII`,
+        { kind: "refused" },
+      );
+    }
     let client: Deno.HttpClient | undefined;
     if (s.ca_file || s.cert_file) {
       const opts: Deno.CreateHttpClientOptions & Partial<Deno.TlsCertifiedKeyPem> = {};
