@@ -1,8 +1,8 @@
 /**
  * Redaction for the support archive (SPEC 16): a deep copy of a JSON value
  * in which nothing an add-on or an operator may keep secret survives.
- * `env` keeps its names with every value replaced, `config` and `args` are
- * replaced whole, fields whose names say they hold a secret are replaced,
+ * `env` keeps its names with every value replaced (any other shape of `env`
+ * is replaced whole), `config` and `args` are replaced whole, so is `nats.user`, fields whose names say they hold a secret are replaced,
  * and URLs lose their user information.
  *
  * @example
@@ -27,7 +27,8 @@ const _SECRET_NAME = /pass(word)?|secret|token|seed|credential|private|api_?key|
  * `scheme://user:password@host` → `scheme://<redacted>@host`.
  */
 export function redactUrls(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, `$1${REDACTED}@`);
+  // Up to the LAST "@" of the authority, as URL parsers read it: a password may hold an "@".
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)[^/?#\s"'<>]*@/gi, `$1${REDACTED}@`);
 }
 
 /**
@@ -42,8 +43,17 @@ export function redact(value: unknown): unknown {
   for (const [k, v] of Object.entries(value)) {
     if (k === "env" && v !== null && typeof v === "object" && !Array.isArray(v)) {
       out[k] = Object.fromEntries(Object.keys(v).map((name) => [name, REDACTED]));
-    } else if (k === "config" || k === "args" || k === "helper_fingerprint") {
+    } else if (
+      k === "env" || k === "config" || k === "args" || k === "helper_fingerprint"
+    ) {
+      // An `env` of the wrong shape (["PW=…"], a string) is refused by the decoder, but a
+      // malformed override or document still holds it: replaced whole.
       out[k] = REDACTED;
+    } else if (k === "nats" && v !== null && typeof v === "object" && !Array.isArray(v)) {
+      // The NATS user name is one half of a login, as the user of a URL is.
+      const nats = redact(v) as Record<string, unknown>;
+      if ("user" in nats) nats.user = REDACTED;
+      out[k] = nats;
     } else if (_SECRET_NAME.test(k) && !/_(file|path)$/.test(k) && typeof v !== "boolean") {
       out[k] = REDACTED;
     } else {
