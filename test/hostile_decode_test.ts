@@ -476,3 +476,30 @@ Deno.test("joinPath() names fields whose keys an attacker chose", () => {
   const e = assertThrows(() => decodeConfig(_config({ "": 1 }), FILE), DecodeError);
   assertEquals(e.path, '[""]');
 });
+
+Deno.test("verify refuses the identity point as --public-key (its forged signature would pass)", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "forged bytes");
+    // R = the identity, S = 0: "verifies" for any message under the identity as key.
+    const forged = encodeBase64(new Uint8Array(64).fill(0).fill(1, 0, 1));
+    const run = await runAgent([
+      "verify",
+      "--public-key",
+      encodeBase64(_hex(SMALL_ORDER_HEX[0]!)),
+      "--addon-id",
+      "a",
+      "--version",
+      "1",
+      "--os",
+      "linux",
+      "--arch",
+      "amd64",
+      "--signature",
+      forged,
+      `${dir}/file`,
+    ]);
+    assertEquals(run.code, 2, run.stdout + run.stderr);
+    assertStringIncludes(run.stderr, "--public-key");
+    assertStringIncludes(run.stderr, "small order");
+  });
+});

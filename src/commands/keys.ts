@@ -6,10 +6,12 @@
 
 import {
   ARCHES,
+  decodeBase64,
   decodeSecretKey,
   isSafeSegment,
   OSES,
   signStatement,
+  trustKeyProblem,
   verifyStatement,
   writeKeyPair,
 } from "../protocol/mod.ts";
@@ -77,6 +79,12 @@ export async function verifyCommand(
   opts: StatementFlags & { publicKey: string; signature: string },
 ): Promise<number> {
   _checkStatement(opts);
+  // The same keys the agent refuses at load (SPEC 12): the identity "verifies" anything.
+  const raw = decodeBase64(opts.publicKey);
+  const problem = raw?.length === 32
+    ? trustKeyProblem(raw)
+    : "must be canonical standard base64 of a raw 32-byte ed25519 key";
+  if (problem !== null) throw new UsageError(`--public-key: ${problem}`);
   const sha256 = await sha256File(opts.file);
   const key = await verifyStatement(
     { addon_id: opts.addonId, version: opts.version, target: `${opts.os}/${opts.arch}`, sha256 },

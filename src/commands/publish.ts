@@ -7,8 +7,9 @@
  * @module
  */
 
-import { log } from "../common/mod.ts";
+import { log, readFileBounded } from "../common/mod.ts";
 import {
+  MAX_CATALOG_BYTES,
   openTarget,
   parseCatalog,
   parsePublishUrl,
@@ -70,7 +71,8 @@ export async function publishCommand(
 }
 
 async function _readCatalog(path: string) {
-  const text = await Deno.readTextFile(path);
+  // Counted while reading, like the server's catalog (SPEC 12).
+  const text = await readFileBounded(path, MAX_CATALOG_BYTES);
   return { text, catalog: parseCatalog(text, path) };
 }
 
