@@ -143,13 +143,17 @@ function _redacted(a: AddonState): AddonState {
  * ```
  */
 export function addonState(state: AgentState, addonId: string): AddonState {
-  const all = state.addons;
-  let s = Object.hasOwn(all, addonId) ? all[addonId] : undefined;
+  let s = findAddonState(state, addonId);
   if (!s) {
     s = emptyAddonState(addonId);
-    all[addonId] = s;
+    state.addons[addonId] = s;
   }
   return s;
+}
+
+/** The state of `addonId` in `state`, or undefined (never an inherited property). */
+export function findAddonState(state: AgentState, addonId: string): AddonState | undefined {
+  return Object.hasOwn(state.addons, addonId) ? state.addons[addonId] : undefined;
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   type AddonState,
   type AgentState,
   emptyAddonState,
+  findAddonState,
   type Layout,
   linkedVersion,
   type StagedArtifact,
@@ -99,7 +100,7 @@ export async function buildStatus(layout: Layout, state: AgentState): Promise<St
   }
   const addons: AddonStatus[] = [];
   for (const id of [...ids].sort()) {
-    const s = Object.hasOwn(state.addons, id) ? state.addons[id] : undefined;
+    const s = findAddonState(state, id);
     const { pgid_identity: _drop, ...rest } = s ??
       { ...emptyAddonState(id), state: "stopped" as const, message: "not assigned" };
     addons.push({
