@@ -82,6 +82,7 @@ async function _real(path: string): Promise<string | null> {
  *
  * @example
  * ```ts
+ * import { hostBinaryAllowed } from "./host_binaries.ts";
  * await hostBinaryAllowed("/opt/vendor/bin/tool", ["/opt/vendor/bin/*"]); // true
  * await hostBinaryAllowed("/opt/vendor/bin/sub/tool", ["/opt/vendor/bin/*"]); // false
  * ```

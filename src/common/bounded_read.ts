@@ -6,6 +6,7 @@
  *
  * @example Read a file of at most 8 MiB
  * ```ts
+ * import { readFileBounded } from "./bounded_read.ts";
  * const text = await readFileBounded("/etc/addon-agent/addons.local.json", 8 << 20);
  * ```
  *

@@ -76,6 +76,7 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u20
  *
  * @example
  * ```ts
+ * import { escapeControl } from "./log.ts";
  * escapeControl("a\0b\x1b[31m\n"); // "a\\x00b\\x1b[31m\\n"
  * ```
  */

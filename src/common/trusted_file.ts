@@ -7,6 +7,7 @@
  *
  * @example Read the token
  * ```ts
+ * import { readTrustedFile } from "./trusted_file.ts";
  * const token = await readTrustedFile("/etc/addon-agent/token", {
  *   what: "token_file",
  *   maxBytes: 1 << 20,
@@ -44,6 +45,7 @@ function _myUid(): number | null {
  *
  * @example
  * ```ts
+ * import { untrustedReason } from "./trusted_file.ts";
  * untrustedReason({ mode: 0o100666, uid: 0 } as Deno.FileInfo, 0); // "is group- or world-writable (mode 666)"
  * ```
  */

@@ -17,6 +17,7 @@
 import { DecodeError, joinPath, type Json, type JsonObject, ObjectReader } from "./decode.ts";
 import { type Platform, platformString } from "./platform.ts";
 import { decodeBase64 } from "./signature.ts";
+import { checkAbsoluteBinary, checkEnvNames, MAX_TIMEOUT_S } from "./limits.ts";
 
 /** Supervision models the agent runs. */
 export const SUPERVISIONS = [
@@ -115,7 +116,6 @@ export interface AssignmentDocument {
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 const SHA256 = /^[0-9a-fA-F]{64}$/;
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const CAPABILITY = /^CAP_[A-Z_]+$/;
 
 /** The name every staged version keeps for its record; a bundle may not use it at its top. */
@@ -146,48 +146,10 @@ export function checkBundlePath(path: string): string | null {
   }
   return null;
 }
-/** Longest `timeout_s` of an `ephemeral_helper`: 7 days (SPEC 12). */
-export const MAX_TIMEOUT_S = 604800;
 
 /** Whether `s` may be used as one path segment (SPEC 3). */
 export function isSafeSegment(s: string): boolean {
   return SEGMENT.test(s) && s !== "." && s !== "..";
-}
-
-/**
- * Return `env` when every key is a variable name (SPEC 12); else throw a
- * {@linkcode DecodeError} naming the key (`"A=B"` would become `A=B=c` in the child).
- *
- * @example
- * ```ts
- * checkEnvNames({ MODE: "fast" }, "addons[0].env"); // { MODE: "fast" }
- * ```
- */
-export function checkEnvNames(env: Record<string, string>, path: string): Record<string, string> {
-  for (const k of Object.keys(env)) {
-    if (!ENV_KEY.test(k)) {
-      throw new DecodeError(
-        joinPath(path, k),
-        `${JSON.stringify(k)} is not a variable name (must match ${ENV_KEY.source})`,
-      );
-    }
-  }
-  return env;
-}
-
-/**
- * Return `path` when it is absolute (SPEC 12); else throw a {@linkcode DecodeError} at `at`.
- *
- * @example
- * ```ts
- * checkAbsoluteBinary("/usr/sbin/nft", "addons[0].binary_path"); // "/usr/sbin/nft"
- * ```
- */
-export function checkAbsoluteBinary(path: string, at: string): string {
-  if (!path.startsWith("/")) {
-    throw new DecodeError(at, `must be an absolute path, got ${JSON.stringify(path)}`);
-  }
-  return path;
 }
 
 /** Decode a whole document; throws {@linkcode DecodeError} only when the whole document is refused. */

@@ -52,6 +52,7 @@ export class DecodeError extends Error {
  *
  * @example
  * ```ts
+ * import { joinPath } from "./decode.ts";
  * joinPath("env", "A=B"); // "env.A=B"
  * joinPath("", ""); // '[""]'
  * ```
@@ -71,6 +72,7 @@ export function joinPath(parent: string, key: string | number): string {
  *
  * @example
  * ```ts
+ * import { noNul } from "./decode.ts";
  * noNul("ok", "args[0]"); // "ok"
  * ```
  */

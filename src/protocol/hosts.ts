@@ -3,6 +3,7 @@
  *
  * @example
  * ```ts
+ * import { isLoopbackHost } from "./hosts.ts";
  * isLoopbackHost("127.0.0.1"); // true
  * isLoopbackHost("0.0.0.0"); // false: every interface
  * ```

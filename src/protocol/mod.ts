@@ -9,5 +9,6 @@ export * from "./calendar.ts";
 export * from "./decode.ts";
 export * from "./hosts.ts";
 export * from "./json_syntax.ts";
+export * from "./limits.ts";
 export * from "./platform.ts";
 export * from "./signature.ts";

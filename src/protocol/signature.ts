@@ -48,6 +48,7 @@ export function statementBytes(s: Statement): Uint8Array {
  *
  * @example
  * ```ts
+ * import { decodeBase64 } from "./signature.ts";
  * decodeBase64("AA=="); // Uint8Array [0]
  * decodeBase64("AB=="); // null: the unused bits are not zero
  * ```
@@ -99,6 +100,7 @@ function _pow(base: bigint, exp: bigint): bigint {
  *
  * @example
  * ```ts
+ * import { trustKeyProblem } from "./signature.ts";
  * trustKeyProblem(new Uint8Array(32)); // "is a point of small order …"
  * ```
  */

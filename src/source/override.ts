@@ -105,6 +105,7 @@ export function applyOverride(pushed: Json, override: JsonObject[] | null): Json
  * @example
  * ```ts
  * import { decodeDocument, hostPlatform } from "../protocol/mod.ts";
+ * import { markOverridden } from "./override.ts";
  * const override = [{ addon_id: "nft", binary_path: "/usr/sbin/nft" }];
  * const doc = decodeDocument({ addons: [] }, hostPlatform());
  * markOverridden(doc.entries, override);
