@@ -153,6 +153,15 @@ Deno.test("a confined sidecar runs as its uid with exactly its capabilities", as
         sc.start();
         try {
           await _until(() => events.includes("running"), "running");
+          // Past sh and setpriv: the add-on's own program runs (a loaded host is slow).
+          const sleepExe = Deno.realPathSync("/bin/sleep");
+          await _until(() => {
+            try {
+              return Deno.readLinkSync(`/proc/${pid}/exe`) === sleepExe;
+            } catch {
+              return false;
+            }
+          }, "the add-on to exec sleep");
           const st = _status(pid);
           assertEquals(st.Uid, `${uid}\t${uid}\t${uid}\t${uid}`);
           assertEquals(st.Gid, `${uid}\t${uid}\t${uid}\t${uid}`);
