@@ -16,6 +16,8 @@ export const NATS_SERVER = "/usr/sbin/nats-server";
 export interface NatsFixture {
   port: number;
   url: string;
+  /** `http://127.0.0.1:PORT` of the monitoring endpoint (`/connz`, `/varz`). */
+  monitor: string;
   /** Kill the server (SIGKILL) and wait for it to exit. */
   kill(): Promise<void>;
   /** Start it again on the same port and store directory. */
@@ -49,9 +51,10 @@ async function _waitListening(port: number, child: Deno.ChildProcess): Promise<v
 export async function startNats(config?: string): Promise<NatsFixture> {
   const dir = await Deno.makeTempDir({ prefix: "addon-agent-nats-" });
   const port = freePort();
+  const monitorPort = freePort();
   const sd = `${dir}/nats-js`;
   await Deno.mkdir(sd, { recursive: true });
-  const args = ["-js", "-sd", sd, "-a", "127.0.0.1", "-p", String(port)];
+  const args = ["-js", "-sd", sd, "-a", "127.0.0.1", "-p", String(port), "-m", String(monitorPort)];
   if (config !== undefined) {
     const file = `${dir}/nats.conf`;
     await Deno.writeTextFile(file, config);
@@ -76,7 +79,14 @@ export async function startNats(config?: string): Promise<NatsFixture> {
     await kill();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  return { port, url: `nats://127.0.0.1:${port}`, kill, start, stop };
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    monitor: `http://127.0.0.1:${monitorPort}`,
+    kill,
+    start,
+    stop,
+  };
 }
 
 /** Whether nats-server is installed (tests that need it are ignored where it is not). */

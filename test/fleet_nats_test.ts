@@ -102,6 +102,18 @@ Deno.test({
         await withAgent(dir, cfg, async (agent) => {
           const a1 = await waitAddon(root, agent, "probe", "1.0.0 running", (a) =>
             a.state === "running" && a.version === "1.0.0");
+          // Source, store and status share one connection to the server.
+          const connz = await (await fetch(`${nats.monitor}/connz`)).json() as {
+            connections: { name?: string }[];
+          };
+          assertEquals(
+            connz.connections.filter((c) =>
+              c.name?.startsWith("addon-agent ")
+            ).map((c) =>
+              c.name
+            ),
+            ["addon-agent _INBOX_edge-01"],
+          );
 
           const v2 = await publishArtifact(dir, nats.url, "probe", "2.0.0");
           await writeCatalog(dir, "2.0.0", v2);
@@ -136,8 +148,7 @@ Deno.test({
               running.pid !== null && !pidAlive(running.pid) ? true : null, {
               what: "probe stopped after its key was deleted",
               timeoutMs: 20_000,
-              context: () =>
-                agent.tail(),
+              context: () => agent.tail(),
             });
           } finally {
             await nc.close();
