@@ -207,9 +207,10 @@ Deno.test("unpackBundle() refuses two entries with one path", async (t) => {
 });
 
 Deno.test("unpackBundle() refuses the 10,001st entry", async () => {
-  // Entries that write nothing ("./" again and again) keep this fast; each one counts.
+  // Entries that write nothing ("./" again and again) keep this fast; each one counts, and so
+  // does bin/, the directory bin/run implies.
   const entries: RawEntry[] = [RUN];
-  for (let i = 1; i < 10_000; i++) entries.push({ name: "./", type: "directory" });
+  for (let i = 2; i < 10_000; i++) entries.push({ name: "./", type: "directory" });
   // 10,000 entries are fine…
   await withTempDir(async (dir) => {
     const s = await _setup(dir, await hostileBundle(entries));
@@ -217,6 +218,32 @@ Deno.test("unpackBundle() refuses the 10,001st entry", async () => {
   });
   // …one more is refused, and it is the one named.
   await _refused([...entries, { name: "last", body: "" }], "last", "more than the 10000");
+});
+
+Deno.test("unpackBundle() counts the directories deep paths imply as entries", async () => {
+  // Each entry implies 30 directories: the fourth goes past a limit of 100.
+  const deep = (n: number) => ({ name: `d${n}/${"x/".repeat(29)}f`, body: "x" });
+  const s = await _refused(
+    [RUN, deep(1), deep(2), deep(3), deep(4)],
+    `d4/${"x/".repeat(29)}f`,
+    "more than the 100 entries (with its directories)",
+    { maxEntries: 100 },
+  );
+  assert(!(await exists(`${s.dest}/d4`)), "no directory of the refused entry was made");
+});
+
+Deno.test("unpackBundle() refuses names and symlink targets longer than 1024 bytes", async (t) => {
+  const long = `${"abcdefgh/".repeat(114)}x`;
+  await t.step("a long name", async () => {
+    await _refused([RUN, { name: long, body: "x" }], long, "longer than 1024 bytes");
+  });
+  await t.step("a long symlink target", async () => {
+    await _refused(
+      [RUN, { name: "s", type: "symlink", linkname: `${"./".repeat(600)}bin` }],
+      "s",
+      "target is longer than 1024 bytes",
+    );
+  });
 });
 
 Deno.test("unpackBundle() counts unpacked bytes as it writes them, across entries", async (t) => {

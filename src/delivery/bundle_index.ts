@@ -18,7 +18,7 @@
  * @module
  */
 
-import { ARTIFACT_RECORD, checkBundlePath } from "../protocol/mod.ts";
+import { ARTIFACT_RECORD, checkBundlePath, MAX_BUNDLE_PATH_BYTES } from "../protocol/mod.ts";
 
 /** At most this many entries in one bundle (SPEC 15). */
 export const MAX_BUNDLE_ENTRIES = 10_000;
@@ -75,6 +75,8 @@ function _clean(name: string): string {
 export class BundleIndex {
   readonly #kinds = new Map<string, _Kind>();
   readonly #symlinks = new Map<string, string>();
+  /** Where each symlink leads (segments below the version dir), once resolved; null: out or a loop. */
+  readonly #resolved = new Map<string, string[] | null>();
   #entries = 0;
 
   /** Create an index allowing at most `maxEntries` entries. */
@@ -133,6 +135,9 @@ export class BundleIndex {
         if (target === "") refuse("is a symlink with an empty target");
         if (target.startsWith("/")) refuse(`is a symlink to the absolute path ${target}`);
         if (target.includes("\0")) refuse("is a symlink whose target contains NUL");
+        if (new TextEncoder().encode(target).length > MAX_BUNDLE_PATH_BYTES) {
+          refuse(`is a symlink whose target is longer than ${MAX_BUNDLE_PATH_BYTES} bytes`);
+        }
         if (_lexical(_dirname(path), target) === null) {
           refuse(`is a symlink to ${target}, which leaves the version directory`);
         }
@@ -155,16 +160,25 @@ export class BundleIndex {
     }
   }
 
-  /** The directories to create for `path`; refuses a path through a symlink or a file. */
+  /**
+   * The directories to create for `path`; refuses a path through a symlink or a file. Each
+   * directory made this way counts as an entry: deep paths cannot multiply the limit.
+   */
   #parents(path: string, refuse: (reason: string) => never): string[] {
     const segs = path.split("/");
     const mkdirs: string[] = [];
-    for (let i = 1; i < segs.length; i++) {
-      const prefix = segs.slice(0, i).join("/");
+    let prefix = "";
+    for (let i = 0; i < segs.length - 1; i++) {
+      prefix = i === 0 ? segs[0]! : `${prefix}/${segs[i]}`;
       const k = this.#kinds.get(prefix);
       if (k === "symlink") refuse(`goes through ${prefix}, a symlink of the bundle`);
       if (k === "file") refuse(`goes through ${prefix}, a file of the bundle`);
       if (k === undefined) {
+        if (++this.#entries > this.maxEntries) {
+          refuse(
+            `makes the bundle more than the ${this.maxEntries} entries (with its directories) it may have`,
+          );
+        }
         this.#kinds.set(prefix, "implicit-dir");
         mkdirs.push(prefix);
       }
@@ -193,8 +207,7 @@ export class BundleIndex {
    */
   checkSymlinks(): void {
     for (const [path, target] of this.#symlinks) {
-      const resolved = this.#resolve(_dirname(path), target, 0);
-      if (resolved === null) {
+      if (this.#link(path) === null) {
         throw new BundleEntryError(
           path,
           `is a symlink to ${target}, which leaves the version directory (or loops) through the bundle's symlinks`,
@@ -203,10 +216,18 @@ export class BundleIndex {
     }
   }
 
-  /** Resolve `target` from directory `from` (segments) through the bundle's symlinks; null when it leaves. */
-  #resolve(from: string[], target: string, depth: number): string[] | null {
-    if (depth > 40) return null;
-    const cur = [...from];
+  /** Where the symlink at `path` leads, resolved through the bundle's symlinks (memoized); null: out or a loop. */
+  #link(path: string): string[] | null {
+    if (this.#resolved.has(path)) return this.#resolved.get(path)!;
+    this.#resolved.set(path, null); // re-entered while resolving: a loop
+    const out = this.#walk(_dirname(path), this.#symlinks.get(path)!);
+    this.#resolved.set(path, out);
+    return out;
+  }
+
+  /** Walk `target` from directory `from` (segments), following the bundle's symlinks; null when it leaves. */
+  #walk(from: string[], target: string): string[] | null {
+    let cur = [...from];
     for (const seg of target.split("/")) {
       if (seg === "" || seg === ".") continue;
       if (seg === "..") {
@@ -215,12 +236,11 @@ export class BundleIndex {
         continue;
       }
       cur.push(seg);
-      const link = this.#symlinks.get(cur.join("/"));
-      if (link !== undefined) {
-        cur.pop();
-        const next = this.#resolve(cur, link, depth + 1);
+      const at = cur.join("/");
+      if (this.#symlinks.has(at)) {
+        const next = this.#link(at);
         if (next === null) return null;
-        cur.splice(0, cur.length, ...next);
+        cur = [...next];
       }
     }
     return cur;

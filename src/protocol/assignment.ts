@@ -118,13 +118,17 @@ const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
 const SHA256 = /^[0-9a-fA-F]{64}$/;
 const CAPABILITY = /^CAP_[A-Z_]+$/;
 
+/** The longest path inside a bundle (and symlink target) the agent takes, in bytes. */
+export const MAX_BUNDLE_PATH_BYTES = 1024;
+
 /** The name every staged version keeps for its record; a bundle may not use it at its top. */
 export const ARTIFACT_RECORD = "artifact.json";
 
 /**
  * Why `path` is not a safe relative path inside a bundle, or null when it is:
- * no leading `/`, no empty, `.` or `..` segment, no NUL, at most 4096 bytes
- * and 255 bytes a segment (what Linux file systems take).
+ * no leading `/`, no empty, `.` or `..` segment, no NUL, at most
+ * {@linkcode MAX_BUNDLE_PATH_BYTES} bytes and 255 bytes a segment (so that the
+ * path below any runtime root stays within what Linux takes).
  *
  * @example
  * ```ts
@@ -136,7 +140,9 @@ export function checkBundlePath(path: string): string | null {
   if (path === "") return "is empty";
   if (path.includes("\0")) return "contains a NUL character";
   if (path.startsWith("/")) return "is absolute";
-  if (new TextEncoder().encode(path).length > 4096) return "is longer than 4096 bytes";
+  if (new TextEncoder().encode(path).length > MAX_BUNDLE_PATH_BYTES) {
+    return `is longer than ${MAX_BUNDLE_PATH_BYTES} bytes`;
+  }
   const segments = path.split("/");
   if (segments.includes("..")) return 'has a ".." segment';
   if (segments.includes(".")) return 'has a "." segment';
