@@ -14,7 +14,7 @@
  * @module
  */
 
-import { didYouMean } from "../common/mod.ts";
+import { didYouMean, suggest } from "../common/mod.ts";
 import { jsonSyntaxError } from "./json_syntax.ts";
 
 /** A JSON value as `JSON.parse` returns it. */
@@ -168,7 +168,7 @@ export class ObjectReader {
   /** A required non-empty string. */
   string(key: string): string {
     const v = this.optString(key);
-    if (v === undefined) throw new DecodeError(this.at(key), "is required");
+    if (v === undefined) throw this.missing(key);
     return v;
   }
 
@@ -272,8 +272,22 @@ export class ObjectReader {
   /** A required nested object reader for `key`. */
   object(key: string): ObjectReader {
     const r = this.optObject(key);
-    if (!r) throw new DecodeError(this.at(key), "is required");
+    if (!r) throw this.missing(key);
     return r;
+  }
+
+  /**
+   * The error for a required `key` that is absent: when a key of this object that
+   * nothing read is a near miss of it (`rot` for `root`), that key is named with the
+   * suggestion, since the typo is what the person has to fix; else "is required".
+   */
+  missing(key: string): DecodeError {
+    const near = Object.keys(this.#obj).find((k) =>
+      !this.#used.has(k) && k !== key && suggest(k, [key]) === key
+    );
+    return near === undefined
+      ? new DecodeError(this.at(key), "is required")
+      : new DecodeError(this.at(near), `unknown key (did you mean ${key}?)`);
   }
 
   /** One of `choices`, required. */
@@ -284,7 +298,7 @@ export class ObjectReader {
         this.at(key),
         `must be one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, got ${
           JSON.stringify(v)
-        }`,
+        }${didYouMean(v, choices)}`,
       );
     }
     return v as T;
