@@ -179,7 +179,7 @@ const COMMANDS: Record<string, Command> = {
     summary: "the reference control plane: serve documents from a catalog, or publish them",
     usage: "control-plane --catalog FILE [--listen ADDR [--token-file FILE] | " +
       "--publish nats://HOST:PORT/BUCKET|" +
-      `s3://BUCKET/PREFIX [--platform OS/ARCH] [--once] ${TARGET_USAGE}]`,
+      `s3://BUCKET/PREFIX [--platform OS/ARCH] [--once] [--status-bucket B] ${TARGET_USAGE}]`,
     flags: {
       catalog: { type: "string", arg: "FILE", help: "the catalog (docs/catalog.md)" },
       listen: { type: "string", arg: "ADDR", help: "address to listen on (127.0.0.1:8480)" },
@@ -332,14 +332,28 @@ function _commandHelp(cmd: Command): string {
   ].join("\n");
 }
 
-/** Refuse a `--flag` the command does not take, suggesting the closest one. */
+/** Refuse a `--flag` or `-f` the command does not take, suggesting the closest one. */
 function _checkFlags(args: string[], flags: Record<string, Flag>): void {
-  for (const a of args) {
+  const shorts = new Map(
+    Object.entries(flags).flatMap(([n, f]) => f.short ? [[f.short, n] as const] : []),
+  );
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
     if (a === "--") return;
-    if (!a.startsWith("--")) continue;
-    const name = a.slice(2).split("=")[0]!;
-    if (!Object.hasOwn(flags, name)) {
-      throw new UsageError(`unknown flag --${name}${didYouMean(name, Object.keys(flags))}`);
+    if (a.startsWith("--")) {
+      const name = a.slice(2).split("=")[0]!;
+      if (!Object.hasOwn(flags, name)) {
+        throw new UsageError(`unknown flag --${name}${didYouMean(name, Object.keys(flags))}`);
+      }
+      if (flags[name]!.type === "string" && !a.includes("=")) i++; // its value
+    } else if (a.startsWith("-") && a.length > 1) {
+      for (const c of a.slice(1)) {
+        if (!shorts.has(c)) {
+          // `-config`: a long flag with one dash.
+          const long = Object.hasOwn(flags, a.slice(1)) ? ` (did you mean -${a}?)` : "";
+          throw new UsageError(`unknown flag -${c}${long}`);
+        }
+      }
     }
   }
 }
@@ -355,6 +369,18 @@ export async function main(args: string[]): Promise<number> {
   configureLog({ format: Deno.stderr.isTerminal() ? "text" : "json" });
   const [name, ...rest] = args;
   if (name === "help" || name === "--help" || name === "-h") {
+    // `help sync` is `sync --help`, as in git.
+    const topic = rest[0];
+    if (name === "help" && topic !== undefined && Object.hasOwn(COMMANDS, topic)) {
+      console.log(_commandHelp(COMMANDS[topic]!));
+      return EXIT.ok;
+    }
+    if (name === "help" && topic !== undefined) {
+      return _usageError(
+        `unknown command ${JSON.stringify(topic)}${didYouMean(topic, Object.keys(COMMANDS))}`,
+        _usage(),
+      );
+    }
     console.log(_usage());
     return EXIT.ok;
   }
