@@ -116,6 +116,31 @@ Deno.test("StagedVerifier.check() leaves absent versions and conflicts to delive
   });
 });
 
+Deno.test("StagedVerifier.check() calls an artifact.json rewritten to other bytes damaged when the version is known", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const evil = BYTES.replace("fine", "EVIL");
+    // Bytes and record rewritten together: consistent with each other, not with the assignment.
+    await _stage(layout, "1.0.0", evil);
+    const fresh = new StagedVerifier();
+    assertEquals(await fresh.check(layout, ID, _want("1.0.0")), "conflict", "nothing known");
+    const e = await assertRejects(
+      () => fresh.check(layout, ID, { ..._want("1.0.0"), known: true }),
+      DamagedVersionError,
+    );
+    assertStringIncludes(e.message, "its artifact.json names sha256 " + sha256Hex(evil));
+    // Known because this verifier found the version intact before.
+    await _stage(layout, "2.0.0");
+    const v = new StagedVerifier();
+    assertEquals(await v.check(layout, ID, _want("2.0.0")), "intact");
+    await _stage(layout, "2.0.0", evil);
+    await assertRejects(() => v.check(layout, ID, _want("2.0.0")), DamagedVersionError);
+    // A version published again with other bytes stays a conflict.
+    assertEquals(await v.check(layout, ID, _want("2.0.0", evil)), "intact");
+    assertEquals(await v.check(layout, ID, _want("2.0.0")), "conflict");
+  });
+});
+
 Deno.test("StagedVerifier.check() sees one overwrite of bytes hard-linked into several add-ons", async () => {
   await withTempDir(async (dir) => {
     const layout = new Layout(dir);

@@ -30,6 +30,7 @@ import { type Deliverer, DeliveryError, type DeliveryHooks } from "../delivery/m
 import {
   DamagedVersionError,
   ensureRealDir,
+  lastGoodSha256,
   type Layout,
   quarantineVersion,
   StagedVerifier,
@@ -146,6 +147,7 @@ export async function prepareLaunch(
       }
       if (a.artifact && d.source !== "host_binary") {
         if (d.source === "downloaded") await verifier.remember(d.binary, a.artifact.sha256);
+        verifier.stagedAs(layout.versionDir(a.addon_id, a.version), a.artifact.sha256);
         verifier.healed(a.addon_id, a.version);
       }
       binary = d.source === "host_binary"
@@ -257,6 +259,7 @@ export async function healStaged(
       binary_name: a.binary_name,
       sha256: a.artifact!.sha256,
       format: a.artifact!.bundle?.format ?? "binary",
+      known: await lastGoodSha256(layout, a.addon_id, a.version) === a.artifact!.sha256,
     });
   } catch (e) {
     if (!(e instanceof DamagedVersionError)) throw e;

@@ -89,3 +89,33 @@ export async function readLastGood(
 export async function removeLastGood(layout: Layout, addonId: string): Promise<void> {
   await removeIfExists(layout.lastGood(addonId));
 }
+
+/**
+ * The sha256 that `last-good.json` of `addonId` records for `version`, or null (no record,
+ * another version, no artifact, or an unreadable file: nothing is known). Self-healing
+ * (SPEC 8) uses it to tell an `artifact.json` altered on disk (damage, fetched again) from a
+ * version published twice with other bytes (a conflict, refused).
+ *
+ * @example
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const sha = await lastGoodSha256(new Layout("/var/lib/addon-agent"), "net-probe", "1.4.2");
+ * if (sha !== null) console.log(`1.4.2 ran with ${sha}`);
+ * ```
+ */
+export async function lastGoodSha256(
+  layout: Layout,
+  addonId: string,
+  version: string,
+): Promise<string | null> {
+  try {
+    const raw = JSON.parse(await Deno.readTextFile(layout.lastGood(addonId))) as {
+      assignment?: { version?: unknown; artifact_sha256?: unknown };
+    } | null;
+    const a = raw?.assignment;
+    if (a?.version !== version || typeof a.artifact_sha256 !== "string") return null;
+    return a.artifact_sha256.toLowerCase();
+  } catch {
+    return null;
+  }
+}

@@ -55,6 +55,13 @@ export interface StagedExpectation {
   sha256: string;
   /** The assignment's `artifact_format` (`binary`, `tar.gz`, `tar.zst`); absent: not compared. */
   format?: string;
+  /**
+   * The agent knows this version was staged with `sha256` (`last-good.json` says it ran with
+   * those bytes): an `artifact.json` naming other bytes was then altered on disk, which is
+   * damage, not a version published twice (a conflict). A version this verifier found intact
+   * or staged itself is known without this.
+   */
+  known?: boolean;
 }
 
 /** What {@linkcode StagedVerifier.check} found. */
@@ -81,6 +88,8 @@ function _identity(st: Deno.FileInfo): string {
 export class StagedVerifier {
   /** `path` → `sha256 identity` of files verified by this process. */
   readonly #verified = new Map<string, string>();
+  /** Version directory → the sha256 it was verified or staged with by this process. */
+  readonly #stagedAs = new Map<string, string>();
   /** `addon_id version` → why it was found damaged, until it is delivered again. */
   readonly #damaged = new Map<string, string>();
   /** Files hashed so far (for tests and figures: a cached check hashes nothing). */
@@ -126,7 +135,12 @@ export class StagedVerifier {
     } catch (e) {
       throw damaged(`its artifact.json is missing or unreadable (${(e as Error).message})`, e);
     }
-    if (record.sha256 !== want.sha256) return "conflict";
+    if (record.sha256 !== want.sha256) {
+      if (!want.known && this.#stagedAs.get(dir) !== want.sha256) return "conflict";
+      throw damaged(
+        `its artifact.json names sha256 ${record.sha256}, but the version was staged with ${want.sha256}`,
+      );
+    }
     if (want.format !== undefined && (record.format ?? "binary") !== want.format) return "conflict";
     // A bundle (SPEC 15): `sha256` is the archive's; the entrypoint's own digest is re-checked.
     const name = record.format !== undefined ? record.entrypoint ?? "" : want.binary_name;
@@ -165,6 +179,7 @@ export class StagedVerifier {
       }
       const after = _identity(await f.stat());
       if (after === before) this.#remember(path, `${want.sha256} ${after}`);
+      this.stagedAs(dir, want.sha256);
       return "intact";
     } finally {
       f.close();
@@ -174,6 +189,15 @@ export class StagedVerifier {
   /** Record `path` as verified to hold `sha256` now (the bytes were just staged after their check). */
   async remember(path: string, sha256: string): Promise<void> {
     this.#remember(path, `${sha256} ${_identity(await Deno.lstat(path))}`);
+  }
+
+  /** Record that the version in `dir` was staged (or verified) with `sha256` by this process. */
+  stagedAs(dir: string, sha256: string): void {
+    this.#stagedAs.delete(dir);
+    this.#stagedAs.set(dir, sha256);
+    while (this.#stagedAs.size > this.maxRemembered) {
+      this.#stagedAs.delete(this.#stagedAs.keys().next().value!);
+    }
   }
 
   /** Versions come and go (churn, GC): only the most recently verified files are kept. */
@@ -187,6 +211,7 @@ export class StagedVerifier {
 
   /** Forget what was verified below `dir` (a version was moved away). */
   forget(dir: string): void {
+    this.#stagedAs.delete(dir);
     for (const p of this.#verified.keys()) if (p.startsWith(`${dir}/`)) this.#verified.delete(p);
   }
 }
