@@ -8,8 +8,11 @@
 
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
 import { daemonConfig, sidecar, sleepLink, waitAddon, withAgent } from "./_daemon_fixtures.ts";
-import { exists, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
+import { exists, freePort, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
+import { readAgentState, waitFor } from "./_agent_process.ts";
+import type { StatusDocument } from "../src/status/mod.ts";
 import type { AddonState } from "../src/runtime/state.ts";
+import { writeFileAtomicIfChanged } from "../src/runtime/mod.ts";
 
 function _running(a: AddonState): boolean {
   return a.state === "running" && a.pid !== null;
@@ -73,5 +76,86 @@ Deno.test("run fetches again a running version whose bytes and artifact.json wer
       assert(!(await exists(marker)), "the tampered bytes ran");
     });
     assert(!(await exists(marker)), "the tampered bytes ran");
+  });
+});
+
+async function _mount(args: string[]): Promise<void> {
+  const out = await new Deno.Command("mount", { args }).output();
+  assert(out.success, `mount ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+Deno.test("run starts the staged add-ons of a runtime root that is read-only at start, and writes once it is writable", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const port = freePort();
+    const cfg = await daemonConfig(dir, { status: { listen: `127.0.0.1:${port}` } });
+    await Deno.mkdir(root, { recursive: true });
+    await _mount(["-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", root]);
+    try {
+      await writeAssignments(dir, [await sidecar(dir, "steady", `exec "${sleepBin}" 300`)]);
+      let before = 0;
+      await withAgent(dir, cfg, async (agent) => {
+        before = (await waitAddon(root, agent, "steady", "running", _running)).pid!;
+      });
+      await _mount(["-o", "remount,ro", root]);
+      let ro = true;
+      try {
+        await withAgent(dir, cfg, async (agent) => {
+          const live = await waitFor(async () => {
+            agent.assertAlive();
+            const r = await fetch(`http://127.0.0.1:${port}/status`).catch(() => null);
+            if (r === null) return null;
+            const doc = await r.json() as StatusDocument;
+            const a = doc.addons.find((x) => x.addon_id === "steady");
+            return a?.state === "running" && a.pid !== null && doc.error ? { doc, a } : null;
+          }, {
+            timeoutMs: 20_000,
+            what: "/status: running from the read-only root, with the write error",
+            context: () => agent.tail(),
+          });
+          assertStringIncludes(live.doc.error!, "state.json cannot be written");
+          assertEquals((await readAgentState(root))?.addons.steady?.pid, null, "stale state");
+          await _mount(["-o", "remount,rw", root]);
+          ro = false;
+          const now = await waitAddon(
+            root,
+            agent,
+            "steady",
+            "state.json written again",
+            (a) => _running(a) && a.pid === live.a.pid,
+            40_000,
+          );
+          assert(now.pid !== before);
+        });
+      } finally {
+        if (ro) await _mount(["-o", "remount,rw", root]);
+      }
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", root] }).output();
+    }
+  });
+});
+
+Deno.test("writeFileAtomicIfChanged() writes only when the bytes, the kind or the mode differ", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/config.json`;
+    assertEquals(await writeFileAtomicIfChanged(path, "{}\n", 0o640), true, "absent");
+    const ino = (await Deno.lstat(path)).ino;
+    assertEquals(await writeFileAtomicIfChanged(path, "{}\n", 0o640), false, "unchanged");
+    assertEquals((await Deno.lstat(path)).ino, ino);
+    assertEquals(
+      await writeFileAtomicIfChanged(path, "{ }\n", 0o640),
+      true,
+      "same size, other bytes",
+    );
+    await Deno.chmod(path, 0o644);
+    assertEquals(await writeFileAtomicIfChanged(path, "{ }\n", 0o640), true, "world-readable");
+    assertEquals((await Deno.lstat(path)).mode! & 0o777, 0o640);
+    await Deno.writeTextFile(`${dir}/other`, "{ }\n", { mode: 0o600 });
+    await Deno.remove(path);
+    await Deno.symlink(`${dir}/other`, path);
+    assertEquals(await writeFileAtomicIfChanged(path, "{ }\n", 0o640), true, "a symlink");
+    assert((await Deno.lstat(path)).isFile);
   });
 });

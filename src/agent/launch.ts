@@ -34,7 +34,7 @@ import {
   type Layout,
   quarantineVersion,
   StagedVerifier,
-  writeFileAtomic,
+  writeFileAtomicIfChanged,
 } from "../runtime/mod.ts";
 import { type Clock, sha256Hex } from "../common/mod.ts";
 import type { AddonIsolation } from "./isolation.ts";
@@ -175,7 +175,7 @@ export async function prepareLaunch(
   await ensureRealDir(layout.addonDir(a.addon_id), 0o750);
   await ensureRealDir(layout.dataDir(a.addon_id), 0o700);
   // The add-on's config may hold secrets: never world-readable (SPEC 12).
-  await writeFileAtomic(
+  await writeFileAtomicIfChanged(
     layout.configFile(a.addon_id),
     JSON.stringify(a.config, null, 2) + "\n",
     0o640,

@@ -132,6 +132,35 @@ export async function writeFileAtomic(
   await fsyncDir(dir);
 }
 
+/**
+ * {@linkcode writeFileAtomic} unless `path` is already a regular file (not a link) holding
+ * exactly `data` with no permission bits beyond `mode`: an add-on whose files are as they should
+ * be starts from a runtime root that is read-only (SPEC 8). Returns whether it wrote.
+ *
+ * @example
+ * ```ts
+ * await writeFileAtomicIfChanged("/var/lib/addon-agent/addons/net-probe/config.json", "{}\n", 0o640);
+ * ```
+ */
+export async function writeFileAtomicIfChanged(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o644,
+): Promise<boolean> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  try {
+    const st = await Deno.lstat(path);
+    if (st.isFile && st.size === bytes.length && ((st.mode ?? 0o7777) & 0o7777 & ~mode) === 0) {
+      const have = await Deno.readFile(path);
+      if (have.length === bytes.length && have.every((b, i) => b === bytes[i])) return false;
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await writeFileAtomic(path, bytes, mode);
+  return true;
+}
+
 /** Point symlink `linkPath` at `target` atomically (fresh link renamed over the old one). */
 export async function switchSymlink(linkPath: string, target: string): Promise<void> {
   const dir = _dirOf(linkPath);
