@@ -195,7 +195,7 @@ export async function makeSymlink(target: string, path: string): Promise<void> {
     if (!(e instanceof Deno.errors.NotCapable)) throw e;
   }
   const out = await new Deno.Command("ln", {
-    args: ["-s", "-T", "--", target, path],
+    args: ["-s", "--", target, path],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
