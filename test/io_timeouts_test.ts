@@ -383,3 +383,49 @@ Deno.test("S3Source.poll() and report() fail on a silent or stalled bucket", asy
     });
   });
 });
+
+Deno.test("Downloads.fetch() lets a caller abandon its wait; the download stops when nobody wants it", async (t) => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    await Deno.mkdir(layout.tmp);
+    const sha = sha256Hex(BODY);
+    await withServer(trickle, async (srv) => {
+      const downloads = new Downloads();
+      const req = {
+        store: _s3(srv.url, NEVER),
+        layout,
+        key: "a/1/a",
+        sha256: sha,
+        maxBytes: 1 << 20,
+      };
+      const a = new AbortController();
+      const b = new AbortController();
+      const pa = downloads.fetch({ ...req, signal: a.signal });
+      const pb = downloads.fetch({ ...req, signal: b.signal });
+      await within(
+        (async () => {
+          while (srv.hanging() === 0) await new Promise((r) => setTimeout(r, 10));
+        })(),
+        10_000,
+        "the download reached the server",
+      );
+      await t.step("one caller gives up: its wait ends, the shared download goes on", async () => {
+        a.abort(new Error("superseded by 2.0.0"));
+        const e = await within(assertRejects(() => pa, DownloadError), 10_000, "abandoned wait");
+        assertStringIncludes(e.message, "abandoned (superseded by 2.0.0)");
+        assertEquals(downloads.active(), [sha]);
+      });
+      await t.step("the last caller gives up: the download stops, mid-read", async () => {
+        b.abort(new Error("removed"));
+        await within(assertRejects(() => pb, DownloadError), 10_000, "second wait");
+        await within(
+          (async () => {
+            while (downloads.active().length > 0) await new Promise((r) => setTimeout(r, 10));
+          })(),
+          10_000,
+          "the download stopped",
+        );
+      });
+    });
+  });
+});

@@ -150,26 +150,43 @@ Deno.test("run keeps an add-on running past a stalled S3 store, takes a correcte
     }
 
     await t.step(
-      "SIGTERM while a read is stalled (idle_s 3600): exit 0 within the stop timeout",
+      "idle_s 3600: a newer assignment abandons a stalled download; SIGTERM during one exits 0",
       async () => {
-        const stall = startStallServer((req): Reply =>
-          req.path === "/addons/app/2.0.0/app"
+        const stall = startStallServer((req): Reply => {
+          const path = req.path.split("?")[0]!;
+          const body = objects[path];
+          if (body) return s3Object(req, body);
+          return path === "/addons/app/2.0.0/app"
             ? { kind: "trickle", body: v2, send: 10 }
-            : { kind: "silent" }
-        );
+            : { kind: "silent" };
+        });
         try {
           await writeAssignments(dir, [_entry("2.0.0", v2)], "v4");
           const cfg = await _s3Config(dir, stall.url, { connect_s: 3600, idle_s: 3600 });
           const agent = startAgent(cfg, {}, { stopTimeoutMs: 20_000 });
           try {
             await _stalled(stall, "the download of 2.0.0 is stalled", () => agent.tail());
-            assertEquals(await agent.stop(), 0);
+            // Nothing ends that read but a newer assignment: it is abandoned at once.
+            await writeAssignments(dir, [_entry("1.0.0", v1)], "v5");
+            await waitAddon(
+              root,
+              agent,
+              "app",
+              "1.0.0 running after the abandoned download",
+              (a) => a.state === "running" && a.version === "1.0.0",
+            );
             assert(
-              agent.logs().some((l) =>
-                String(l.error ?? l.msg).includes("agent is stopping") || l.msg === "stopped"
-              ),
+              agent.logs().some((l) => l.msg === "delivery abandoned for a newer assignment"),
               agent.tail(),
             );
+            const before = stall.hanging();
+            await writeAssignments(dir, [_entry("2.0.0", v2)], "v6");
+            await waitFor(() => stall.hanging() > before ? true : null, {
+              timeoutMs: 30_000,
+              what: "2.0.0 stalled again",
+              context: () => agent.tail(),
+            });
+            assertEquals(await agent.stop(), 0);
           } finally {
             await agent.stop().catch(() => {});
           }

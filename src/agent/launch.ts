@@ -137,6 +137,7 @@ export async function prepareLaunch(
         d = await ctx.deliverer.deliver(a, {
           ...(hooks.onPhase ? { onPhase: hooks.onPhase } : {}),
           ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
+          ...(hooks.signal ? { signal: hooks.signal } : {}),
         });
       } catch (e) {
         if (damage === null || !(e instanceof DeliveryError)) throw e;

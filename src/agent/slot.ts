@@ -30,6 +30,7 @@ import {
   writeLastGood,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
+import { InFlight } from "./in_flight.ts";
 import { DeliveryError } from "../delivery/mod.ts";
 import { fingerprint, prepareLaunch } from "./launch.ts";
 import { forgetRefused, Probation, refusedVersion } from "./probation.ts";
@@ -51,6 +52,7 @@ interface _Running {
 export class Slot {
   /** The assignment the source (or the override) wants, or null when removed. */
   desired: Assignment | null = null;
+  readonly #inFlight = new InFlight();
   #running: _Running | null = null;
   #queue: Promise<void> = Promise.resolve();
   readonly #retries: DeliveryRetries;
@@ -90,6 +92,7 @@ export class Slot {
 
   /** Reconcile towards `a`. */
   enqueueDesired(a: Assignment): Promise<void> {
+    this.#inFlight.abandonUnless(a.enabled ? a.artifact?.sha256 ?? null : null, a.version);
     return this.#enqueue(async () => {
       this.desired = a;
       await this.#reconcile(false);
@@ -124,6 +127,7 @@ export class Slot {
 
   /** The add-on is no longer assigned: stop it and remove its files (not `data/`). */
   enqueueRemoved(): Promise<void> {
+    this.#inFlight.abandonUnless(null, "its removal");
     return this.#enqueue(async () => {
       this.desired = null;
       this.#retries.clear();
@@ -205,11 +209,20 @@ export class Slot {
     if (isRetry && !this.#retries.has(key) && this.#running?.fp === fp) return;
 
     let launch: Launch;
+    const tracked = this.#inFlight.begin(a.artifact?.sha256 ?? null);
     try {
-      launch = await this.#prepare(a);
+      launch = await this.#prepare(a, tracked.signal);
     } catch (e) {
-      await this.#deliveryFailed(a, e as Error);
+      if (!tracked.signal.aborted) return await this.#deliveryFailed(a, e as Error);
+      // Not a failure of `a`: a newer assignment is queued right behind it.
+      log.info("delivery abandoned for a newer assignment", {
+        addon_id: this.id,
+        version: a.version,
+      });
+      if (this.#running && !this.#running.fallback) this.#set("running", "");
       return;
+    } finally {
+      tracked.end();
     }
     this.#retries.succeeded(key);
     await this.#activateAndStart(a, launch);
@@ -272,8 +285,9 @@ export class Slot {
   }
 
   /** Everything before a start (see {@linkcode prepareLaunch}), reported in this add-on's state. */
-  #prepare(a: Assignment): Promise<Launch> {
+  #prepare(a: Assignment, signal?: AbortSignal): Promise<Launch> {
     return prepareLaunch(this.ctx, a, {
+      ...(signal ? { signal } : {}),
       onPhase: (_id, phase) => this.#set(phase, `${phase} ${a.version}`),
       onProgress: (id, bytes, total) => {
         this.st.progress = { bytes, total_bytes: total };

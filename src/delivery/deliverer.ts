@@ -23,7 +23,7 @@ import { activate, rollBack } from "../runtime/mod.ts";
 import { deliver, type Delivered, type DeliveryContext } from "./delivery.ts";
 
 /** Progress callbacks of one delivery. */
-export type DeliveryHooks = Pick<DeliveryContext, "onPhase" | "onProgress">;
+export type DeliveryHooks = Pick<DeliveryContext, "onPhase" | "onProgress" | "signal">;
 
 /** Delivery as the reconciler sees it. */
 export interface Deliverer {

@@ -94,6 +94,8 @@ export interface DeliveryContext {
   onProgress?: (addonId: string, bytes: number, total: number) => void;
   /** The delivery moved on to a new phase. */
   onPhase?: (addonId: string, phase: "downloading" | "verifying") => void;
+  /** The caller no longer wants this delivery (a new assignment): its download is abandoned. */
+  signal?: AbortSignal;
 }
 
 /** Build the delivery context for a configuration (the S3 SDK loads only for an S3 store). */
@@ -304,6 +306,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
         ? { marginBytes: ctx.limits.free_space_margin_bytes }
         : {}),
       onProgress: (b, t) => ctx.onProgress?.(a.addon_id, b, t),
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
   } catch (e) {
     if (e instanceof DownloadError) {

@@ -109,7 +109,11 @@ export interface DownloadRequest {
   marginBytes?: number;
   /** Called now and then while bytes arrive. */
   onProgress?: (bytes: number, total: number) => void;
-  /** Stops the download at once, even in the middle of a read (the partial stays for a resume). */
+  /**
+   * This caller no longer wants the bytes (its assignment changed): its wait
+   * ends at once, and the download itself stops, even in the middle of a
+   * read, once no caller wants it (the partial stays for a resume).
+   */
   signal?: AbortSignal;
 }
 
@@ -130,6 +134,32 @@ export interface DownloadLease {
 interface _Flight {
   promise: Promise<{ size: number; fetched: number }>;
   users: number;
+  /** Stops this download (every user gave up, or the agent is stopping). */
+  abort: AbortController;
+}
+
+/** `p`, or a rejection as soon as `signal` aborts (the caller gave up waiting). */
+function _unlessAbandoned<T>(p: Promise<T>, signal: AbortSignal, what: string): Promise<T> {
+  const abandoned = () =>
+    new DownloadError(`${what}: abandoned (${String(signal.reason?.message ?? signal.reason)})`, {
+      kind: "unavailable",
+      cause: signal.reason,
+    });
+  if (signal.aborted) return Promise.reject(abandoned());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abandoned());
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 async function _writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
@@ -330,6 +360,7 @@ export class Downloads {
   /** Stop every running download at once, even mid-read (the agent is stopping); partials stay. */
   abortAll(): void {
     this.#abort.abort();
+    for (const f of this.#flights.values()) f.abort.abort();
   }
 
   /**
@@ -341,7 +372,9 @@ export class Downloads {
   async fetch(req: DownloadRequest): Promise<DownloadLease> {
     let flight = this.#flights.get(req.sha256);
     if (!flight) {
-      flight = { promise: _download({ ...req, signal: this.#abort.signal }), users: 0 };
+      const abort = new AbortController();
+      if (this.#abort.signal.aborted) abort.abort();
+      flight = { promise: _download({ ...req, signal: abort.signal }), users: 0, abort };
       this.#flights.set(req.sha256, flight);
       const f = flight;
       f.promise.catch(() => {
@@ -351,9 +384,13 @@ export class Downloads {
     flight.users++;
     let result;
     try {
-      result = await flight.promise;
+      result = await (req.signal
+        ? _unlessAbandoned(flight.promise, req.signal, req.store.describe(req.key))
+        : flight.promise);
     } catch (e) {
       flight.users--;
+      // The last one who wanted these bytes gave up: stop the download itself, even mid-read.
+      if (req.signal?.aborted && flight.users === 0) flight.abort.abort(req.signal.reason);
       throw e;
     }
     const path = req.layout.partial(req.sha256);
