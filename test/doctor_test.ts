@@ -10,6 +10,7 @@ import {
   publicKeyB64,
   publishFs,
   runDeno,
+  S3_ENV,
   signFor,
   withTempDir,
   writeAssignments,
@@ -121,5 +122,104 @@ Deno.test("doctor refuses a token_file with a line break inside without quoting 
     assertEquals(r.code, 1);
     assert(!(r.stdout + r.stderr).includes("5ec7et"), r.stdout + r.stderr);
     assertMatch(r.stdout, /✘ the source .* token_file .*\/token holds a line break/);
+  });
+});
+
+/** A loopback S3 endpoint that records each request and serves a 64 MiB object to a GET. */
+function recordingS3(): { endpoint: string; requests: string[]; close: () => Promise<void> } {
+  const requests: string[] = [];
+  const size = 64 << 20;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    requests.push(`${req.method} ${new URL(req.url).pathname}`);
+    const headers = { "content-length": String(size), etag: '"e"' };
+    if (req.method === "HEAD") return new Response(null, { headers });
+    return new Response(new Uint8Array(size), { headers });
+  });
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    requests,
+    close: () => server.shutdown(),
+  };
+}
+
+Deno.test("doctor asks an S3 store for an artifact's size with a HEAD, never a GET", async () => {
+  await withTempDir(async (dir) => {
+    const s3 = recordingS3();
+    try {
+      const config = await host(dir, {
+        object_store: {
+          kind: "s3",
+          bucket: "addons",
+          endpoint: s3.endpoint,
+          force_path_style: true,
+        },
+      });
+      const r = await runDeno(["run", "-A", "--quiet", MAIN_TS, "doctor", "--config", config], {
+        env: S3_ENV,
+      });
+      assertMatch(
+        r.stdout,
+        /✔ probe 1\.0\.0: s3:\/\/addons\/probe\/1\.0\.0\/probe exists \(67108864 bytes\)/,
+      );
+      assertEquals(s3.requests, ["HEAD /addons/probe/1.0.0/probe"]);
+    } finally {
+      await s3.close();
+    }
+  });
+});
+
+/** Accepts connections and never answers. */
+function silentServer(): { url: string; close: () => void } {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of l) conns.push(c);
+  })().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${(l.addr as Deno.NetAddr).port}`,
+    close: () => {
+      l.close();
+      for (const c of conns) c.close();
+    },
+  };
+}
+
+/** Run doctor, killing it after 30 s: a doctor that needed that long hung. */
+async function doctorWithDeadline(config: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN_TS, "doctor", "--config", config],
+    env: S3_ENV,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const r = await child.output();
+  clearTimeout(deadline);
+  const stdout = new TextDecoder().decode(r.stdout);
+  assert(r.signal === null, `doctor hung: ${stdout}`);
+  return { code: r.code, stdout };
+}
+
+Deno.test("doctor gives up on a source or store that never answers after timeouts.connect_s", async () => {
+  await withTempDir(async (dir) => {
+    const silent = silentServer();
+    try {
+      const timeouts = { connect_s: 1, idle_s: 1 };
+      const source = await doctorWithDeadline(
+        await host(dir, { timeouts, source: { kind: "control_plane", url: silent.url } }),
+      );
+      assertEquals(source.code, 1);
+      assertMatch(source.stdout, /✘ the source .* does not answer: .*within 1 s/);
+      const store = await doctorWithDeadline(
+        await host(dir, {
+          timeouts,
+          object_store: { kind: "s3", bucket: "a", endpoint: silent.url, force_path_style: true },
+        }),
+      );
+      assertEquals(store.code, 1);
+      assertMatch(store.stdout, /✘ probe 1\.0\.0: cannot stat s3:\/\/a\/probe\/1\.0\.0\/probe/);
+    } finally {
+      silent.close();
+    }
   });
 });

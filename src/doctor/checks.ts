@@ -212,16 +212,26 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
     store = await openObjectStore(cfg.object_store, storeContextOf(cfg));
   } catch (e) {
     return [
-      fail(`the object store cannot be opened: ${(e as Error).message}`, "check object_store"),
+      fail(
+        `the object store cannot be opened: ${(e as Error).message}`,
+        `check object_store in ${cfg.file}`,
+      ),
     ];
   }
   const out: Check[] = [];
   for (const a of wanted) {
     const key = a.artifact!.object_key;
     try {
-      // Open and close at once: the size comes with the headers, no body is read.
-      const obj = await store.open(key, 0);
-      obj.close();
+      // A HEAD where the store has one; else open and close at once (a file, a NATS
+      // object's info: the size comes without the body).
+      let obj: { size: number };
+      if (store.stat) {
+        obj = await store.stat(key);
+      } else {
+        const opened = await store.open(key, 0);
+        opened.close();
+        obj = opened;
+      }
       out.push(
         obj.size <= cfg.limits.max_artifact_bytes
           ? ok(`${a.addon_id} ${a.version}: ${store.describe(key)} exists (${obj.size} bytes)`)

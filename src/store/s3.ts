@@ -21,7 +21,7 @@
  * @module
  */
 
-import { GetObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import type { ObjectStoreConfig } from "../config/mod.ts";
 import { DEFAULT_IO_TIMEOUTS, fetchWithTimeouts, type IoTimeouts } from "../common/mod.ts";
 import { type ObjectStore, type OpenedObject, type OpenOptions, StoreError } from "./types.ts";
@@ -262,6 +262,32 @@ export class S3Store implements ObjectStore {
     return `s3://${this.cfg.bucket}/${this.cfg.prefix}${key}`;
   }
 
+  #error(verb: string, key: string, e: unknown): StoreError {
+    const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    const status = err.$metadata?.httpStatusCode;
+    return new StoreError(
+      `cannot ${verb} ${this.describe(key)}: ${err.name ?? "error"}${
+        status ? ` (HTTP ${status})` : ""
+      }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
+      {
+        kind: status === 404 ? "not_found" : status === 403 ? "refused" : "unavailable",
+        cause: e,
+      },
+    );
+  }
+
+  /** HEAD the object: its size, and no byte of its body on the wire. */
+  async stat(key: string): Promise<{ size: number }> {
+    try {
+      const res = await this.#client(this.cfg.prefix + key).send(
+        new HeadObjectCommand({ Bucket: this.cfg.bucket, Key: this.cfg.prefix + key }),
+      );
+      return { size: res.ContentLength ?? -1 };
+    } catch (e) {
+      throw this.#error("stat", key, e);
+    }
+  }
+
   /**
    * GET the object (ranged from `offset`); errors name the object and the
    * store's reason. `opts.signal` aborts the request, and later a read of the body.
@@ -282,17 +308,7 @@ export class S3Store implements ObjectStore {
         { abortSignal: abort.signal },
       );
     } catch (e) {
-      const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-      const status = err.$metadata?.httpStatusCode;
-      throw new StoreError(
-        `cannot get ${this.describe(key)}: ${err.name ?? "error"}${
-          status ? ` (HTTP ${status})` : ""
-        }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
-        {
-          kind: status === 404 ? "not_found" : status === 403 ? "refused" : "unavailable",
-          cause: e,
-        },
-      );
+      throw this.#error("get", key, e);
     }
     let size: number;
     const range = res.ContentRange ? /\/(\d+)$/.exec(res.ContentRange) : null;

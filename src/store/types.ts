@@ -54,6 +54,13 @@ export interface ObjectStore {
    * or the object may not be read, `unavailable` when the store could not answer.
    */
   open(key: string, offset: number, opts?: OpenOptions): Promise<OpenedObject>;
+  /**
+   * The size of `key` without a byte of its body (an S3 HEAD), for `doctor`. Absent
+   * where {@linkcode ObjectStore.open} itself reads no body (a file, a NATS object's info).
+   *
+   * @throws {StoreError} as `open` does.
+   */
+  stat?(key: string): Promise<{ size: number }>;
 }
 
 /**
