@@ -103,6 +103,9 @@ Deno.test({
             JSON.stringify({ config: { filter_subject: ">" } }),
           ],
           ["$KV.status.edge-b", JSON.stringify({ agent_id: "edge-b", forged: true })],
+          // No consumer on the artifacts without a chunk filter, no durable one.
+          ["$JS.API.CONSUMER.CREATE.OBJ_artifacts.x", JSON.stringify({ config: { name: "x" } })],
+          ["$JS.API.CONSUMER.DURABLE.CREATE.OBJ_artifacts.d", JSON.stringify({ config: {} })],
         ];
         for (const [subject, body] of attempts) {
           const got = await nc.request(subject, body, { timeout: 1_500 }).then(

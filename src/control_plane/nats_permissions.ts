@@ -56,10 +56,11 @@ export function natsPermissions(input: NatsPermissionsInput): NatsPermissions {
         `$JS.API.DIRECT.GET.OBJ_${obj}`,
         `$JS.API.DIRECT.GET.OBJ_${obj}.>`,
         `$JS.API.STREAM.INFO.OBJ_${obj}`,
-        `$JS.API.CONSUMER.CREATE.OBJ_${obj}.>`,
-        `$JS.API.CONSUMER.INFO.OBJ_${obj}.>`,
-        `$JS.API.CONSUMER.MSG.NEXT.OBJ_${obj}.>`,
-        `$JS.API.CONSUMER.DELETE.OBJ_${obj}.>`,
+        // consumers only with a filter on chunk subjects, named in the request subject
+        `$JS.API.CONSUMER.CREATE.OBJ_${obj}.*.$O.${obj}.C.>`,
+        `$JS.API.CONSUMER.INFO.OBJ_${obj}.*`,
+        `$JS.API.CONSUMER.MSG.NEXT.OBJ_${obj}.*`,
+        `$JS.API.CONSUMER.DELETE.OBJ_${obj}.*`,
       ],
     },
     subscribe: {
