@@ -114,7 +114,13 @@ Deno.test("confinedCommand() asks setpriv for exactly the add-on's capabilities"
     "x",
   ]);
   assert(c.args.includes("--no-new-privs"), "no capabilities: no_new_privs");
-  assertEquals(c.args.slice(-3), ["--", "/b", "x"]);
+  assertEquals(c.args.slice(-3), ["addon-agent-env", "/b", "x"]);
+  assertEquals(
+    c.args[c.args.indexOf("--") + 1],
+    "/bin/sh",
+    "setpriv runs the shell that restores env",
+  );
+  assertEquals(c.env, { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" }, "no variable of the add-on's");
   const w = confinedCommand(
     { uid: null, gid: null, capabilities: ["CAP_NET_RAW"], procsFile: "/cg/cgroup.procs" },
     "/b",

@@ -17,14 +17,25 @@
  * capabilities only. An add-on without capabilities also gets
  * `no_new_privs`. Without a cgroup the shell is left out.
  *
+ * The add-on's environment (which the control plane chooses) never reaches a
+ * process that still runs as root: the shell and `setpriv` see only `PATH`
+ * and the add-on's variables renamed `ADDON_AGENT_ENV_<NAME>`, and a second
+ * shell, run by `setpriv` as the add-on's user, gives them their names back
+ * just before it `exec`s the add-on. Otherwise `LD_PRELOAD`,
+ * `LD_DEBUG_OUTPUT`, `GLIBC_TUNABLES` or `GCONV_PATH` of an assignment would
+ * act in the dynamic loader of the root-run shell and `setpriv`: code or
+ * files of the control plane's choosing, as root.
+ *
  * @example Build the command line of a confined add-on
  * ```ts
  * const cmd = confinedCommand(
  *   { uid: 61000, gid: 61000, capabilities: ["CAP_NET_RAW"], procsFile: null },
  *   "/var/lib/addon-agent/addons/p/current/p",
  *   ["--port", "0"],
+ *   true,
+ *   { LD_PRELOAD: "/tmp/x.so" },
  * );
- * console.log(cmd.cmd, cmd.args.join(" "));
+ * console.log(cmd.cmd, cmd.args.join(" "), cmd.env); // env: { PATH, ADDON_AGENT_ENV_LD_PRELOAD }
  * ```
  *
  * @module
@@ -95,18 +106,29 @@ export function setprivCapList(caps: readonly string[]): string {
   );
 }
 
+/** Prefix of the add-on's variables while processes that run as root hold them. */
+export const ENV_PREFIX = "ADDON_AGENT_ENV_";
+/** `PATH` of the root-run shell and `setpriv` (both are named by absolute path anyway). */
+const ROOT_STAGE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /**
- * The command that runs `cmd args` confined by `c`. `bounding` says whether
- * the agent may shrink the bounding set (it needs `CAP_SETPCAP`); without it
- * the bounding set stays the agent's, and the other sets still hold only
- * the add-on's capabilities.
+ * The command that runs `cmd args` confined by `c`, with the environment
+ * `env` for the add-on. `bounding` says whether the agent may shrink the
+ * bounding set (it needs `CAP_SETPCAP`); without it the bounding set stays
+ * the agent's, and the other sets still hold only the add-on's
+ * capabilities. Spawn the returned `cmd args` with exactly the returned
+ * `env` (a cleared environment): the add-on then starts with exactly `env`.
+ *
+ * @throws {Error} when setpriv is missing, or a name in `env` is not `^[A-Za-z_][A-Za-z0-9_]*$`
  */
 export function confinedCommand(
   c: Confinement,
   cmd: string,
   args: readonly string[],
   bounding = true,
-): { cmd: string; args: string[] } {
+  env: Readonly<Record<string, string>> = {},
+): { cmd: string; args: string[]; env: Record<string, string> } {
   const setpriv = setprivPath();
   if (setpriv === null) {
     throw new Error("setpriv is not installed (Debian package util-linux); cannot confine add-ons");
@@ -119,8 +141,18 @@ export function confinedCommand(
   if (bounding) sp.push("--bounding-set", caps);
   sp.push("--inh-caps", caps, "--ambient-caps", caps);
   if (c.capabilities.length === 0) sp.push("--no-new-privs");
-  sp.push("--", cmd, ...args);
-  if (c.procsFile === null) return { cmd: setpriv, args: sp };
+  sp.push(
+    "--",
+    "/bin/sh",
+    "-c",
+    _restoreEnvScript(Object.keys(env)),
+    "addon-agent-env",
+    cmd,
+    ...args,
+  );
+  const staged: Record<string, string> = { PATH: ROOT_STAGE_PATH };
+  for (const [k, v] of Object.entries(env)) staged[ENV_PREFIX + k] = v;
+  if (c.procsFile === null) return { cmd: setpriv, args: sp, env: staged };
   return {
     cmd: "/bin/sh",
     args: [
@@ -131,5 +163,29 @@ export function confinedCommand(
       setpriv,
       ...sp,
     ],
+    env: staged,
   };
+}
+
+/**
+ * The script of the shell that runs as the add-on's user: every variable of
+ * `names` gets its value back from `ADDON_AGENT_ENV_<name>` (shortest names
+ * first, so a variable that is itself called `ADDON_AGENT_ENV_X` is restored
+ * only after `X` read its value), `PATH` is the add-on's or unset, then
+ * `exec` of the add-on (`"$@"`). Values never appear in an argument list.
+ */
+function _restoreEnvScript(names: readonly string[]): string {
+  const sorted = [...names].sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
+  const out: string[] = [];
+  for (const n of sorted) {
+    if (!ENV_NAME.test(n)) {
+      throw new Error(
+        `environment variable name ${JSON.stringify(n)} is not ^[A-Za-z_][A-Za-z0-9_]*$`,
+      );
+    }
+    out.push(`${n}=$\{${ENV_PREFIX}${n}}; export ${n}; unset ${ENV_PREFIX}${n}`);
+  }
+  if (!names.includes("PATH")) out.push("unset PATH");
+  out.push('exec "$@"');
+  return out.join("; ");
 }

@@ -50,11 +50,11 @@ export async function runHelper(
   let proc;
   try {
     await spec.preflight?.();
-    const { cmd, args } = launchCommand(spec);
+    const { cmd, args, env } = launchCommand(spec);
     proc = spawnGroup({
       cmd,
       args,
-      env: spec.env,
+      env,
       clearEnv: true,
       ...(spec.cwd ? { cwd: spec.cwd } : {}),
       onLine: (stream, line) => {

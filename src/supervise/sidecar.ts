@@ -46,10 +46,16 @@ export interface LaunchSpec {
   preflight?: () => Promise<void>;
 }
 
-/** The executable and arguments to spawn for `spec`: confined when it says so. */
-export function launchCommand(spec: LaunchSpec): { cmd: string; args: string[] } {
-  if (!spec.confine) return { cmd: spec.binary, args: spec.args };
-  return confinedCommand(spec.confine, spec.binary, spec.args, spec.bounding ?? true);
+/**
+ * The executable, arguments and (whole) environment to spawn for `spec`:
+ * confined when it says so, and then the add-on's variables reach no
+ * process that still runs as root.
+ */
+export function launchCommand(
+  spec: LaunchSpec,
+): { cmd: string; args: string[]; env: Record<string, string> } {
+  if (!spec.confine) return { cmd: spec.binary, args: spec.args, env: spec.env };
+  return confinedCommand(spec.confine, spec.binary, spec.args, spec.bounding ?? true, spec.env);
 }
 
 /**
@@ -176,11 +182,11 @@ export class Sidecar {
       try {
         await this.spec.preflight?.();
         if (this.#stopping) break;
-        const { cmd, args } = launchCommand(this.spec);
+        const { cmd, args, env } = launchCommand(this.spec);
         proc = spawnGroup({
           cmd,
           args,
-          env: this.spec.env,
+          env,
           clearEnv: true,
           ...(this.spec.cwd ? { cwd: this.spec.cwd } : {}),
           onLine: (stream, line) => {

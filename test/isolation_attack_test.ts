@@ -1,0 +1,56 @@
+// Attacks on add-on isolation (SPEC 13) by a control plane that may only send assignments and
+// by a malicious add-on, each against the real agent running as root.
+
+import { assert, assertEquals } from "./_assert.ts";
+import { waitFor } from "./_agent_process.ts";
+import { daemonConfig, sidecar, sleepLink, waitState, withAgent } from "./_daemon_fixtures.ts";
+import { withTempDir, writeAssignments } from "./_helpers.ts";
+
+const ROOT_ONLY = { ignore: Deno.uid() !== 0 };
+/** A value a shell would expand, split or unquote if it ever saw it as code. */
+const TRICKY = `a  b'"\\ $(id) \${HOME} *`;
+
+Deno.test({
+  name:
+    "an assignment's loader variables (LD_DEBUG_OUTPUT, LD_PRELOAD) act only as the add-on's user, never as root",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      // Only root may write here: a file appearing in it was written by a process running as root.
+      const rootOnly = `${dir}/root-only`;
+      await Deno.mkdir(rootOnly, { mode: 0o755 });
+      const cfg = await daemonConfig(dir);
+      const root = `${dir}/root`;
+      await writeAssignments(dir, [
+        await sidecar(
+          dir,
+          "ld",
+          `echo "sees LD_DEBUG=$LD_DEBUG"; unset LD_DEBUG; printf 'TRICKY=%s\\n' "$TRICKY"; ` +
+            `echo "renamed: $(env | grep -c ADDON_AGENT_ENV_)"; exec ${sleep} 300`,
+          { env: { LD_DEBUG: "files", LD_DEBUG_OUTPUT: `${rootOnly}/pwned`, TRICKY } },
+        ),
+      ]);
+      await withAgent(dir, cfg, async (agent) => {
+        await waitState(root, agent, "ld", "running");
+        await waitFor(
+          () =>
+            agent.logs().some((l) => l.addon_id === "ld" && l.msg === "sees LD_DEBUG=files")
+              ? true
+              : null,
+          {
+            timeoutMs: 10_000,
+            what: "the add-on to print its environment",
+            context: () => agent.tail(),
+          },
+        );
+        const lines = agent.logs().filter((l) => l.addon_id === "ld").map((l) => l.msg);
+        assert(lines.includes(`TRICKY=${TRICKY}`), `the add-on's env arrives verbatim: ${lines}`);
+        assert(lines.includes("renamed: 0"), `no renamed variable is left: ${lines}`);
+        const written = [];
+        for await (const e of Deno.readDir(rootOnly)) written.push(e.name);
+        assertEquals(written, [], "files the loader wrote as root at the assignment's request");
+      });
+    });
+  },
+});
