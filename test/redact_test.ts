@@ -1,9 +1,9 @@
-// Unit tests of the support archive's redaction (SPEC 16): shapes a
+// Unit tests of the support archive's redaction and listing (SPEC 16): shapes a
 // malformed override or document can take, and URLs a parser reads
 // differently from a naive pattern.
 
 import { assert, assertEquals } from "./_assert.ts";
-import { redact, REDACTED, redactUrls } from "../src/doctor/mod.ts";
+import { listTree, redact, REDACTED, redactUrls } from "../src/doctor/mod.ts";
 
 Deno.test("redact() replaces an env that is not an object whole", () => {
   const out = redact({
@@ -31,4 +31,16 @@ Deno.test("redact() hides the NATS user name and keeps its file paths", () => {
     nats: { servers: ["nats://h:4222"], user: REDACTED, password_file: "/etc/pw" },
     isolation: { users: "shared", user: "addon" },
   });
+});
+
+Deno.test("listTree() escapes a planted name with a line break, so it cannot forge a line", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/a\nl 0777 0:0 1 x -> \\etc\\shadow`, "");
+    const lines = await listTree(dir);
+    assertEquals(lines.length, 2, lines.join("\n"));
+    assert(lines[1]!.endsWith(" a\\x0al 0777 0:0 1 x -> \\\\etc\\\\shadow"), lines[1]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -15,7 +15,15 @@
 /** At most this many entries are listed (a runaway data/ directory cannot bloat the archive). */
 export const MAX_LISTED = 20_000;
 
-/** One line per entry under `root` (root first), sorted by path. */
+/** `s` with control characters written as `\xNN`, so a planted name cannot forge a line. */
+function _printable(s: string): string {
+  return s.replace(
+    /[\x00-\x1f\x7f\\]/g,
+    (c) => c === "\\" ? "\\\\" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}
+
+/** One line per entry under `root` (root first), sorted by path; names with control characters escaped. */
 export async function listTree(root: string, max = MAX_LISTED): Promise<string[]> {
   const lines: string[] = [];
   const walk = async (path: string, rel: string): Promise<void> => {
@@ -29,10 +37,10 @@ export async function listTree(root: string, max = MAX_LISTED): Promise<string[]
     }
     const type = st.isSymlink ? "l" : st.isDirectory ? "d" : st.isFile ? "-" : "?";
     const mode = ((st.mode ?? 0) & 0o7777).toString(8).padStart(4, "0");
-    let line = `${type} ${mode} ${st.uid ?? "?"}:${st.gid ?? "?"} ${
-      String(st.size).padStart(10)
-    } ${rel}`;
-    if (st.isSymlink) line += ` -> ${await Deno.readLink(path).catch(() => "?")}`;
+    let line = `${type} ${mode} ${st.uid ?? "?"}:${st.gid ?? "?"} ${String(st.size).padStart(10)} ${
+      _printable(rel)
+    }`;
+    if (st.isSymlink) line += ` -> ${_printable(await Deno.readLink(path).catch(() => "?"))}`;
     lines.push(line);
     if (!st.isDirectory || st.isSymlink) return;
     const names: string[] = [];
