@@ -18,6 +18,7 @@ export const MAX_LISTED = 20_000;
 /** `s` with control characters written as `\xNN`, so a planted name cannot forge a line. */
 function _printable(s: string): string {
   return s.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x1f\x7f\\]/g,
     (c) => c === "\\" ? "\\\\" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
