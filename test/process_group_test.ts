@@ -50,6 +50,16 @@ function _alive(pid: number): boolean {
   return st !== null && st.state !== "Z" && st.state !== "X";
 }
 
+/** Whether `pid` runs with SIGTERM ignored (bit 15 of SigIgn in /proc/<pid>/status). */
+function _ignoresTerm(pid: number): boolean {
+  try {
+    const m = /^SigIgn:\s*([0-9a-f]+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    return m !== null && (BigInt(`0x${m[1]}`) & (1n << 14n)) !== 0n;
+  } catch {
+    return false;
+  }
+}
+
 /** Zombies whose parent is this test process (ours to reap). */
 function _ourZombies(): number[] {
   const out: number[] = [];
@@ -413,7 +423,9 @@ Deno.test("stopGroup() ends what a leader that exited by itself left behind", as
     try {
       const grandchild = Number(await c.waitFor((l) => /^\d+$/.test(l)));
       await proc.status;
-      assert(await _eventually(() => _alive(grandchild)), "grandchild runs");
+      // Only once it has exec'd sleep has the subshell run `trap '' TERM`: before that a
+      // SIGTERM would end it and there would be nothing left to SIGKILL.
+      assert(await _eventually(() => _ignoresTerm(grandchild)), "grandchild ignores SIGTERM");
       const r = await stopGroup(proc, 300);
       assertEquals(r, { killed: true, remaining: [] }, "result");
       assert(!_alive(grandchild), "grandchild gone");
