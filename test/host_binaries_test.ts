@@ -79,13 +79,13 @@ Deno.test("checkHostBinary() refuses a source's binary outside the allowlist; th
       assertStringIncludes(e.message, `host binary ${f.escape} (really ${f.outside})`);
       assertStringIncludes(e.message, "is not allowed by host_binaries");
     });
-    await t.step("allowed: the path as named is what runs", async () => {
+    await t.step("allowed: its real path is what runs, not the link as named", async () => {
       assertEquals(
         await checkHostBinary(f.into!, "binary_path", {
           allow: [`${dir}/allowed/*`],
           fromOverride: false,
         }),
-        f.into,
+        await Deno.realPath(f.tool!),
       );
     });
     await t.step("named by the override: any executable path", async () => {
@@ -182,5 +182,67 @@ Deno.test("sync under the real permission set refuses a host fallback the source
     const allowed = await sync({ host_binaries: { allow: ["/usr/bin/*"] } });
     assertEquals(allowed.code, 0, allowed.stderr);
     assertEquals(syncJson(allowed).results[0]!.outcome, "host_binary");
+  });
+});
+
+Deno.test("run under the real permission set: a link swapped after the check never runs what it leads to", async () => {
+  await withTempDir(async (dir) => {
+    const sb = await sandbox(dir);
+    await Deno.mkdir(`${sb.etc}/store`);
+    await Deno.mkdir(`${sb.etc}/bin`);
+    // The allowed tool appends a line per run; the attacker's script would leave `owned`.
+    const ran = `${sb.outside}/ran`;
+    const owned = `${sb.outside}/owned`;
+    const tool = `${sb.etc}/bin/tool`;
+    const evil = `${sb.etc}/bin/evil`;
+    await Deno.writeTextFile(tool, `#!/bin/sh\necho run >> ${ran}\n`);
+    await Deno.writeTextFile(evil, `#!/bin/sh\nid > ${owned}\n`);
+    await Deno.chmod(tool, 0o755);
+    await Deno.chmod(evil, 0o755);
+    // The source names a path inside an add-on's own data/ (writable by the add-on's user),
+    // a link to the allowed tool when the agent checks it.
+    const data = `${sb.root}/addons/pwn/data`;
+    await Deno.mkdir(data, { recursive: true, mode: 0o700 });
+    await Deno.chmod(`${sb.root}/addons/pwn`, 0o750);
+    const link = `${data}/tool`;
+    await Deno.symlink(tool, link);
+    await writeAssignments(sb.etc, [{
+      addon_id: "pwn",
+      version: "1",
+      delivery: "os_package",
+      supervision: "ephemeral_helper",
+      schedule: "*:*:0/2",
+      binary_path: link,
+    }]);
+    const cfg = await sandboxConfig(sb, {
+      source: { kind: "file", path: `${sb.etc}/assignments.json`, poll_interval_s: 1 },
+      object_store: { kind: "filesystem", root: `${sb.etc}/store` },
+      host_binaries: { allow: [tool] },
+      isolation: { users: "none" }, // as root, the worst case
+    });
+    const agent = spawnUnderSet(sb, ["run", "--config", cfg]);
+    const stderr = new Response(agent.stderr).text();
+    const runs = async () => (await Deno.readTextFile(ran).catch(() => "")).split("\n").length - 1;
+    try {
+      await waitFor(async () => (await runs()) >= 1, { timeoutMs: 30_000, what: "a first run" });
+      // Checked and running: now the link leads to the attacker's script.
+      await Deno.remove(link);
+      await Deno.symlink(evil, link);
+      const before = await runs();
+      await waitFor(
+        async () =>
+          (await runs()) > before || (await Deno.lstat(owned).then(() => true, () => false)),
+        { timeoutMs: 30_000, what: "the next scheduled run" },
+      );
+      assert(
+        !(await Deno.lstat(owned).then(() => true, () => false)),
+        "root ran the script the swapped link leads to",
+      );
+    } finally {
+      agent.kill("SIGTERM");
+      const status = await agent.status;
+      await agent.stdout.cancel();
+      assertEquals(status.code, 0, await stderr);
+    }
   });
 });

@@ -104,7 +104,18 @@ export async function hostBinaryAllowed(real: string, allow: readonly string[]):
  * The checks of a binary the agent did not stage: {@linkcode checkExecutable}, then, unless
  * the override named it, the `host_binaries` allowlist on its real path.
  *
- * @returns `path`, as named (what runs, so `argv[0]` stays what the assignment says)
+ * A source's binary runs by the real path that was checked, never by the path as named: a
+ * link on the way (say in an add-on's own `data/`) swapped after this check, before one of
+ * the many later starts, would otherwise make root run whatever it leads to then.
+ *
+ * @example
+ * ```ts
+ * import { checkHostBinary } from "./host_binaries.ts";
+ * // With /sbin a link to /usr/sbin: "/usr/sbin/nft" is what runs.
+ * await checkHostBinary("/sbin/nft", "binary_path", { allow: ["/usr/sbin/nft"], fromOverride: false });
+ * ```
+ *
+ * @returns what runs: the real path of a source's binary; `path` as named for the override's
  * @throws {DeliveryError} `refused`: "host binary /usr/bin/sh is not allowed by host_binaries"
  */
 export async function checkHostBinary(
@@ -115,7 +126,7 @@ export async function checkHostBinary(
   await checkExecutable(path, what);
   if (policy.fromOverride) return path;
   const real = await _real(path);
-  if (real !== null && await hostBinaryAllowed(real, policy.allow)) return path;
+  if (real !== null && await hostBinaryAllowed(real, policy.allow)) return real;
   throw new DeliveryError(
     `host binary ${path}${
       real !== null && real !== path ? ` (really ${real})` : ""
