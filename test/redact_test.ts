@@ -44,3 +44,18 @@ Deno.test("listTree() escapes a planted name with a line break, so it cannot for
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("redact() replaces fields of an assignment that SPEC 3 does not name, and entries that are no object", () => {
+  const out = redact({
+    addons: [
+      { addon_id: "p", version: "1", environment: { PW: "x-5ecret" }, passwd: "y-5ecret" },
+      "PW=z-5ecret",
+    ],
+  });
+  assert(!JSON.stringify(out).includes("5ecret"), JSON.stringify(out));
+  assertEquals(out, {
+    addons: [{ addon_id: "p", version: "1", environment: REDACTED, passwd: REDACTED }, REDACTED],
+  });
+  const lastGood = redact({ assignment: { addon_id: "p", secrets: ["5ecret"] }, handshake: true });
+  assertEquals(lastGood, { assignment: { addon_id: "p", secrets: REDACTED }, handshake: true });
+});
