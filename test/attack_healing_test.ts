@@ -12,7 +12,7 @@ import { exists, freePort, sha256Hex, withTempDir, writeAssignments } from "./_h
 import { readAgentState, waitFor } from "./_agent_process.ts";
 import type { StatusDocument } from "../src/status/mod.ts";
 import type { AddonState } from "../src/runtime/state.ts";
-import { writeFileAtomicIfChanged } from "../src/runtime/mod.ts";
+import { activate, Layout, rollBack, writeFileAtomicIfChanged } from "../src/runtime/mod.ts";
 
 function _running(a: AddonState): boolean {
   return a.state === "running" && a.pid !== null;
@@ -157,5 +157,71 @@ Deno.test("writeFileAtomicIfChanged() writes only when the bytes, the kind or th
     await Deno.symlink(`${dir}/other`, path);
     assertEquals(await writeFileAtomicIfChanged(path, "{ }\n", 0o640), true, "a symlink");
     assert((await Deno.lstat(path)).isFile);
+  });
+});
+
+Deno.test("run repairs current and previous links that point out of versions/ or at a file", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    const body = `exec "${sleepBin}" 300`;
+    const addon = `${root}/addons/probe`;
+    await writeAssignments(dir, [await sidecar(dir, "probe", body, { version: "1.0.0" })]);
+    await withAgent(dir, cfg, async (agent) => {
+      await waitAddon(root, agent, "probe", "running 1.0.0", _running);
+      await writeAssignments(dir, [await sidecar(dir, "probe", body, { version: "2.0.0" })]);
+      await waitAddon(
+        root,
+        agent,
+        "probe",
+        "running 2.0.0",
+        (a) => _running(a) && a.version === "2.0.0",
+      );
+    });
+    // Links that resolve, but not to a version: a directory elsewhere, another add-on's, a file.
+    await Deno.mkdir(`${dir}/outside/versions/9.9.9`, { recursive: true });
+    const cases: [string, string][] = [
+      [`${dir}/outside`, "versions/1.0.0/probe"],
+      ["../../../outside/versions/9.9.9", `${dir}/outside/versions/9.9.9`],
+    ];
+    for (const [current, previous] of cases) {
+      await Deno.remove(`${addon}/current`);
+      await Deno.symlink(current, `${addon}/current`);
+      await Deno.remove(`${addon}/previous`).catch(() => {});
+      await Deno.symlink(previous, `${addon}/previous`);
+      await withAgent(dir, cfg, async (agent) => {
+        await waitFor(
+          () => agent.logs().some((l) => l.msg === "repaired links that pointed nowhere"),
+          { timeoutMs: 20_000, what: `the repair of ${current}`, context: () => agent.tail() },
+        );
+        await waitAddon(
+          root,
+          agent,
+          "probe",
+          "running 2.0.0",
+          (a) => _running(a) && a.version === "2.0.0",
+        );
+        assertEquals(await Deno.readLink(`${addon}/current`), "versions/2.0.0");
+        assert(!(await exists(`${addon}/previous`)), "previous points out of versions/");
+      });
+    }
+  });
+});
+
+Deno.test("rollBack() and activate() never take a link out of versions/ for a version", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(`${dir}/root`);
+    await Deno.mkdir(layout.versionDir("probe", "1.0.0"), { recursive: true });
+    await Deno.mkdir(`${dir}/elsewhere`);
+    await Deno.symlink(`${dir}/elsewhere`, layout.previous("probe"));
+    assertEquals(await rollBack(layout, "probe"), null);
+    assert(!(await exists(layout.current("probe"))), "current switched out of versions/");
+    assert(!(await exists(layout.previous("probe"))));
+    // An old `current` out of versions/ does not become `previous`.
+    await Deno.symlink("../../../elsewhere", layout.current("probe"));
+    assertEquals((await activate(layout, "probe", "1.0.0")).changed, true);
+    assertEquals(await Deno.readLink(layout.current("probe")), "versions/1.0.0");
+    assert(!(await exists(layout.previous("probe"))), "previous out of versions/");
   });
 });

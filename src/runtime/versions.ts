@@ -92,15 +92,27 @@ export async function activate(
 export async function rollBack(layout: Layout, addonId: string): Promise<string | null> {
   const prev = await readLinkOrNull(layout.previous(addonId));
   if (prev === null) return null;
+  if (!(await _resolves(layout, addonId, prev))) {
+    // `previous` names no staged version (out of versions/, gone): nothing to switch back to.
+    await removeIfExists(layout.previous(addonId));
+    await fsyncDir(layout.addonDir(addonId));
+    return null;
+  }
   await switchSymlink(layout.current(addonId), prev);
   await removeIfExists(layout.previous(addonId));
   await fsyncDir(layout.addonDir(addonId));
   return /^versions\/([^/]+)$/.exec(prev)?.[1] ?? null;
 }
 
+/**
+ * Whether link target `target` names a staged version: `versions/<version>`, a real directory
+ * (not a link). Anything else — a path out of `versions/`, an absolute path, a file — points
+ * nowhere the agent may use, even when it resolves.
+ */
 async function _resolves(layout: Layout, addonId: string, target: string): Promise<boolean> {
+  if (!/^versions\/[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/.test(target)) return false;
   try {
-    return (await Deno.stat(`${layout.addonDir(addonId)}/${target}`)).isDirectory;
+    return (await Deno.lstat(`${layout.addonDir(addonId)}/${target}`)).isDirectory;
   } catch {
     return false;
   }
@@ -108,9 +120,10 @@ async function _resolves(layout: Layout, addonId: string, target: string): Promi
 
 /**
  * Repair `current` and `previous` links of `addonId` that point nowhere
- * (SPEC 8): a dangling `current` is pointed at `ranVersion` (the version the
- * state says ran) when that is staged, else removed; a dangling `previous` is
- * removed. Returns a description of each repair.
+ * (SPEC 8) — dangling, or at anything but a real `versions/<version>`
+ * directory (a path out of `versions/`, a file): such a `current` is pointed
+ * at `ranVersion` (the version the state says ran) when that is staged, else
+ * removed; such a `previous` is removed. Returns a description of each repair.
  *
  * @example At start, from `state.json`
  * ```ts
