@@ -6,13 +6,20 @@
  * pipeline from a filesystem store; the source is a file polled every 1 s.
  */
 
-import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "./_assert.ts";
 import { daemonConfig, sidecar, sleepLink, waitAddon, withAgent } from "./_daemon_fixtures.ts";
 import { exists, freePort, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
 import { readAgentState, waitFor } from "./_agent_process.ts";
 import type { StatusDocument } from "../src/status/mod.ts";
 import type { AddonState } from "../src/runtime/state.ts";
-import { activate, Layout, rollBack, writeFileAtomicIfChanged } from "../src/runtime/mod.ts";
+import {
+  activate,
+  DamagedVersionError,
+  Layout,
+  rollBack,
+  StagedVerifier,
+  writeFileAtomicIfChanged,
+} from "../src/runtime/mod.ts";
 
 function _running(a: AddonState): boolean {
   return a.state === "running" && a.pid !== null;
@@ -223,5 +230,88 @@ Deno.test("rollBack() and activate() never take a link out of versions/ for a ve
     assertEquals((await activate(layout, "probe", "1.0.0")).changed, true);
     assertEquals(await Deno.readLink(layout.current("probe")), "versions/1.0.0");
     assert(!(await exists(layout.previous("probe"))), "previous out of versions/");
+  });
+});
+
+Deno.test("StagedVerifier.check() never blocks on a FIFO swapped in for the staged file", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const vdir = layout.versionDir("probe", "1.0.0");
+    await Deno.mkdir(vdir, { recursive: true });
+    const bytes = "#!/bin/sh\necho fine\n";
+    await Deno.writeTextFile(`${vdir}/probe`, bytes);
+    await Deno.writeTextFile(
+      `${vdir}/artifact.json`,
+      JSON.stringify({ addon_id: "probe", version: "1.0.0", sha256: sha256Hex(bytes) }),
+    );
+    await Deno.writeTextFile(`${dir}/reg`, bytes);
+    const mk = await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] }).output();
+    assert(mk.success);
+    // A local attacker swaps a FIFO and a regular file at the staged name as fast as it can.
+    const swapper = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `cd "${dir}" && while :; do ln -f fifo t1 && mv -f t1 "${vdir}/probe"; ` +
+        `ln -f reg t2 && mv -f t2 "${vdir}/probe"; done`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const v = new StagedVerifier();
+    const want = { version: "1.0.0", binary_name: "probe", sha256: sha256Hex(bytes) };
+    let damaged = 0;
+    try {
+      for (let i = 0; i < 400; i++) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const check = v.check(layout, "probe", want).then(() => "ok", (e) => {
+          if (e instanceof DamagedVersionError) return "damaged";
+          throw e;
+        });
+        const out = await Promise.race([
+          check,
+          new Promise<string>((r) => timer = setTimeout(() => r("blocked"), 5_000)),
+        ]);
+        clearTimeout(timer);
+        assert(out !== "blocked", `check ${i} blocked on the FIFO`);
+        if (out === "damaged") damaged++;
+        v.forget(vdir);
+      }
+    } finally {
+      swapper.kill("SIGKILL");
+      await swapper.status;
+    }
+    assert(damaged > 0, "the FIFO was never seen: the test did not race");
+  });
+});
+
+Deno.test("StagedVerifier.check() sees bytes rewritten within the clock tick of the check", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(dir);
+    const vdir = layout.versionDir("probe", "1.0.0");
+    await Deno.mkdir(vdir, { recursive: true });
+    const good = "#!/bin/sh\necho fine\n";
+    const evil = "#!/bin/sh\necho EVIL\n"; // same size
+    await Deno.writeTextFile(
+      `${vdir}/artifact.json`,
+      JSON.stringify({ addon_id: "probe", version: "1.0.0", sha256: sha256Hex(good) }),
+    );
+    const want = { version: "1.0.0", binary_name: "probe", sha256: sha256Hex(good) };
+    // File timestamps advance in coarse ticks: a rewrite right after a check may keep the
+    // identity (size, mtime, ctime) the check saw. Each round races that; none may pass.
+    for (let i = 0; i < 50; i++) {
+      const v = new StagedVerifier();
+      const f = await Deno.open(`${vdir}/probe`, { write: true, create: true, truncate: true });
+      await f.write(new TextEncoder().encode(good));
+      assertEquals(await v.check(layout, "probe", want), "intact");
+      await f.seek(0, Deno.SeekMode.Start);
+      await f.write(new TextEncoder().encode(evil));
+      f.close();
+      await assertRejects(
+        () => v.check(layout, "probe", want),
+        DamagedVersionError,
+        undefined,
+        `round ${i}: the rewrite ran unseen`,
+      );
+    }
   });
 });

@@ -28,6 +28,7 @@
  */
 
 import { createHash } from "node:crypto";
+import * as fs from "node:fs";
 import { fsyncDir, removeIfExists } from "./fs_atomic.ts";
 import { log } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
@@ -77,11 +78,15 @@ export type StagedCheck =
    */
   | "conflict";
 
+/** A file changed less than this long ago (ms) is not remembered as verified. */
+export const RACY_MS = 2_000;
+
 /** Verified files remembered at most (a few per add-on of a large host). */
 export const MAX_REMEMBERED = 4096;
 
-function _identity(st: Deno.FileInfo): string {
-  return [st.dev, st.ino, st.size, st.mtime?.getTime(), st.ctime?.getTime()].join(":");
+/** A file's identity, timestamps to the nanosecond (SPEC 8: device, inode, size, mtime, ctime). */
+function _identity(st: fs.BigIntStats): string {
+  return [st.dev, st.ino, st.size, st.mtimeNs, st.ctimeNs].join(":");
 }
 
 /** Verifies staged versions, remembering the identity of each file it verified. */
@@ -95,8 +100,14 @@ export class StagedVerifier {
   /** Files hashed so far (for tests and figures: a cached check hashes nothing). */
   hashes = 0;
 
-  /** A verifier that remembers at most `maxRemembered` verified files. */
-  constructor(readonly maxRemembered = MAX_REMEMBERED) {}
+  /**
+   * A verifier that remembers at most `maxRemembered` verified files; `now` is the wall clock
+   * (ms) that file timestamps are compared with.
+   */
+  constructor(
+    readonly maxRemembered = MAX_REMEMBERED,
+    readonly now: () => number = Date.now,
+  ) {}
 
   /** Remember that `version` of `addonId` was found damaged (`message` says how). */
   noteDamaged(addonId: string, version: string, message: string): void {
@@ -149,16 +160,23 @@ export class StagedVerifier {
       throw damaged("its artifact.json names a bundle without its entrypoint and its sha256");
     }
     const path = `${dir}/${name}`;
-    let f: Deno.FsFile;
+    let f: fs.promises.FileHandle;
     try {
-      const lst = await Deno.lstat(path);
-      if (!lst.isFile) throw new Error("not a regular file");
-      f = await Deno.open(path, { read: true });
+      // One open, never through a link, never waiting on a FIFO swapped in after a check.
+      f = await fs.promises.open(
+        path,
+        fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+      );
     } catch (e) {
-      throw damaged(`${name} is missing or unreadable (${(e as Error).message})`, e);
+      const why = (e as { code?: string }).code === "ELOOP"
+        ? "not a regular file: a symbolic link"
+        : (e as Error).message;
+      throw damaged(`${name} is missing or unreadable (${why})`, e);
     }
     try {
-      const before = _identity(await f.stat());
+      const st = await f.stat({ bigint: true });
+      if (!st.isFile()) throw damaged(`${name} is missing or unreadable (not a regular file)`);
+      const before = _identity(st);
       if (this.#verified.get(path) === `${want.sha256} ${before}`) return "intact";
       this.#verified.delete(path);
       let actual: string;
@@ -177,18 +195,32 @@ export class StagedVerifier {
           } ${expected}`,
         );
       }
-      const after = _identity(await f.stat());
-      if (after === before) this.#remember(path, `${want.sha256} ${after}`);
+      const later = await f.stat({ bigint: true });
+      if (_identity(later) === before && this.#settled(later)) {
+        this.#remember(path, `${want.sha256} ${before}`);
+      }
       this.stagedAs(dir, want.sha256);
       return "intact";
     } finally {
-      f.close();
+      await f.close();
     }
   }
 
   /** Record `path` as verified to hold `sha256` now (the bytes were just staged after their check). */
   async remember(path: string, sha256: string): Promise<void> {
-    this.#remember(path, `${sha256} ${_identity(await Deno.lstat(path))}`);
+    const st = await fs.promises.lstat(path, { bigint: true });
+    if (this.#settled(st)) this.#remember(path, `${sha256} ${_identity(st)}`);
+  }
+
+  /**
+   * Whether `st`'s identity can be trusted to change with its bytes: file timestamps advance in
+   * coarse ticks, so a rewrite within the tick of a check keeps size, mtime and ctime. A file
+   * changed less than {@linkcode RACY_MS} ago is hashed again at its next check (as git does
+   * with "racily clean" entries).
+   */
+  #settled(st: fs.BigIntStats): boolean {
+    const newest = Number((st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs) / 1_000_000n);
+    return newest < this.now() - RACY_MS;
   }
 
   /** Record that the version in `dir` was staged (or verified) with `sha256` by this process. */
@@ -225,13 +257,13 @@ function _decodeRecord(text: string): StagedArtifact {
   return v as StagedArtifact;
 }
 
-async function _hashOpen(f: Deno.FsFile): Promise<string> {
+async function _hashOpen(f: fs.promises.FileHandle): Promise<string> {
   const hash = createHash("sha256");
   const buf = new Uint8Array(1 << 20);
   for (;;) {
-    const n = await f.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
+    const { bytesRead } = await f.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) break;
+    hash.update(buf.subarray(0, bytesRead));
   }
   return hash.digest("hex");
 }
