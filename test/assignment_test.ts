@@ -507,6 +507,14 @@ Deno.test("decodeDocument() checks field types and model-specific requirements",
       "at least 1",
     ],
     [
+      // 1e300 is a whole number to JavaScript; written out it is "1e+300", which neither
+      // memory.max nor systemd's MemoryMax= reads as a limit.
+      "resources with a memory limit beyond exact integers",
+      _entry({ resources: { memory_max_bytes: 1e300 } }),
+      "addons[0].resources.memory_max_bytes",
+      "at most 9007199254740991",
+    ],
+    [
       "resources with an unknown limit",
       _entry({ resources: { memory_high: 1 } }),
       "addons[0].resources.memory_high",

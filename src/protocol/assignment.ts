@@ -366,7 +366,11 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
 function _resources(r: ObjectReader | undefined): Resources | undefined {
   if (!r) return undefined;
   const out: Resources = {};
-  const mem = r.optNumber("memory_max_bytes", { min: 4096, integer: true });
+  const mem = r.optNumber("memory_max_bytes", {
+    min: 4096,
+    max: Number.MAX_SAFE_INTEGER, // written in full, never as 1e+300
+    integer: true,
+  });
   const cpu = r.optNumber("cpu_max_percent", { min: 1, max: 100_000, integer: true });
   const pids = r.optNumber("pids_max", { min: 1, max: 4_194_304, integer: true });
   r.done();
