@@ -4,6 +4,7 @@
 
 import {
   allocateUid,
+  foreignUidOwner,
   resolveUser,
   secureAddonTree,
   UidRangeExhaustedError,
@@ -15,6 +16,7 @@ import { deliver, deliveryContext } from "../src/delivery/delivery.ts";
 import { emptyState } from "../src/runtime/state.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { publishFs, sha256Hex, withTempDir } from "./_helpers.ts";
+import { waitFor } from "./_agent_process.ts";
 
 /** Run `sh -c script` as `uid`/`uid` with no capabilities; true when it exits 0. */
 async function _as(uid: number, script: string): Promise<boolean> {
@@ -64,11 +66,11 @@ Deno.test("allocateUid() gives each add-on its own stable uid, recorded in state
   await withTempDir(async (dir) => {
     const layout = await _root(dir);
     const state = emptyState();
-    const a = await allocateUid(layout, state, "a", [61000, 61001]);
-    const b = await allocateUid(layout, state, "b", [61000, 61001]);
-    assertEquals([a, b], [61000, 61001]);
-    assertEquals(await allocateUid(layout, state, "a", [61000, 61001]), a, "stable");
-    assertEquals(state.uids, { a: 61000, b: 61001 });
+    const a = await allocateUid(layout, state, "a", [64100, 64101]);
+    const b = await allocateUid(layout, state, "b", [64100, 64101]);
+    assertEquals([a, b], [64100, 64101]);
+    assertEquals(await allocateUid(layout, state, "a", [64100, 64101]), a, "stable");
+    assertEquals(state.uids, { a: 64100, b: 64101 });
   });
 });
 
@@ -77,7 +79,7 @@ Deno.test("allocateUid() gives add-ons prepared at the same time different uids"
     const layout = await _root(dir);
     const state = emptyState();
     const ids = ["a", "b", "c", "d"];
-    const uids = await Promise.all(ids.map((id) => allocateUid(layout, state, id, [61000, 61999])));
+    const uids = await Promise.all(ids.map((id) => allocateUid(layout, state, id, [64100, 64199])));
     assertEquals(new Set(uids).size, ids.length, `distinct: ${uids}`);
   });
 });
@@ -86,22 +88,52 @@ Deno.test("allocateUid() never hands out a uid while its first owner's files exi
   await withTempDir(async (dir) => {
     const layout = await _root(dir);
     const state = emptyState();
-    await allocateUid(layout, state, "a", [61000, 61000]);
+    await allocateUid(layout, state, "a", [64100, 64100]);
     await Deno.mkdir(layout.dataDir("a"), { recursive: true });
     const e = await assertRejects(
-      () => allocateUid(layout, state, "b", [61000, 61000]),
+      () => allocateUid(layout, state, "b", [64100, 64100]),
       UidRangeExhaustedError,
     );
     assert(e.message.includes("uid_range"), e.message);
     // Unrecorded (state.json lost) but files still owned by the uid: still taken.
-    await Deno.chown(layout.dataDir("a"), 61000, 61000);
+    await Deno.chown(layout.dataDir("a"), 64100, 64100);
     await assertRejects(
-      () => allocateUid(layout, emptyState(), "b", [61000, 61000]),
+      () => allocateUid(layout, emptyState(), "b", [64100, 64100]),
       UidRangeExhaustedError,
     );
     await Deno.remove(layout.addonDir("a"), { recursive: true });
-    assertEquals(await allocateUid(layout, state, "b", [61000, 61000]), 61000, "freed");
-    assertEquals(state.uids, { b: 61000 });
+    assertEquals(await allocateUid(layout, state, "b", [64100, 64100]), 64100, "freed");
+    assertEquals(state.uids, { b: 64100 });
+  });
+});
+
+Deno.test("allocateUid() skips a uid that a user, group or running process already has", async () => {
+  await withTempDir(async (dir) => {
+    const layout = await _root(dir);
+    const state = emptyState();
+    // Debian's nobody/nogroup is 65534: an add-on given it could read nobody's files.
+    assertEquals(await foreignUidOwner(65534), "user nobody");
+    assertEquals(await allocateUid(layout, state, "a", [65534, 65535]), 65535);
+    // A service's process (or an escaped process of a removed add-on) runs as 64150.
+    const other = new Deno.Command("setpriv", {
+      args: ["--reuid", "64150", "--regid", "64150", "--clear-groups", "sleep", "60"],
+      stdin: "null",
+    }).spawn();
+    try {
+      await waitFor(async () => (await foreignUidOwner(64150)) === `process ${other.pid}`, {
+        timeoutMs: 10_000,
+        what: "the other process to run as 64150",
+      });
+      assertEquals(await allocateUid(layout, state, "b", [64150, 64151]), 64151);
+      await assertRejects(
+        () => allocateUid(layout, state, "c", [64150, 64150]),
+        UidRangeExhaustedError,
+      );
+      assertEquals(state.uids, { a: 65535, b: 64151 }, "nothing recorded for the refused pick");
+    } finally {
+      other.kill("SIGKILL");
+      await other.status;
+    }
   });
 });
 

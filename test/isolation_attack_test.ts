@@ -54,3 +54,48 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "an add-on is never given the uid of a process that already runs on the host",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      // A service of the host (a systemd DynamicUser= one, say) runs as the range's first uid
+      // (a plain sleep: withAgent counts what carries `dir` as the add-ons' leftovers).
+      const service = new Deno.Command("setpriv", {
+        args: ["--reuid", "64300", "--regid", "64300", "--clear-groups", "sleep", "300"],
+        stdin: "null",
+      }).spawn();
+      try {
+        const cfg = await daemonConfig(dir, { isolation: { uid_range: [64300, 64309] } });
+        const root = `${dir}/root`;
+        await writeAssignments(dir, [
+          await sidecar(
+            dir,
+            "a",
+            `if kill -0 ${service.pid} 2>/dev/null; then echo SIGNALS; else echo "CANNOT SIGNAL"; fi; ` +
+              `exec ${sleep} 300`,
+          ),
+        ]);
+        await withAgent(dir, cfg, async (agent) => {
+          const a = await waitState(root, agent, "a", "running");
+          await waitFor(
+            () => agent.logs().some((l) => l.addon_id === "a" && /SIGNAL/.test(l.msg)) || null,
+            { timeoutMs: 10_000, what: "the add-on's try", context: () => agent.tail() },
+          );
+          assertEquals(a.uid, 64301, "the next free uid");
+          const said = agent.logs().filter((l) => l.addon_id === "a").map((l) => l.msg);
+          assert(said.includes("CANNOT SIGNAL"), said.join(" | "));
+          assert(
+            agent.logs().some((l) => l.msg.startsWith("skipping a uid") && l.uid === 64300),
+            "the skip is logged",
+          );
+        });
+      } finally {
+        service.kill("SIGKILL");
+        await service.status;
+      }
+    });
+  },
+});

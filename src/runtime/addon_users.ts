@@ -4,7 +4,10 @@
  * - Per-add-on uids come from `isolation.uid_range`; the gid is the same
  *   number. The allocation is recorded in `state.json` (`uids`), stays with
  *   its add-on for good, and is only given to another add-on once the first
- *   one's directory `addons/<id>/` is gone.
+ *   one's directory `addons/<id>/` is gone. A uid that belongs to someone
+ *   else on the host — a user or group entry (`getent`, so systemd's
+ *   dynamic users and LDAP count), or a running process (a service's, or an
+ *   escaped process of a removed add-on) — is skipped, never handed out.
  * - `secureAddonTree` sets the modes of SPEC 13: `addons/<id>/`, its
  *   `versions/`, the version that runs and everything in it belong to the
  *   agent's user and the add-on's group (directories and executables `0750`,
@@ -26,6 +29,7 @@
  * @module
  */
 
+import { log } from "../common/mod.ts";
 import { ensureRealDir } from "./fs_atomic.ts";
 import type { Layout } from "./runtime_root.ts";
 import type { AgentState } from "./state.ts";
@@ -91,19 +95,71 @@ export async function allocateUid(
   } catch {
     // no addons/ yet
   }
-  // From here on no await: concurrent allocations (add-ons prepared in parallel) see each
-  // other's picks, because each one reads `uids` and records its own in one synchronous step.
-  const again = uids[addonId];
-  if (again !== undefined && again >= range[0] && again <= range[1]) return again;
-  const taken = new Set([...Object.values(uids), ...owners]);
-  for (let uid = range[0]; uid <= range[1]; uid++) {
-    if (!taken.has(uid)) {
-      uids[addonId] = uid;
-      return uid;
+  const foreign = new Set<number>();
+  for (;;) {
+    // Each pick is read and recorded in one synchronous step, so concurrent allocations (add-ons
+    // prepared in parallel) see each other's picks, also while this one is being checked.
+    const again = uids[addonId];
+    if (again !== undefined && again >= range[0] && again <= range[1]) return again;
+    const taken = new Set([...Object.values(uids), ...owners, ...foreign]);
+    let pick: number | undefined;
+    for (let uid = range[0]; uid <= range[1] && pick === undefined; uid++) {
+      if (!taken.has(uid)) pick = uid;
     }
+    if (pick === undefined) throw new UidRangeExhaustedError(range);
+    uids[addonId] = pick;
+    const owner = await foreignUidOwner(pick);
+    if (owner === null) return pick;
+    if (uids[addonId] === pick) delete uids[addonId];
+    foreign.add(pick);
+    log.warn("skipping a uid of isolation.uid_range that belongs to someone else on this host", {
+      addon_id: addonId,
+      uid: pick,
+      owner,
+    });
   }
-  throw new UidRangeExhaustedError(range);
 }
+
+/**
+ * Who else on this host has `uid` (or `uid` as a gid): `"user NAME"`,
+ * `"group NAME"` (through `getent`, so NSS sources such as systemd's dynamic
+ * users count) or `"process PID"` (real, effective, saved or filesystem
+ * uid); null when nobody does, or when it cannot be asked (no `sh`).
+ * An add-on given such a uid could read that user's files or signal and
+ * trace that process.
+ *
+ * @example
+ * ```ts
+ * console.log(await foreignUidOwner(65534)); // "user nobody" on Debian
+ * ```
+ */
+export async function foreignUidOwner(uid: number): Promise<string | null> {
+  if (!Number.isInteger(uid) || uid < 0) throw new RangeError(`uid ${uid} is not a uid`);
+  try {
+    const o = await new Deno.Command("/bin/sh", {
+      args: ["-c", _FOREIGN_UID_SCRIPT, "addon-agent-uid", String(uid)],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+      clearEnv: true,
+      env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C" },
+    }).output();
+    const line = new TextDecoder().decode(o.stdout).trim();
+    return line === "" ? null : line;
+  } catch {
+    return null;
+  }
+}
+
+/** One shell for all three questions: a passwd entry, a group entry, a process with the uid. */
+const _FOREIGN_UID_SCRIPT = [
+  'u="$1"',
+  'e=$(getent passwd "$u") && { echo "user ${e%%:*}"; exit 0; }',
+  'e=$(getent group "$u") && { echo "group ${e%%:*}"; exit 0; }',
+  'f=$(grep -s -l -E "^Uid:([[:space:]]+[0-9]+)*[[:space:]]+$u([[:space:]]|\$)" /proc/[0-9]*/status | head -n 1)',
+  '[ -n "$f" ] && { f="${f#/proc/}"; echo "process ${f%/status}"; }',
+  "exit 0",
+].join("\n");
 
 /** chown (only when it differs: a chown clears file capabilities) and chmod, never through a symlink. */
 async function _own(
