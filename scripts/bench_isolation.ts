@@ -136,6 +136,8 @@ async function _idle(dir: string, seconds: number, isolate = true): Promise<stri
       runtime_root: `${dir}/root`,
       source: { kind: "file", path: `${dir}/assignments.json` },
       object_store: { kind: "filesystem", root: dir },
+      // A host binary the source names runs only when allowed (SPEC 12).
+      host_binaries: { allow: [SLEEP] },
       isolation: isolate
         ? { users: "per_addon", cgroup: "auto" }
         : { users: "none", cgroup: "off" },

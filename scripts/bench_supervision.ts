@@ -28,6 +28,7 @@ import { commandSystemctl, SystemdUnits } from "../src/supervise/systemctl.ts";
 
 const MAIN_TS = new URL("../main.ts", import.meta.url).pathname;
 const TICKS = 100;
+const SLEEP = Deno.realPathSync("/bin/sleep");
 
 function _cpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
@@ -82,7 +83,7 @@ async function _idleSidecars(dir: string, seconds: number): Promise<string[]> {
     version: "1",
     delivery: "os_package",
     supervision: "agent_sidecar",
-    binary_path: "/bin/sleep",
+    binary_path: SLEEP,
     args: ["100000"],
   }));
   await Deno.writeTextFile(
@@ -95,6 +96,8 @@ async function _idleSidecars(dir: string, seconds: number): Promise<string[]> {
     runtime_root: `${dir}/root`,
     source: { kind: "file", path: `${dir}/assignments.json` },
     object_store: { kind: "filesystem", root: dir },
+    // A host binary the source names runs only when allowed (SPEC 12).
+    host_binaries: { allow: [SLEEP] },
   });
   try {
     await _waitFor(
