@@ -223,3 +223,35 @@ Deno.test("doctor gives up on a source or store that never answers after timeout
     }
   });
 });
+
+Deno.test("doctor judges every directory of the runtime root as the agent does at start", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir);
+    const sync = await runDeno(["run", "-A", "--quiet", MAIN_TS, "sync", "--config", config]);
+    assertEquals(sync.code, 0, sync.stderr);
+    const deep = `${dir}/root/addons/probe/versions/1.0.0`;
+    await Deno.chmod(deep, 0o775);
+    const r = await doctor(config);
+    assertEquals(r.code, 1, r.stdout);
+    assertMatch(
+      r.stdout,
+      new RegExp(`✘ ${deep} is group- or world-writable .*\\n {4}fix: run: chmod go-w ${deep}\\n`),
+    );
+    assertEquals((await Deno.stat(deep)).mode! & 0o777, 0o775, "doctor changes no mode");
+    // The agent itself refuses to start on it.
+    const run = await runDeno(["run", "-A", "--quiet", MAIN_TS, "sync", "--config", config]);
+    assertEquals(run.code, 2, run.stderr);
+    assertMatch(run.stderr, /group- or world-writable/);
+  });
+});
+
+Deno.test("doctor's fix for a configuration that is not there is to write it or name it", async () => {
+  await withTempDir(async (dir) => {
+    const r = await doctor(`${dir}/missing.json`);
+    assertEquals(r.code, 1);
+    assertMatch(
+      r.stdout,
+      /fix: write the agent's configuration to .*missing\.json, or give its path with --config/,
+    );
+  });
+});

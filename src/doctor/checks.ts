@@ -18,7 +18,7 @@ import { runDoctor } from "./checks.ts";
 import * as fs from "node:fs";
 import { type AgentConfig, checkPermissions, loadConfig } from "../config/mod.ts";
 import { type Assignment, decodeBase64, hostPlatform, type Platform } from "../protocol/mod.ts";
-import { Layout } from "../runtime/mod.ts";
+import { Layout, unsafeDirectory } from "../runtime/mod.ts";
 import { desiredState, openSource, OVERRIDE_FILE, readOverrideText } from "../source/mod.ts";
 import { openObjectStore, storeContextOf, StoreError } from "../store/mod.ts";
 import { cgroupDelegation } from "./cgroup.ts";
@@ -36,10 +36,13 @@ export async function runDoctor(
   try {
     cfg = await loadConfig(configPath);
   } catch (e) {
+    const st = await Deno.stat(configPath).catch(() => null);
     return [
       fail(
         `configuration ${configPath} does not decode: ${(e as Error).message}`,
-        `edit ${configPath} (the field named above); SPEC section 2 lists every key`,
+        st?.isFile
+          ? `edit ${configPath} (the field named above); SPEC section 2 lists every key`
+          : `write the agent's configuration to ${configPath}, or give its path with --config`,
       ),
       na("everything else needs a configuration that decodes"),
     ];
@@ -91,9 +94,18 @@ async function _runtimeRoot(cfg: AgentConfig): Promise<Check[]> {
       bad.push(fail(`cannot read ${dir}: ${(e as Error).message}`, `check ${dir}'s permissions`));
       continue;
     }
-    if (st.isSymlink || !st.isDirectory) {
+    if (st.isSymlink && dir === layout.root) {
+      const to = await Deno.realPath(dir).catch(() => "the real directory");
+      bad.push(
+        fail(
+          `runtime root ${dir} is a symlink (the agent follows none)`,
+          `set runtime_root in ${cfg.file} to ${to}`,
+        ),
+      );
+    } else if (st.isSymlink || !st.isDirectory) {
       bad.push(fail(`${dir} is not a real directory`, `remove ${dir}; the agent makes it`));
-    } else if (uid !== null && st.uid !== uid && st.uid !== 0) {
+    } else if (uid !== null && st.uid !== uid) {
+      // The agent's own rule at start (not "or root"): an agent run as a user refuses root's.
       bad.push(fail(`${dir} is owned by uid ${st.uid}`, `run: chown ${uid} ${dir}`));
     } else if (((st.mode ?? 0) & 0o022) !== 0) {
       bad.push(
@@ -103,8 +115,22 @@ async function _runtimeRoot(cfg: AgentConfig): Promise<Check[]> {
         ),
       );
     }
+    if (dir === layout.root && bad.length > 0) return bad; // nothing below it to judge
   }
   if (bad.length > 0) return bad;
+  // Every directory below, as the agent checks them at start (read only: no mode changes).
+  const deep = await unsafeDirectory(layout.root, { tighten: false }).catch((e: Error) =>
+    `cannot walk ${layout.root}: ${e.message}`
+  );
+  if (deep !== null) {
+    const m = /\(((?:chown|chmod) [^)]*)\)$/.exec(deep);
+    return [
+      fail(
+        m ? deep.slice(0, m.index).trimEnd() : deep,
+        m ? `run: ${m[1]}` : `check ${layout.root}`,
+      ),
+    ];
+  }
   const out = [ok(`runtime root ${layout.root} exists with a safe owner and modes`)];
   try {
     const s = fs.statfsSync(layout.root);
@@ -290,6 +316,14 @@ function _unitDir(cfg: AgentConfig, assigned: Assignment[]): Check[] {
   );
   if (units.length === 0) return [na("no systemd_* add-on assigned (unit directory not needed)")];
   const dir = cfg.systemd.unit_dir;
+  if (!fs.existsSync(dir)) {
+    return [
+      fail(
+        `unit directory ${dir} does not exist`,
+        `run: install -d -m 0755 ${dir} (or set systemd.unit_dir in ${cfg.file})`,
+      ),
+    ];
+  }
   try {
     const st = Deno.statSync(dir);
     const probe = `${dir}/.addon-agent-doctor-${crypto.randomUUID()}`;

@@ -8,6 +8,7 @@ export * from "./addon_users.ts";
 export * from "./fs_atomic.ts";
 export * from "./gc.ts";
 export * from "./last_good.ts";
+export { unsafeDirectory } from "./root_modes.ts";
 export * from "./runtime_root.ts";
 export * from "./state.ts";
 export * from "./verify_staged.ts";

@@ -24,9 +24,13 @@ const SECRET_FILES = new Set(["state.json", "last-good.json", "config.json"]);
  * Walk the directories below `root` (itself checked by the caller) and
  * return a message naming the first one that is group- or world-writable or
  * owned by another user than this process, with the command that fixes it;
- * null when all are safe.
+ * null when all are safe. `tighten: false` (for `doctor`) changes no mode.
  */
-export async function unsafeDirectory(root: string): Promise<string | null> {
+export async function unsafeDirectory(
+  root: string,
+  opts: { tighten?: boolean } = {},
+): Promise<string | null> {
+  const tighten = opts.tighten ?? true;
   const uid = Deno.uid();
   const walk = async (dir: string, depth: string[]): Promise<string | null> => {
     for await (const e of Deno.readDir(dir)) {
@@ -34,7 +38,7 @@ export async function unsafeDirectory(root: string): Promise<string | null> {
       if (e.isSymlink) continue; // links are the agent's own (current, previous) or inert
       const here = [...depth, e.name];
       if (e.isFile) {
-        if (SECRET_FILES.has(e.name) && here.length <= 3) await _dropOther(path);
+        if (tighten && SECRET_FILES.has(e.name) && here.length <= 3) await _dropOther(path);
         continue;
       }
       if (!e.isDirectory) continue;
@@ -52,7 +56,7 @@ export async function unsafeDirectory(root: string): Promise<string | null> {
       }
       const isTmp = here.length === 1 && here[0] === "tmp";
       const isAddon = here.length === 2 && here[0] === "addons";
-      if (isTmp || isAddon) await _dropOther(path);
+      if (tighten && (isTmp || isAddon)) await _dropOther(path);
       const problem = await walk(path, here);
       if (problem) return problem;
     }
