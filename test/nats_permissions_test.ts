@@ -106,6 +106,21 @@ Deno.test({
           // No consumer on the artifacts without a chunk filter, no durable one.
           ["$JS.API.CONSUMER.CREATE.OBJ_artifacts.x", JSON.stringify({ config: { name: "x" } })],
           ["$JS.API.CONSUMER.DURABLE.CREATE.OBJ_artifacts.d", JSON.stringify({ config: {} })],
+          // Not even with the chunk filter in the subject: a name there made a durable consumer
+          // that stays for good, and its deliver_subject pushed artifact bytes onto B's subject.
+          [
+            "$JS.API.CONSUMER.CREATE.OBJ_artifacts.dur.$O.artifacts.C.>",
+            JSON.stringify({
+              stream_name: "OBJ_artifacts",
+              config: {
+                name: "dur",
+                durable_name: "dur",
+                deliver_subject: "$KV.assign.edge-b",
+                filter_subject: "$O.artifacts.C.>",
+                ack_policy: "none",
+              },
+            }),
+          ],
         ];
         for (const [subject, body] of attempts) {
           const got = await nc.request(subject, body, { timeout: 1_500 }).then(

@@ -9,7 +9,10 @@
  * `$JS.API.DIRECT.GET.KV_<bucket>`, `$JS.API.STREAM.MSG.GET.KV_<bucket>` or
  * a consumer on the KV stream — they carry the key in the request body, so
  * the server could not stop an agent from reading every other agent's
- * document.
+ * document. No consumer either, not even on the artifacts: a consumer's
+ * `deliver_subject` publishes stored messages on any subject the creator
+ * names (another agent's `$KV.<bucket>.<id>`), and a name in the create
+ * subject makes a durable consumer that stays on the server for good.
  *
  * @example Print the block for edge-01
  * ```ts
@@ -52,15 +55,11 @@ export function natsPermissions(input: NatsPermissionsInput): NatsPermissions {
         `$JS.API.DIRECT.GET.KV_${kv}.$KV.${kv}.${id}`,
         // put the own status report
         `$KV.${status}.${id}`,
-        // read artifacts: object metadata and chunks (every agent may read every artifact)
+        // read artifacts, metadata and chunks alike, by direct gets (every agent may read
+        // every artifact); no consumer: its deliver_subject would let an agent publish stored
+        // messages on any subject, and durable ones would pile up on the server
         `$JS.API.DIRECT.GET.OBJ_${obj}`,
         `$JS.API.DIRECT.GET.OBJ_${obj}.>`,
-        `$JS.API.STREAM.INFO.OBJ_${obj}`,
-        // consumers only with a filter on chunk subjects, named in the request subject
-        `$JS.API.CONSUMER.CREATE.OBJ_${obj}.*.$O.${obj}.C.>`,
-        `$JS.API.CONSUMER.INFO.OBJ_${obj}.*`,
-        `$JS.API.CONSUMER.MSG.NEXT.OBJ_${obj}.*`,
-        `$JS.API.CONSUMER.DELETE.OBJ_${obj}.*`,
       ],
     },
     subscribe: {

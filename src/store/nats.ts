@@ -12,10 +12,13 @@
  * - its digest (`SHA-256=<base64url>`) must equal the `artifact_sha256`
  *   the caller expects, before any chunk is read (the delivery then checks
  *   the bytes' own sha256 and the signature as for every store);
- * - chunks (`$O.<bucket>.C.<nuid>`) come from an ordered pull consumer that
- *   holds at most {@linkcode MAX_CHUNKS_IN_FLIGHT} chunks, so memory stays
- *   bounded however slow the disk; the consumer itself re-creates itself
- *   from the last sequence it delivered after a reconnect;
+ * - chunks (`$O.<bucket>.C.<nuid>`) are read by direct gets too, at most
+ *   {@linkcode MAX_CHUNKS_IN_FLIGHT} at once, so memory stays bounded
+ *   however slow the disk, and each answer must name the chunk subject and
+ *   the sequence asked for. No consumer: an agent needs no right to create
+ *   one (a consumer's `deliver_subject` would let any agent publish stored
+ *   messages on any subject, and durable ones would pile up on the server),
+ *   and the server keeps no state per reader;
  * - a read from `offset` starts at the chunk that holds it (chunks are
  *   `max_chunk_size` bytes, stored one after another), so an interrupted
  *   download resumes where it stopped;
@@ -38,7 +41,6 @@
 import type { NatsHandle } from "../common/mod.ts";
 import { type ObjectStore, type OpenedObject, type OpenOptions, StoreError } from "./types.ts";
 import type { Msg, NatsConnection } from "@nats-io/nats-core";
-import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 
 /** Chunks asked for at once (128 KiB each by default): the memory bound of one read. */
 export const MAX_CHUNKS_IN_FLIGHT = 32;
@@ -181,40 +183,53 @@ export class NatsStore implements ObjectStore {
     };
   }
 
-  /** An ordered pull consumer on the object's chunks from the one holding `offset`. */
-  async #chunks(
+  /**
+   * Chunk `seq` (the first chunk of the object's subject at or after it) by a
+   * direct get, waiting at most `idleMs`; null past the last chunk.
+   */
+  async #chunkAt(
+    nc: NatsConnection,
     key: string,
-    info: NatsObjectInfo,
-    offset: number,
-  ): Promise<ConsumerMessages & { skipBytes: number }> {
-    const nc = await this.#connection(key);
-    const chunkSubject = `$O.${this.bucket}.C.${info.nuid}`;
-    const range = await this.#chunkRange(nc, key, chunkSubject);
-    if (range === null) {
-      throw new StoreError(`${this.describe(key)}: its chunks are missing`, {
+    chunkSubject: string,
+    seq: number,
+  ): Promise<{ seq: number; data: Uint8Array } | null> {
+    let m: Msg;
+    try {
+      m = await nc.request(
+        `$JS.API.DIRECT.GET.${this.#stream}`,
+        JSON.stringify({ seq, next_by_subj: chunkSubject }),
+        { timeout: this.idleMs },
+      );
+    } catch (e) {
+      throw new StoreError(`${this.describe(key)}: ${(e as Error).message}`, {
         kind: "unavailable",
+        cause: e,
       });
     }
-    const chunkSize = info.options?.max_chunk_size ?? 128 * 1024;
-    // Chunks of one put are stored one after another: then chunk k is at first + k.
-    const contiguous = range.last - range.first + 1 === info.chunks;
-    const skipChunks = contiguous ? Math.floor(offset / chunkSize) : 0;
-    const { jetstream, DeliverPolicy } = await import("@nats-io/jetstream");
-    const js = jetstream(nc, { checkAPI: false, timeout: this.requestMs });
-    try {
-      const consumer = await js.consumers.get(this.#stream, {
-        filter_subjects: chunkSubject,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: range.first + skipChunks,
-      });
-      const messages = await consumer.consume({ max_messages: MAX_CHUNKS_IN_FLIGHT });
-      return Object.assign(messages, { skipBytes: offset - skipChunks * chunkSize });
-    } catch (e) {
+    const code = m.headers?.code ?? 0;
+    if (code === 404) return null;
+    if (code !== 0) {
       throw new StoreError(
-        `cannot read the chunks of ${this.describe(key)}: ${(e as Error).message}`,
-        { kind: "unavailable", cause: e },
+        `cannot get a chunk of ${this.describe(key)}: the server answered ${code} ${
+          m.headers?.description ?? ""
+        }`,
+        { kind: code === 403 ? "refused" : "unavailable" },
       );
     }
+    const got = Number(m.headers?.get("Nats-Sequence"));
+    if (
+      m.headers?.get("Nats-Subject") !== chunkSubject || !Number.isSafeInteger(got) || got < seq
+    ) {
+      throw new StoreError(
+        `${
+          this.describe(key)
+        }: the server answered a chunk request for ${chunkSubject} #${seq} with ${
+          JSON.stringify(m.headers?.get("Nats-Subject"))
+        } #${m.headers?.get("Nats-Sequence")}`,
+        { kind: "unavailable" },
+      );
+    }
+    return { seq: got, data: m.data };
   }
 
   /** Open `key` from byte `offset`; with `opts.sha256`, the object's digest must match it. */
@@ -234,61 +249,84 @@ export class NatsStore implements ObjectStore {
     if (offset >= info.size || info.size === 0) {
       return { size: info.size, body: (async function* () {})(), close: () => {} };
     }
-    // The consumer is made when the body is first read: opening (as `doctor` does, to learn
-    // the size) transfers no chunk.
-    let messages: ConsumerMessages | null = null;
+    // Nothing is asked of the server until the body is first read: opening (as `doctor` does,
+    // to learn the size) transfers no chunk.
     let closed = false;
     const close = () => {
-      if (closed) return;
       closed = true;
-      messages?.close().catch(() => {});
     };
-    const chunks = () => this.#chunks(key, info, offset);
-    const idleMs = this.idleMs;
-    const describe = this.describe(key);
+    const chunkSubject = `$O.${this.bucket}.C.${info.nuid}`;
+    const chunkSize = info.options?.max_chunk_size ?? 128 * 1024;
     const size = info.size;
+    const describe = this.describe(key);
+    const idleS = Math.round(this.idleMs / 1000);
+    const connection = () => this.#connection(key);
+    const chunkRange = (nc: NatsConnection) => this.#chunkRange(nc, key, chunkSubject);
+    const chunkAt = (nc: NatsConnection, seq: number) => this.#chunkAt(nc, key, chunkSubject, seq);
     async function* body(): AsyncGenerator<Uint8Array> {
       if (closed) return;
-      const m = await chunks();
-      messages = m;
-      if (closed) {
-        await m.close().catch(() => {});
-        return;
+      const nc = await connection();
+      const range = await chunkRange(nc);
+      if (range === null) {
+        throw new StoreError(`${describe}: its chunks are missing`, { kind: "unavailable" });
       }
-      // What is left of `offset` inside the first chunk read (all of it when chunks were not skipped).
-      let skipBytes = m.skipBytes;
-      const it = m[Symbol.asyncIterator]();
+      // Chunks of one put are stored one after another: then chunk k is at first + k, and
+      // up to MAX_CHUNKS_IN_FLIGHT of them are asked for at once. Otherwise (two puts that
+      // interleaved) one after another from the first.
+      const contiguous = range.last - range.first + 1 === info.chunks && chunkSize > 0;
+      const skipChunks = contiguous ? Math.floor(offset / chunkSize) : 0;
+      let skipBytes = offset - skipChunks * chunkSize;
       let done = offset;
+      const stalled = (e: unknown) =>
+        e instanceof StoreError && /timeout/i.test(e.message)
+          ? new StoreError(
+            `${describe}: no data for ${idleS} s after ${done} of ${size} bytes; the next attempt resumes`,
+            { kind: "unavailable", cause: e },
+          )
+          : e;
+      const inFlight: Promise<{ seq: number; data: Uint8Array } | null>[] = [];
+      let next = range.first + skipChunks;
+      let expect = next;
+      const ask = () => {
+        const p = chunkAt(nc, next++);
+        p.catch(() => {});
+        inFlight.push(p);
+      };
       try {
-        while (done < size) {
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          const stall = new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () =>
-                reject(
-                  new StoreError(
-                    `${describe}: no data for ${
-                      Math.round(idleMs / 1000)
-                    } s after ${done} of ${size} bytes; the next attempt resumes`,
-                    { kind: "unavailable" },
-                  ),
-                ),
-              idleMs,
-            );
-          });
-          let r: IteratorResult<JsMsg>;
-          try {
-            r = await Promise.race([it.next(), stall]);
-          } finally {
-            clearTimeout(timer);
-          }
-          if (r.done) {
+        if (contiguous) {
+          while (inFlight.length < MAX_CHUNKS_IN_FLIGHT && next <= range.last) ask();
+        } else {
+          ask();
+        }
+        while (done < size && !closed) {
+          const p = inFlight.shift();
+          if (p === undefined) {
             throw new StoreError(
-              `${describe}: the chunk stream ended after ${done} of ${size} bytes`,
+              `${describe}: the chunks ended after ${done} of ${size} bytes`,
               { kind: "unavailable" },
             );
           }
-          let data = r.value.data;
+          const chunk = await p.catch((e) => {
+            throw stalled(e);
+          });
+          if (chunk === null || chunk.seq > range.last) {
+            throw new StoreError(
+              `${describe}: the chunks ended after ${done} of ${size} bytes`,
+              { kind: "unavailable" },
+            );
+          }
+          if (contiguous) {
+            if (chunk.seq !== expect++) {
+              throw new StoreError(`${describe}: chunk #${chunk.seq} came out of order`, {
+                kind: "unavailable",
+              });
+            }
+            if (next <= range.last) ask();
+          } else {
+            next = chunk.seq + 1;
+            if (next <= range.last) ask();
+          }
+          let data = chunk.data;
           if (skipBytes > 0) {
             const cut = Math.min(skipBytes, data.length);
             skipBytes -= cut;
@@ -300,7 +338,7 @@ export class NatsStore implements ObjectStore {
           yield data;
         }
       } finally {
-        close();
+        closed = true;
       }
     }
     return { size, body: body(), close };
