@@ -32,7 +32,7 @@ export interface StatusSource {
 export interface StatusServer {
   /** The bound port. */
   port: number;
-  /** Stop serving. */
+  /** Stop serving and drop every open connection, finished or not. */
   close(): Promise<void>;
 }
 
@@ -141,29 +141,41 @@ export function startStatusServer(listen: string, source: StatusSource): StatusS
   const i = listen.lastIndexOf(":");
   const hostname = listen.slice(0, i).replace(/^\[|\]$/g, "");
   const port = Number(listen.slice(i + 1));
-  const server = Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
-    if (!loopbackHostHeader(req.headers.get("host"))) {
-      // DNS rebinding: a web page whose name resolves to 127.0.0.1 must not read the status.
-      return new Response("misdirected request: Host must be a loopback address or localhost\n", {
-        status: 421,
-      });
-    }
-    const url = new URL(req.url);
-    if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
-    switch (url.pathname) {
-      case "/healthz":
-        return new Response("ok\n");
-      case "/status":
-        return Response.json(await source.status());
-      case "/metrics":
-        return new Response(renderMetrics(await source.status(), source.uptimeSeconds), {
-          headers: { "content-type": "text/plain; version=0.0.4" },
+  // Closing aborts every connection: a graceful shutdown waits for a request body that a
+  // local user may never send, and SIGTERM must end `run` all the same.
+  const halt = new AbortController();
+  const server = Deno.serve(
+    { hostname, port, onListen: () => {}, signal: halt.signal },
+    async (req) => {
+      if (!loopbackHostHeader(req.headers.get("host"))) {
+        // DNS rebinding: a web page whose name resolves to 127.0.0.1 must not read the status.
+        return new Response("misdirected request: Host must be a loopback address or localhost\n", {
+          status: 421,
         });
-      default:
-        return new Response("not found\n", { status: 404 });
-    }
-  });
+      }
+      const url = new URL(req.url);
+      if (req.method !== "GET") return new Response("method not allowed\n", { status: 405 });
+      switch (url.pathname) {
+        case "/healthz":
+          return new Response("ok\n");
+        case "/status":
+          return Response.json(await source.status());
+        case "/metrics":
+          return new Response(renderMetrics(await source.status(), source.uptimeSeconds), {
+            headers: { "content-type": "text/plain; version=0.0.4" },
+          });
+        default:
+          return new Response("not found\n", { status: 404 });
+      }
+    },
+  );
   const addr = server.addr as Deno.NetAddr;
   log.info("status endpoint listening", { listen: `${addr.hostname}:${addr.port}` });
-  return { port: addr.port, close: () => server.shutdown() };
+  return {
+    port: addr.port,
+    close: () => {
+      halt.abort();
+      return server.finished;
+    },
+  };
 }
