@@ -16,6 +16,8 @@ import {
   writeAssignments,
   writeConfig,
 } from "./_helpers.ts";
+import { cgroupDelegation } from "../src/doctor/cgroup.ts";
+import { addonCgroupContainer, findOwnCgroup } from "../src/supervise/cgroup.ts";
 
 async function host(dir: string, extra: Record<string, unknown> = {}): Promise<string> {
   const key = await newKey();
@@ -254,4 +256,37 @@ Deno.test("doctor's fix for a configuration that is not there is to write it or 
       /fix: write the agent's configuration to .*missing\.json, or give its path with --config/,
     );
   });
+});
+
+Deno.test("cgroupDelegation() names the cgroup the agent would use, or why process groups are used", async () => {
+  const cfg = (cgroup: "auto" | "off") => ({
+    runtime_root: "/var/lib/addon-agent-doctor-test",
+    isolation: {
+      users: "per_addon" as const,
+      uid_range: [61000, 61999] as [number, number],
+      cgroup,
+      allowed_capabilities: [],
+    },
+  });
+  const off = await cgroupDelegation(cfg("off"));
+  assertEquals(off.status, "na");
+  assertMatch(off.title, /isolation\.cgroup is "off": add-ons are contained by process groups/);
+  const none = await cgroupDelegation(cfg("auto"), null);
+  assertMatch(none.title, /no cgroup v2 .*process groups/);
+  const gone = await cgroupDelegation(cfg("auto"), { mount: "/nonexistent-cgroup2", path: "/a/b" });
+  assertEquals(gone.status, "na");
+  assertMatch(gone.title, /not writable \(seen from cgroup \/a\/b\).*process groups/);
+  const own = findOwnCgroup();
+  if (Deno.uid() === 0 && own !== null) {
+    // The very container the agent's openCgroupTree uses for this runtime root.
+    const { container } = await addonCgroupContainer(cfg("auto").runtime_root, own);
+    const line = await cgroupDelegation(cfg("auto"), own);
+    assertEquals(line.status, "ok", line.title);
+    assert(line.title.includes(`add-ons get their own cgroup in ${container}`), line.title);
+    const offered = await Deno.readTextFile(
+      `${container.replace(/\/[^/]+$/, "")}/cgroup.controllers`,
+    )
+      .catch(() => "");
+    if (!offered.includes("pids")) assertMatch(line.title, /not enforced \(no .*pids controller\)/);
+  }
 });

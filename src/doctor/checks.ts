@@ -66,7 +66,7 @@ export async function runDoctor(
   const assigned = await _source(cfg, platform, out);
   out.push(...await _artifacts(cfg, assigned));
   out.push(..._capabilityTools(assigned));
-  out.push(await cgroupDelegation());
+  out.push(await cgroupDelegation(cfg));
   out.push(..._unitDir(cfg, assigned));
   return out;
 }

@@ -290,6 +290,72 @@ export class AddonCgroup {
   }
 }
 
+/** Where the add-on cgroups of an agent go (see the module's "container"). */
+export interface CgroupContainer {
+  /** Absolute directory that holds (or will hold) the `addon-<id>` cgroups. */
+  container: string;
+  /** Whether the agent first moves itself into `<container>/agent`. */
+  moveSelf: boolean;
+}
+
+/**
+ * The container of the add-on cgroups of the agent of `runtimeRoot` running
+ * in `own`: decided without touching the hierarchy, so `doctor` reports the
+ * very directory the agent would use.
+ */
+export async function addonCgroupContainer(
+  runtimeRoot: string,
+  own: OwnCgroup,
+): Promise<CgroupContainer> {
+  const base = own.mount.replace(/\/+$/, "");
+  if (own.path === "/") {
+    return { container: `${base}/addon-agent-${await _hash8(runtimeRoot)}`, moveSelf: false };
+  }
+  if (own.path.endsWith("/agent")) {
+    return { container: base + own.path.slice(0, -"/agent".length), moveSelf: false };
+  }
+  return { container: base + own.path, moveSelf: true };
+}
+
+/**
+ * Check that child cgroups can be created in `dir` (an existing cgroup
+ * directory) by creating and removing one named `addon-agent-probe-<pid>`.
+ *
+ * @throws {Error} with the reason when they cannot
+ */
+export function probeCgroupDir(dir: string): void {
+  const probe = `${dir}/addon-agent-probe-${Deno.pid}`;
+  sysMkdir(probe);
+  sysRmdir(probe);
+}
+
+/**
+ * What the agent of `runtimeRoot` in `own` would find, without changing the
+ * hierarchy (for `doctor`): its container, the directory probed (the
+ * container, or its parent when the agent would still create it) and the
+ * controllers offered there.
+ *
+ * @throws {Error} when no child cgroup can be created there
+ */
+export async function inspectCgroupContainer(
+  runtimeRoot: string,
+  own: OwnCgroup,
+): Promise<{ container: string; probed: string; offered: string[] }> {
+  const { container } = await addonCgroupContainer(runtimeRoot, own);
+  const probed = sysExists(container) ? container : container.replace(/\/[^/]+$/, "") || "/";
+  probeCgroupDir(probed);
+  return { container, probed, offered: offeredControllers(probed) };
+}
+
+/** The controllers `dir` offers its children (`cgroup.controllers`); empty when unreadable. */
+export function offeredControllers(dir: string): string[] {
+  try {
+    return sysReadText(`${dir}/cgroup.controllers`).trim().split(/\s+/).filter((c) => c !== "");
+  } catch {
+    return [];
+  }
+}
+
 /**
  * Open the add-on cgroup container for the agent of `runtimeRoot`, or null
  * (with the reason logged) when there is no writable cgroup v2.
@@ -302,17 +368,7 @@ export async function openCgroupTree(
     log.info("no cgroup v2 for this agent; add-ons are contained by process groups");
     return null;
   }
-  const base = own.mount.replace(/\/+$/, "");
-  let container: string;
-  let moveSelf = false;
-  if (own.path === "/") {
-    container = `${base}/addon-agent-${await _hash8(runtimeRoot)}`;
-  } else if (own.path.endsWith("/agent")) {
-    container = base + own.path.slice(0, -"/agent".length);
-  } else {
-    container = base + own.path;
-    moveSelf = true;
-  }
+  const { container, moveSelf } = await addonCgroupContainer(runtimeRoot, own);
   try {
     if (!sysExists(container)) sysMkdir(container);
     if (moveSelf) {
@@ -321,9 +377,7 @@ export async function openCgroupTree(
       sysWriteText(`${container}/agent/cgroup.procs`, String(Deno.pid));
     }
     // Probe: a cgroup we cannot create children in is not ours to use.
-    const probe = `${container}/addon-agent-probe-${Deno.pid}`;
-    sysMkdir(probe);
-    sysRmdir(probe);
+    probeCgroupDir(container);
   } catch (e) {
     log.info("the agent's cgroup is not writable; add-ons are contained by process groups", {
       cgroup: container,
@@ -337,10 +391,7 @@ export async function openCgroupTree(
 
 /** Enable memory, cpu and pids for the children where offered; the set now enabled. */
 function _enableControllers(container: string): Set<string> {
-  let offered: string[] = [];
-  try {
-    offered = sysReadText(`${container}/cgroup.controllers`).trim().split(/\s+/);
-  } catch { /* none */ }
+  const offered = offeredControllers(container);
   for (const c of ["memory", "cpu", "pids"]) {
     if (!offered.includes(c)) continue;
     try {
