@@ -220,6 +220,23 @@ Deno.test("doctor gives up on a source or store that never answers after timeout
       );
       assertEquals(store.code, 1);
       assertMatch(store.stdout, /✘ probe 1\.0\.0: cannot stat s3:\/\/a\/probe\/1\.0\.0\/probe/);
+      // Thousands of assigned artifacts would cost connect_s each: after the first, none.
+      const many = Array.from({ length: 50 }, (_, i) => ({
+        addon_id: `p${i}`,
+        version: "1.0.0",
+        delivery: "pushed_artifact",
+        supervision: "agent_sidecar",
+        artifact_object_key: `p${i}/1.0.0/p`,
+        artifact_sha256: "a".repeat(64),
+      }));
+      const manyConfig = await host(dir, {
+        timeouts,
+        object_store: { kind: "s3", bucket: "a", endpoint: silent.url, force_path_style: true },
+      });
+      await writeAssignments(dir, many); // in place of host()'s one add-on
+      const more = await doctorWithDeadline(manyConfig);
+      assertEquals(more.stdout.match(/cannot stat/g)?.length, 1, more.stdout);
+      assertMatch(more.stdout, /– 49 more artifact\(s\) not checked: the store did not answer/);
     } finally {
       silent.close();
     }

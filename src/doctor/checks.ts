@@ -245,7 +245,7 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
     ];
   }
   const out: Check[] = [];
-  for (const a of wanted) {
+  for (const [i, a] of wanted.entries()) {
     const key = a.artifact!.object_key;
     try {
       // A HEAD where the store has one; else open and close at once (a file, a NATS
@@ -278,6 +278,14 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
             : `check object_store in ${cfg.file} and the store's credentials and permissions`,
         ),
       );
+      // A store that does not answer would cost connect_s per artifact, and a source may
+      // assign thousands: ask no more.
+      const down = !(e instanceof StoreError) || e.kind === "unavailable";
+      const rest = wanted.length - i - 1;
+      if (down && rest > 0) {
+        out.push(na(`${rest} more artifact(s) not checked: the store did not answer`));
+        break;
+      }
     }
   }
   return out;
