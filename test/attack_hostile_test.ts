@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { daemonConfig, entry, sleepLink, waitState } from "./_daemon_fixtures.ts";
 import { startAgent } from "./_agent_process.ts";
+import { startControlPlane } from "../src/control_plane/mod.ts";
 import { withTempDir, writeAssignments } from "./_helpers.ts";
 
 Deno.test("run ends on SIGTERM while a local user holds a status request open without its body", async () => {
@@ -46,6 +47,37 @@ Deno.test("run ends on SIGTERM while a local user holds a status request open wi
         } catch { /* closed by the agent */ }
       }
       await agent.stop().catch(() => {});
+    }
+  });
+});
+
+Deno.test("startControlPlane() closes while a client holds a status POST open without its body", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/catalog.json`, JSON.stringify({ packages: {}, assignments: { default: [] } }));
+    const cp = await startControlPlane({ catalogPath: `${dir}/catalog.json` });
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: cp.port });
+    try {
+      await c.write(
+        new TextEncoder().encode(
+          "POST /v1/agents/a/addons/status HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" +
+            "Expect: 100-continue\r\n\r\n{",
+        ),
+      );
+      // "100 Continue" comes once the handler reads the body: the request is under way.
+      const buf = new Uint8Array(256);
+      const n = await c.read(buf);
+      assert(n !== null && new TextDecoder().decode(buf.subarray(0, n)).includes("100 Continue"));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const closed = await Promise.race([
+        cp.close().then(() => "closed"),
+        new Promise<string>((r) => timer = setTimeout(() => r("still open after 5 s"), 5000)),
+      ]);
+      clearTimeout(timer);
+      assertEquals(closed, "closed");
+    } finally {
+      try {
+        c.close();
+      } catch { /* closed by the server */ }
     }
   });
 });

@@ -98,20 +98,26 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   const reports = new Map<string, JsonObject>();
   const handler = (req: Request): Promise<Response> =>
     _handle(req, { source, reports, token: opts.token });
-  const server = Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
-    const started = performance.now();
-    const res = await handler(req).catch((e) => {
-      log.error("control plane request failed", { error: e, path: new URL(req.url).pathname });
-      return _json(500, { error: "internal error" });
-    });
-    log.debug("control plane request", {
-      method: req.method,
-      path: new URL(req.url).pathname,
-      status: res.status,
-      ms: Math.round((performance.now() - started) * 10) / 10,
-    });
-    return res;
-  });
+  // Closing aborts every connection: a graceful shutdown waits for request bodies that a
+  // client may never send, and the process must end on SIGTERM all the same.
+  const halt = new AbortController();
+  const server = Deno.serve(
+    { hostname, port, onListen: () => {}, signal: halt.signal },
+    async (req) => {
+      const started = performance.now();
+      const res = await handler(req).catch((e) => {
+        log.error("control plane request failed", { error: e, path: new URL(req.url).pathname });
+        return _json(500, { error: "internal error" });
+      });
+      log.debug("control plane request", {
+        method: req.method,
+        path: new URL(req.url).pathname,
+        status: res.status,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+      });
+      return res;
+    },
+  );
   const addr = server.addr as Deno.NetAddr;
   const url = `http://${_urlHost(addr.hostname)}:${addr.port}`;
   log.info("control plane listening", { url, catalog: opts.catalogPath });
@@ -120,7 +126,10 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     url,
     port: addr.port,
     reports: (agentId) => reports.get(agentId),
-    close: () => closed ??= server.shutdown(),
+    close: () => {
+      halt.abort();
+      return closed ??= server.finished;
+    },
   };
 }
 
