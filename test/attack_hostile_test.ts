@@ -53,7 +53,10 @@ Deno.test("run ends on SIGTERM while a local user holds a status request open wi
 
 Deno.test("startControlPlane() closes while a client holds a status POST open without its body", async () => {
   await withTempDir(async (dir) => {
-    await Deno.writeTextFile(`${dir}/catalog.json`, JSON.stringify({ packages: {}, assignments: { default: [] } }));
+    await Deno.writeTextFile(
+      `${dir}/catalog.json`,
+      JSON.stringify({ packages: {}, assignments: { default: [] } }),
+    );
     const cp = await startControlPlane({ catalogPath: `${dir}/catalog.json` });
     const c = await Deno.connect({ hostname: "127.0.0.1", port: cp.port });
     try {
