@@ -1,7 +1,11 @@
 // Attacks on add-on isolation (SPEC 13) by a control plane that may only send assignments and
 // by a malicious add-on, each against the real agent running as root.
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "./_assert.ts";
+import { AddonIsolation } from "../src/agent/isolation.ts";
+import { DeliveryError } from "../src/delivery/mod.ts";
+import { decodeAssignment, hostPlatform } from "../src/protocol/mod.ts";
+import { emptyState, Layout } from "../src/runtime/mod.ts";
 import { waitFor } from "./_agent_process.ts";
 import { daemonConfig, sidecar, sleepLink, waitState, withAgent } from "./_daemon_fixtures.ts";
 import { withTempDir, writeAssignments } from "./_helpers.ts";
@@ -98,4 +102,43 @@ Deno.test({
       }
     });
   },
+});
+
+Deno.test("without setpriv a per-add-on user's sidecar is refused, never run as the agent; a unit still gets User=", async () => {
+  await withTempDir(async (dir) => {
+    const layout = new Layout(`${dir}/root`);
+    await Deno.mkdir(layout.addons, { recursive: true });
+    const state = emptyState();
+    const cfg = {
+      runtime_root: layout.root,
+      isolation: {
+        users: "per_addon" as const,
+        uid_range: [64400, 64409] as [number, number],
+        cgroup: "off" as const,
+        allowed_capabilities: [],
+      },
+    };
+    const iso = await AddonIsolation.open(cfg, layout, state, { setpriv: false });
+    const entry = (supervision: string) =>
+      decodeAssignment(
+        {
+          addon_id: supervision.replace("_", "-"),
+          version: "1.0.0",
+          delivery: "os_package",
+          binary_path: "/bin/true",
+          supervision,
+          ...(supervision === "systemd_timer" ? { schedule: "hourly" } : {}),
+        },
+        "addons[0]",
+        hostPlatform(),
+      );
+    for (const kind of ["agent_sidecar", "ephemeral_helper"]) {
+      const e = await assertRejects(() => iso.place(entry(kind), null), DeliveryError);
+      assertEquals(e.kind, "refused");
+      assertStringIncludes(e.message, "setpriv (util-linux) is not installed");
+    }
+    const unit = await iso.place(entry("systemd_service"), null);
+    assert(unit.confine?.uid !== undefined && unit.confine.uid !== null, "User= for the unit");
+    assertEquals(unit.confine.uid, state.uids?.["systemd-service"]);
+  });
 });

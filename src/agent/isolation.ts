@@ -43,6 +43,7 @@ import {
   secureAddonTree,
 } from "../runtime/mod.ts";
 import { log } from "../common/mod.ts";
+import { DeliveryError } from "../delivery/mod.ts";
 
 /** How one add-on is placed: its owner, its confinement and its cgroup. */
 export interface Placement {
@@ -72,13 +73,18 @@ export class AddonIsolation {
     readonly setpriv: boolean,
   ) {}
 
-  /** Set up for `cfg`: resolve a shared user, find a writable cgroup v2 (`cgroup: auto`). */
+  /**
+   * Set up for `cfg`: resolve a shared user, find a writable cgroup v2
+   * (`cgroup: auto`). `host.setpriv` overrides whether util-linux `setpriv`
+   * is installed (tests of a host without it).
+   */
   static async open(
     cfg:
       & Pick<AgentConfig, "isolation" | "runtime_root">
       & Partial<Pick<AgentConfig, "file" | "source">>,
     layout: Layout,
     state: AgentState,
+    host: { setpriv?: boolean } = {},
   ): Promise<AddonIsolation> {
     const iso = cfg.isolation;
     const linux = Deno.build.os === "linux";
@@ -86,7 +92,7 @@ export class AddonIsolation {
     const shared = iso.users === "shared" && iso.user !== undefined
       ? await resolveUser(iso.user)
       : null;
-    const setpriv = linux && setprivPath() !== null;
+    const setpriv = linux && (host.setpriv ?? setprivPath() !== null);
     if (!setpriv && (iso.users !== "none" || tree !== null)) {
       log.error(
         "setpriv (util-linux) is not installed: add-ons cannot be given their own user or cgroup",
@@ -139,13 +145,27 @@ export class AddonIsolation {
     }
   }
 
-  /** Allocate, secure and contain `a` (with `version` the staged version it runs, if any). */
+  /**
+   * Allocate, secure and contain `a` (with `version` the staged version it runs, if any).
+   *
+   * @throws {DeliveryError} (refused) when `a` would run a process that must switch users but
+   *   `setpriv` is not installed: it never runs as the agent's user instead
+   */
   async place(a: Assignment, version: string | null): Promise<Placement> {
+    const runsProcess = a.supervision === "agent_sidecar" ||
+      a.supervision === "ephemeral_helper";
+    const unit = a.supervision === "systemd_service" || a.supervision === "systemd_timer";
+    if (runsProcess && !this.setpriv && this.cfg.users !== "none") {
+      throw new DeliveryError(
+        `isolation.users is "${this.cfg.users}" but setpriv (util-linux) is not installed, so ` +
+          "the add-on cannot be started as its own user; it is not started as the agent's " +
+          'user instead (install util-linux, or set isolation.users to "none")',
+        { kind: "refused" },
+      );
+    }
     const owner = await this.owner(a.addon_id);
     await secureAddonTree(this.layout, a.addon_id, version, owner);
     let cgroup: AddonCgroup | null = null;
-    const runsProcess = a.supervision === "agent_sidecar" ||
-      a.supervision === "ephemeral_helper";
     if (this.tree && runsProcess && this.setpriv) {
       cgroup = await this.tree.prepare(a.addon_id, a.resources);
       this.#cgroups.set(a.addon_id, cgroup);
@@ -159,12 +179,7 @@ export class AddonIsolation {
       cgroup,
       bounding: this.bounding,
       // systemd units live in the unit's own cgroup, which systemd ends on stop.
-      containment: cgroup || a.supervision === "systemd_service" ||
-          a.supervision === "systemd_timer"
-        ? "cgroup"
-        : runsProcess
-        ? "process_group"
-        : null,
+      containment: cgroup || unit ? "cgroup" : runsProcess ? "process_group" : null,
       notEnforced,
     };
     const st = this.state.addons[a.addon_id];
@@ -176,7 +191,8 @@ export class AddonIsolation {
       if (notEnforced.length) st.resources_not_enforced = notEnforced;
       else delete st.resources_not_enforced;
     }
-    if (this.setpriv) {
+    // systemd switches a unit's user itself (User=, Group=): no setpriv needed for it.
+    if (this.setpriv || unit) {
       out.confine = {
         uid: owner.uid,
         gid: owner.uid === null ? null : owner.gid,
