@@ -246,10 +246,15 @@ const COMMANDS: Record<string, Command> = {
   },
   "nats-permissions": {
     summary: "print the nats-server permissions block of one agent",
-    usage: "nats-permissions --agent-id ID [--bucket B] [--status-bucket B] " +
+    usage: "nats-permissions (--agent-id ID | --accounts FLEET) [--bucket B] [--status-bucket B] " +
       "[--artifact-bucket B] [--inbox-prefix P] [--json]",
     flags: {
       "agent-id": { type: "string", arg: "ID", help: "the agent's agent_id" },
+      accounts: {
+        type: "string",
+        arg: "FLEET",
+        help: "instead: the exports of the buckets' account FLEET and the agents' imports",
+      },
       bucket: { type: "string", arg: "B", help: "assignments KV bucket (addon-assignments)" },
       "status-bucket": { type: "string", arg: "B", help: "status KV bucket (addon-status)" },
       "artifact-bucket": { type: "string", arg: "B", help: "object store (addon-artifacts)" },
@@ -259,7 +264,8 @@ const COMMANDS: Record<string, Command> = {
     run: async (v) => {
       const o = (k: string) => _opt(v, k);
       return (await import("./src/commands/nats_permissions.ts")).natsPermissionsCommand({
-        agentId: _need(v, "agent-id"),
+        ...(o("agent-id") !== undefined ? { agentId: o("agent-id")! } : {}),
+        ...(o("accounts") !== undefined ? { accounts: o("accounts")! } : {}),
         ...(o("bucket") ? { bucket: o("bucket")! } : {}),
         ...(o("status-bucket") ? { statusBucket: o("status-bucket")! } : {}),
         ...(o("artifact-bucket") ? { artifactBucket: o("artifact-bucket")! } : {}),

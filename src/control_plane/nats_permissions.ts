@@ -94,3 +94,66 @@ export function renderNatsPermissions(p: NatsPermissions, agentId?: string): str
     "}",
   ].join("\n");
 }
+
+/** What the fleet's account exports and the agents' account imports (see {@linkcode natsAccountLinks}). */
+export interface NatsAccountLinks {
+  /** `service` subjects (requests with an answer: direct gets, status puts). */
+  services: string[];
+  /** `stream` subjects (the pushed puts of the assignment keys). */
+  streams: string[];
+}
+
+/**
+ * The subjects that link the agents' account to the fleet's: the buckets
+ * live in the fleet's account, and every agent user lives in an account of
+ * its own with only these imports (plus its {@linkcode natsPermissions}).
+ * Agents must not share the buckets' account: there, an agent's request
+ * whose *reply* subject is `$KV.<bucket>.<other-id>` makes the server
+ * publish its answer there, and the bucket stores it as the other agent's
+ * document (permissions check the subjects a user publishes to, never reply
+ * subjects). Across accounts that answer stays in the agents' account.
+ *
+ * @example The links for the default buckets
+ * ```ts
+ * import { natsAccountLinks } from "./nats_permissions.ts";
+ * const links = natsAccountLinks({});
+ * console.log(links.streams); // ["$KV.addon-assignments.>"]
+ * ```
+ */
+export function natsAccountLinks(input: Omit<NatsPermissionsInput, "agentId">): NatsAccountLinks {
+  const kv = input.bucket ?? "addon-assignments";
+  const status = input.statusBucket ?? "addon-status";
+  const obj = input.artifactBucket ?? "addon-artifacts";
+  return {
+    services: [
+      `$JS.API.DIRECT.GET.KV_${kv}.$KV.${kv}.>`,
+      `$KV.${status}.>`,
+      `$JS.API.DIRECT.GET.OBJ_${obj}`,
+      `$JS.API.DIRECT.GET.OBJ_${obj}.>`,
+    ],
+    streams: [`$KV.${kv}.>`],
+  };
+}
+
+/**
+ * The `exports` of the fleet's account and the `imports` of the agents'
+ * account as nats-server configuration text, for an `accounts` block.
+ */
+export function renderNatsAccountLinks(
+  links: NatsAccountLinks,
+  fleetAccount = "FLEET",
+): string {
+  const q = JSON.stringify;
+  return [
+    `# in the account that holds the buckets (${fleetAccount}; JetStream enabled):`,
+    "exports: [",
+    ...links.services.map((s) => `  {service: ${q(s)}}`),
+    ...links.streams.map((s) => `  {stream: ${q(s)}}`),
+    "]",
+    "# in the account of the agent users (never the buckets' account):",
+    "imports: [",
+    ...links.services.map((s) => `  {service: {account: ${q(fleetAccount)}, subject: ${q(s)}}}`),
+    ...links.streams.map((s) => `  {stream: {account: ${q(fleetAccount)}, subject: ${q(s)}}}`),
+    "]",
+  ].join("\n");
+}

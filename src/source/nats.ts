@@ -4,8 +4,9 @@
  * same key of `status_bucket`.
  *
  * Updates arrive by push on a plain subscription to `$KV.<bucket>.<agent_id>`
- * (the subject every put and delete of that key is published on), and the
- * key is read with a direct get (`$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<agent_id>`)
+ * (the subject every put and delete of that key is published on); a push
+ * only says "read now" (anyone whose request names that subject as its
+ * reply makes the server publish there), and the key is read with a direct get (`$JS.API.DIRECT.GET.KV_<bucket>.$KV.<bucket>.<agent_id>`)
  * at start, after every reconnect and every `resync_interval_s` (±20 %, the
  * daemon's poll interval). No consumer per agent: at 100,000 agents the
  * server keeps 100,000 subscriptions, not 100,000 consumers (see
@@ -32,6 +33,12 @@ import { type Json, parseJson } from "../protocol/mod.ts";
 import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/nats-core";
 
+/**
+ * Waits before reading the key again when it does not (yet) hold the value
+ * just pushed: the subscriber can get a put before the stream stored it.
+ */
+export const CONFIRM_DELAYS_MS: readonly number[] = [20, 80, 200, 500];
+
 /** The empty document a deleted (or never written) key stands for. */
 export const EMPTY_DOCUMENT: Json = { config_version: "", addons: [] };
 
@@ -56,8 +63,6 @@ export class NatsSource implements Source {
   #lastText: string | null = null;
   /** The newest pushed value not yet returned by `poll` (`null` text = deleted). */
   #pushed: { text: string | null } | null = null;
-  /** Counts pushes, so a read that a push overtook is not taken as newer. */
-  #pushes = 0;
   #released: Promise<void> | null = null;
   /** How long a read or a status put may take (`timeouts.connect_s`); the daemon retries. */
   readonly #requestMs: number;
@@ -113,7 +118,6 @@ export class NatsSource implements Source {
             this.#sub = null;
             this.#subscribing = null;
           } else {
-            this.#pushes++;
             this.#pushed = { text: _deleted(msg.headers) ? null : msg.string() };
           }
           this.#onUpdate?.();
@@ -169,24 +173,32 @@ export class NatsSource implements Source {
   }
 
   /**
-   * The newest value: a pushed one, else (at start, after a reconnect or on
-   * the resync interval) the key read now. Unchanged text is `not_modified`.
+   * The value of the key now, read with a direct get (at start, after a
+   * reconnect, on the resync interval and after every push). A pushed value
+   * is only a hint: another agent can make the server publish any message
+   * on this subject (a request whose reply subject is `$KV.<bucket>.<id>`),
+   * so the key is read back, a few times over ~1 s when the push overtook
+   * the store, and a value the bucket does not hold is never taken.
+   * Unchanged text is `not_modified`.
    */
   async poll(): Promise<PollResult> {
     const nc = await this.#connection();
     await this.#subscribe(nc);
-    let text: string | null;
     const pushed = this.#pushed;
-    if (pushed !== null) {
-      this.#pushed = null;
-      text = pushed.text;
-    } else {
-      const before = this.#pushes;
-      text = await this.#read(nc);
-      // A push that arrived during the read is at least as new: take it instead.
-      if (this.#pushes !== before && this.#pushed !== null) {
-        text = (this.#pushed as { text: string | null }).text;
-        this.#pushed = null;
+    this.#pushed = null;
+    let text = await this.#read(nc);
+    if (pushed !== null && text !== pushed.text) {
+      for (const ms of CONFIRM_DELAYS_MS) {
+        if (this.#pushed !== null || this.#released) break; // a newer push polls again
+        await new Promise((r) => setTimeout(r, ms));
+        text = await this.#read(nc);
+        if (text === pushed.text) break;
+      }
+      if (text !== pushed.text) {
+        log.warn("a value pushed on the assignments subject is not in the bucket; ignored", {
+          source: this.describe,
+          pushed_bytes: pushed.text?.length ?? 0,
+        });
       }
     }
     const shown = text ?? "";

@@ -1,0 +1,150 @@
+/**
+ * Attacks by one agent on another over a real nats-server, in the layout
+ * `addon-agent nats-permissions` prints: the buckets in the fleet's account
+ * (`--accounts FLEET` exports), the agent users in an account of their own
+ * (its imports, each with its own `--agent-id` block).
+ *
+ * NATS checks the subjects a user publishes to, never the *reply* subject of
+ * its request: agent A can have the server answer on
+ * `$KV.<bucket>.<B>`. In one shared account that answer was stored as B's
+ * document (and `$KV.<status>.<B>` as B's status); across accounts it only
+ * reaches B's subscription, where a pushed value the bucket does not hold
+ * must not be taken.
+ */
+
+import { assert, assertEquals } from "./_assert.ts";
+import { decodeConfig } from "../src/config/mod.ts";
+import { NatsSource } from "../src/source/nats.ts";
+import { NatsStore } from "../src/store/nats.ts";
+import { acquireNats } from "../src/common/mod.ts";
+import { runAgent, sha256Hex, withTempDir } from "./_helpers.ts";
+import { HAVE_NATS, startNats } from "./_nats.ts";
+
+const BUCKETS = [
+  "--bucket",
+  "assign",
+  "--status-bucket",
+  "status",
+  "--artifact-bucket",
+  "artifacts",
+];
+
+async function printed(args: string[]): Promise<string> {
+  const r = await runAgent(["nats-permissions", ...args, ...BUCKETS]);
+  assertEquals(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+/** nats-server configuration: FLEET with the buckets, AGENTS with edge-a and edge-b. */
+async function fleetConfig(): Promise<string> {
+  const links = await printed(["--accounts", "FLEET"]);
+  const [exports, imports] = links.split(/^# in the account of the agent users.*$/m);
+  const users = [];
+  for (const id of ["edge-a", "edge-b"]) {
+    users.push(`{user: "${id}", password: "pw-${id}"\n${await printed(["--agent-id", id])}\n}`);
+  }
+  return `accounts {
+ FLEET {
+  jetstream: enabled
+  users: [ {user: admin, password: admin} ]
+${exports}
+ }
+ AGENTS {
+  users: [
+   ${users.join("\n   ")}
+  ]
+${imports}
+ }
+}
+`;
+}
+
+Deno.test({
+  name:
+    "an agent that names another agent's key as its reply subject changes neither its document, its status nor what it runs",
+  ignore: !HAVE_NATS,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const nats = await startNats(await fleetConfig());
+      const { connect } = await import("@nats-io/transport-node");
+      const { Kvm } = await import("@nats-io/kv");
+      const { Objm } = await import("@nats-io/obj");
+      const admin = await connect({ servers: [nats.url], user: "admin", pass: "admin" });
+      const attacker = await connect({
+        servers: [nats.url],
+        user: "edge-a",
+        pass: "pw-edge-a",
+        inboxPrefix: "_INBOX_edge-a",
+      });
+      await Deno.writeTextFile(`${dir}/edge-b.pass`, "pw-edge-b\n");
+      const cfgB = decodeConfig({
+        agent_id: "edge-b",
+        runtime_root: "/tmp/unused",
+        source: { kind: "nats", bucket: "assign", status_bucket: "status" },
+        object_store: { kind: "nats", bucket: "artifacts" },
+        nats: { servers: [nats.url], user: "edge-b", password_file: `${dir}/edge-b.pass` },
+      }, `${dir}/agent.json`);
+      const source = NatsSource.open(cfgB);
+      let pushes = 0;
+      source.watch(() => pushes++);
+      const handle = acquireNats(cfgB.nats!);
+      try {
+        const kvm = new Kvm(admin);
+        const assign = await kvm.create("assign");
+        const status = await kvm.create("status");
+        const docB = { config_version: "b", addons: [] };
+        await assign.put("edge-b", JSON.stringify(docB));
+        // Any artifact whose bytes are a document will do; A cannot upload, only read.
+        const forged = new TextEncoder().encode(
+          JSON.stringify({ config_version: "FORGED", addons: [] }),
+        );
+        await (await new Objm(admin).create("artifacts")).putBlob({ name: "doc.json" }, forged);
+
+        // B works in this layout: its document, its status, an artifact.
+        const first = await source.poll();
+        assertEquals(first.kind === "document" && first.json, docB);
+        const report = { agent_id: "edge-b", addons: [] };
+        await source.report(report);
+        const store = new NatsStore("artifacts", handle);
+        const obj = await store.open("doc.json", 0, { sha256: sha256Hex(forged) });
+        for await (const _ of obj.body) { /* readable */ }
+
+        // A: a direct get of the artifact's chunk answered on B's assignment subject, and its
+        // own status put acknowledged on B's status subject.
+        const pushesBefore = pushes;
+        const chunkReply = { reply: "$KV.assign.edge-b" };
+        attacker.publish(
+          "$JS.API.DIRECT.GET.OBJ_artifacts",
+          JSON.stringify({ seq: 1 }),
+          chunkReply,
+        );
+        attacker.publish("$KV.status.edge-a", "{}", { reply: "$KV.status.edge-b" });
+        await attacker.flush();
+        const deadline = Date.now() + 5_000;
+        while (pushes === pushesBefore && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        assert(pushes > pushesBefore, "the forged answer reached B's subscription");
+        // B reads what its bucket holds, not what was pushed.
+        assertEquals((await source.poll()).kind, "not_modified");
+        assertEquals((await assign.get("edge-b"))?.json(), docB);
+        assertEquals((await status.get("edge-b"))?.json(), report);
+
+        // A genuine put still arrives by push.
+        const pushesNow = pushes;
+        const docB2 = { config_version: "b2", addons: [] };
+        await assign.put("edge-b", JSON.stringify(docB2));
+        while (pushes === pushesNow && Date.now() < deadline + 5_000) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const next = await source.poll();
+        assertEquals(next.kind === "document" && next.json, docB2);
+      } finally {
+        await source.closed();
+        await handle.release();
+        await attacker.close();
+        await admin.close();
+        await nats.stop();
+      }
+    }),
+});
