@@ -7,9 +7,8 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { EXIT, exitCodeFor, UsageError } from "./src/commands/common.ts";
-import { DEFAULT_CONFIG_PATH } from "./src/config/config.ts";
-import { configureLog, type Level } from "./src/common/log.ts";
-import { didYouMean } from "./src/common/suggest.ts";
+import { DEFAULT_CONFIG_PATH } from "./src/config/mod.ts";
+import { configureLog, didYouMean, type Level } from "./src/common/mod.ts";
 import {
   platformFlag,
   TARGET_FLAGS,
@@ -302,7 +301,7 @@ const COMMANDS: Record<string, Command> = {
     usage: "version",
     flags: {},
     run: async () => {
-      const { versionInfo } = await import("./src/common/version.ts");
+      const { versionInfo } = await import("./src/common/mod.ts");
       const i = versionInfo();
       console.log(`addon-agent ${i.version} (deno ${i.deno}, ${i.target})`);
       return EXIT.ok;

@@ -7,7 +7,7 @@
 
 import { readFileBounded, TooLargeError } from "../src/common/bounded_read.ts";
 import { startControlPlane } from "../src/control_plane/server.ts";
-import { FileSource, SourceError } from "../src/source/source.ts";
+import { FileSource, SourceError } from "../src/source/mod.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "./_assert.ts";
 import { waitFor } from "./_agent_process.ts";
 import { daemonConfig, sidecar, waitState, withAgent } from "./_daemon_fixtures.ts";

@@ -17,7 +17,7 @@ import {
 } from "../src/common/io_timeouts.ts";
 import { S3Store } from "../src/store/s3.ts";
 import { StoreError } from "../src/store/types.ts";
-import { ControlPlaneSource, SourceError } from "../src/source/source.ts";
+import { ControlPlaneSource, SourceError } from "../src/source/mod.ts";
 import { S3Source } from "../src/source/s3.ts";
 import { DownloadError, Downloads } from "../src/delivery/download.ts";
 import { Layout } from "../src/runtime/runtime_root.ts";

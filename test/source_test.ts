@@ -26,7 +26,7 @@ import {
   openSource,
   type Source,
   SourceError,
-} from "../src/source/source.ts";
+} from "../src/source/mod.ts";
 import {
   assert,
   assertEquals,

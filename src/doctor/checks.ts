@@ -7,7 +7,7 @@
  * @example Run the checklist and print it
  * ```ts
  * import { formatCheck } from "./check.ts";
-import { runDoctor } from "./checks.ts";
+ * import { runDoctor } from "./checks.ts";
  * const checks = await runDoctor("/etc/addon-agent/agent.json");
  * for (const c of checks) console.log(formatCheck(c));
  * ```

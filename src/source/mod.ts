@@ -7,4 +7,5 @@
 export * from "./desired_state.ts";
 export * from "./override.ts";
 export * from "./source.ts";
+export * from "./types.ts";
 export * from "./nats.ts";

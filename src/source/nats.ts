@@ -30,7 +30,7 @@
 import type { AgentConfig, NatsSourceConfig } from "../config/mod.ts";
 import { acquireNats, log, type NatsHandle } from "../common/mod.ts";
 import { type Json, parseJson } from "../protocol/mod.ts";
-import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
+import { type PollResult, type Source, SourceError, type StatusReport } from "./types.ts";
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from "@nats-io/nats-core";
 
 /**

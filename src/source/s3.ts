@@ -30,7 +30,7 @@ import {
 import { DEFAULT_IO_TIMEOUTS, type IoTimeouts, StallError } from "../common/mod.ts";
 import type { S3SourceConfig } from "../config/mod.ts";
 import { type Json, parseJson } from "../protocol/mod.ts";
-import { type PollResult, type Source, SourceError, type StatusReport } from "./source.ts";
+import { type PollResult, type Source, SourceError, type StatusReport } from "./types.ts";
 
 /** Documents larger than this are refused without reading further (SPEC 12's default). */
 export const MAX_DOCUMENT_BYTES = 8 << 20;
