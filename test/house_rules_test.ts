@@ -137,7 +137,16 @@ const MAY_USE: Record<string, readonly string[]> = {
     "supervise",
     "status",
   ],
-  doctor: ["common", "protocol", "config", "source", "store", "runtime", "status"],
+  doctor: [
+    "common",
+    "protocol",
+    "config",
+    "source",
+    "store",
+    "runtime",
+    "supervise",
+    "status",
+  ],
   control_plane: ["common", "protocol", "config", "source"],
   commands: [
     "common",
