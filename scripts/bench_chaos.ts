@@ -276,7 +276,8 @@ async function _recheck(): Promise<string[]> {
     for (let i = 0; i < bytes.length; i += 65536) {
       crypto.getRandomValues(bytes.subarray(i, i + 65536));
     }
-    await Deno.writeFile(`${vdir}/big`, bytes);
+    await Deno.writeFile(`${vdir}/big`, bytes, { mode: 0o755 });
+    await Deno.chmod(`${vdir}/big`, 0o755);
     const sha256 = createHash("sha256").update(bytes).digest("hex");
     await Deno.writeTextFile(`${vdir}/artifact.json`, JSON.stringify({ sha256 }));
     // A file staged a while ago (one written within RACY_MS is hashed at every check).

@@ -239,12 +239,14 @@ Deno.test("StagedVerifier.check() never blocks on a FIFO swapped in for the stag
     const vdir = layout.versionDir("probe", "1.0.0");
     await Deno.mkdir(vdir, { recursive: true });
     const bytes = "#!/bin/sh\necho fine\n";
-    await Deno.writeTextFile(`${vdir}/probe`, bytes);
+    await Deno.writeTextFile(`${vdir}/probe`, bytes, { mode: 0o755 });
+    await Deno.chmod(`${vdir}/probe`, 0o755);
     await Deno.writeTextFile(
       `${vdir}/artifact.json`,
       JSON.stringify({ addon_id: "probe", version: "1.0.0", sha256: sha256Hex(bytes) }),
     );
     await Deno.writeTextFile(`${dir}/reg`, bytes);
+    await Deno.chmod(`${dir}/reg`, 0o755);
     const mk = await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] }).output();
     assert(mk.success);
     // A local attacker swaps a FIFO and a regular file at the staged name as fast as it can.
@@ -302,6 +304,7 @@ Deno.test("StagedVerifier.check() sees bytes rewritten within the clock tick of 
       const v = new StagedVerifier();
       const f = await Deno.open(`${vdir}/probe`, { write: true, create: true, truncate: true });
       await f.write(new TextEncoder().encode(good));
+      await Deno.chmod(`${vdir}/probe`, 0o755);
       assertEquals(await v.check(layout, "probe", want), "intact");
       await f.seek(0, Deno.SeekMode.Start);
       await f.write(new TextEncoder().encode(evil));
@@ -313,5 +316,32 @@ Deno.test("StagedVerifier.check() sees bytes rewritten within the clock tick of 
         `round ${i}: the rewrite ran unseen`,
       );
     }
+  });
+});
+
+Deno.test("run fetches again a staged executable whose mode was changed (chmod 0644), instead of crash-looping", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await writeAssignments(dir, [await sidecar(dir, "probe", `exec "${sleepBin}" 300`)]);
+    const staged = `${root}/addons/probe/versions/1.0.0/probe`;
+    await withAgent(dir, cfg, async (agent) => {
+      const first = await waitAddon(root, agent, "probe", "running", _running);
+      const mode = (await Deno.lstat(staged)).mode! & 0o7777;
+      await Deno.chmod(staged, 0o644);
+      Deno.kill(first.pid!, "SIGKILL");
+      await waitAddon(
+        root,
+        agent,
+        "probe",
+        "running under a new pid",
+        (a) => _running(a) && a.pid !== first.pid,
+      );
+      assertEquals((await Deno.lstat(staged)).mode! & 0o7777, mode, "staged again");
+      const moved = agent.logs().find((l) => l.msg.startsWith("damaged version moved out"));
+      assert(moved, agent.tail());
+      assertStringIncludes(String(moved.reason), "is not executable (mode 0644)");
+    });
   });
 });

@@ -24,6 +24,7 @@ async function _stage(layout: Layout, version: string, bytes = BYTES, id = ID): 
   const dir = layout.versionDir(id, version);
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(`${dir}/${id}`, bytes);
+  await Deno.chmod(`${dir}/${id}`, 0o755);
   await Deno.writeTextFile(
     `${dir}/artifact.json`,
     JSON.stringify({ addon_id: id, version, sha256: sha256Hex(bytes), size: bytes.length }),
@@ -93,6 +94,14 @@ Deno.test("StagedVerifier.check() calls a version damaged when its files are mis
       await Deno.remove(`${d}/${ID}`);
       await Deno.symlink("/bin/sh", `${d}/${ID}`);
     }, "not a regular file"],
+    ["binary replaced by a FIFO", async (d) => {
+      await Deno.remove(`${d}/${ID}`);
+      const out = await new Deno.Command("mkfifo", { args: [`${d}/${ID}`] }).output();
+      assert(out.success);
+    }, "not a regular file"],
+    ["binary no longer executable", (d) => Deno.chmod(`${d}/${ID}`, 0o644), "mode 0644"],
+    ["binary writable by others", (d) => Deno.chmod(`${d}/${ID}`, 0o775), "mode 0775"],
+    ["binary made setuid", (d) => Deno.chmod(`${d}/${ID}`, 0o4755), "mode 4755"],
   ];
   for (const [name, damage, says] of cases) {
     await t.step(name, async () => {

@@ -176,6 +176,8 @@ export class StagedVerifier {
     try {
       const st = await f.stat({ bigint: true });
       if (!st.isFile()) throw damaged(`${name} is missing or unreadable (not a regular file)`);
+      const modeProblem = _modeProblem(Number(st.mode) & 0o7777);
+      if (modeProblem !== null) throw damaged(`${name} ${modeProblem}`);
       const before = _identity(st);
       if (this.#verified.get(path) === `${want.sha256} ${before}`) return "intact";
       this.#verified.delete(path);
@@ -246,6 +248,20 @@ export class StagedVerifier {
     this.#stagedAs.delete(dir);
     for (const p of this.#verified.keys()) if (p.startsWith(`${dir}/`)) this.#verified.delete(p);
   }
+}
+
+/**
+ * What is wrong with the mode of a staged executable (staged `0755`, or `0750` for an isolated
+ * add-on), or null: it must stay executable by its owner (else every start fails with "Permission
+ * denied"), writable by its owner alone (else anyone may change it between check and exec), and
+ * without setuid/setgid (an add-on running as its own user would run it as root).
+ */
+function _modeProblem(mode: number): string | null {
+  const m = mode.toString(8).padStart(4, "0");
+  if ((mode & 0o100) === 0) return `is not executable (mode ${m})`;
+  if ((mode & 0o022) !== 0) return `is writable by others than its owner (mode ${m})`;
+  if ((mode & 0o6000) !== 0) return `has the setuid or setgid bit (mode ${m})`;
+  return null;
 }
 
 function _decodeRecord(text: string): StagedArtifact {
