@@ -12,7 +12,8 @@
  * must not be taken.
  */
 
-import { assert, assertEquals } from "./_assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./_assert.ts";
+import { SourceError } from "../src/source/mod.ts";
 import { decodeConfig } from "../src/config/mod.ts";
 import { NatsSource } from "../src/source/nats.ts";
 import { NatsStore } from "../src/store/nats.ts";
@@ -147,4 +148,37 @@ Deno.test({
         await nats.stop();
       }
     }),
+});
+
+Deno.test({
+  name: "`NatsSource.poll()` refuses a key's value over limits.max_document_bytes",
+  ignore: !HAVE_NATS,
+  fn: async () => {
+    const nats = await startNats();
+    const { connect } = await import("@nats-io/transport-node");
+    const { Kvm } = await import("@nats-io/kv");
+    const admin = await connect({ servers: [nats.url] });
+    const source = NatsSource.open(decodeConfig({
+      agent_id: "edge-01",
+      runtime_root: "/tmp/unused",
+      limits: { max_document_bytes: 1024 },
+      source: { kind: "nats", bucket: "assign", status_bucket: "status" },
+      object_store: { kind: "nats", bucket: "artifacts" },
+      nats: { servers: [nats.url] },
+    }, "/tmp/agent.json"));
+    try {
+      const kv = await new Kvm(admin).create("assign");
+      // Valid JSON, just too big: a hostile or broken server could send megabytes.
+      await kv.put("edge-01", `{"config_version": "big", "addons": []${" ".repeat(2000)}}`);
+      const e = await assertRejects(() => source.poll(), SourceError);
+      assertMatch(e.message, /larger than 1024 \(limits\.max_document_bytes\)/);
+      await kv.put("edge-01", `{"config_version": "small", "addons": []}`);
+      const r = await source.poll();
+      assertEquals(r.kind === "document" && r.json, { config_version: "small", addons: [] });
+    } finally {
+      await source.closed();
+      await admin.close();
+      await nats.stop();
+    }
+  },
 });

@@ -66,11 +66,14 @@ export class NatsSource implements Source {
   #released: Promise<void> | null = null;
   /** How long a read or a status put may take (`timeouts.connect_s`); the daemon retries. */
   readonly #requestMs: number;
+  /** `limits.max_document_bytes`: a larger value is refused, never parsed. */
+  readonly #maxBytes: number;
 
   private constructor(cfg: AgentConfig, s: NatsSourceConfig, nats: NatsHandle) {
     this.#nats = nats;
     this.intervalS = s.resync_interval_s;
     this.#requestMs = cfg.timeouts.connect_s * 1000;
+    this.#maxBytes = cfg.limits.max_document_bytes;
     this.#key = cfg.agent_id;
     this.#subject = `$KV.${s.bucket}.${cfg.agent_id}`;
     this.#directGet = `$JS.API.DIRECT.GET.KV_${s.bucket}.${this.#subject}`;
@@ -118,7 +121,11 @@ export class NatsSource implements Source {
             this.#sub = null;
             this.#subscribing = null;
           } else {
-            this.#pushed = { text: _deleted(msg.headers) ? null : msg.string() };
+            this.#pushed = {
+              text: _deleted(msg.headers) ? null : msg.data.length > this.#maxBytes
+                ? "" // only a hint; the read refuses it
+                : msg.string(),
+            };
           }
           this.#onUpdate?.();
         },
@@ -169,7 +176,14 @@ export class NatsSource implements Source {
         { kind: "invalid" },
       );
     }
-    return _deleted(m.headers) ? null : m.string();
+    if (_deleted(m.headers)) return null;
+    if (m.data.length > this.#maxBytes) {
+      throw new SourceError(
+        `${this.describe}: the document is ${m.data.length} bytes, larger than ${this.#maxBytes} (limits.max_document_bytes); refused`,
+        { kind: "refused" },
+      );
+    }
+    return m.string();
   }
 
   /**
