@@ -246,3 +246,69 @@ Deno.test("run under the real permission set: a link swapped after the check nev
     }
   });
 });
+
+Deno.test("run under the real permission set: a source's loader variables never reach an allowed host binary", async (t) => {
+  await withTempDir(async (dir) => {
+    const sb = await sandbox(dir);
+    await Deno.mkdir(`${sb.etc}/store`);
+    // LD_DEBUG_OUTPUT makes the loader of an allowed binary write a file of the source's
+    // choosing (as root under users "none"); LD_PRELOAD would run the source's code in it.
+    const written = `${sb.outside}/written`;
+    const helper = {
+      addon_id: "loader",
+      version: "1",
+      delivery: "os_package",
+      supervision: "ephemeral_helper",
+      binary_path: "/usr/bin/true",
+      env: { LD_DEBUG: "files", LD_DEBUG_OUTPUT: written },
+    };
+    const anyWritten = async () => {
+      for await (const e of Deno.readDir(sb.outside)) if (e.name.startsWith("written")) return true;
+      return false;
+    };
+    const run = async (until: (s: string) => boolean) => {
+      const cfg = await sandboxConfig(sb, {
+        source: { kind: "file", path: `${sb.etc}/assignments.json`, poll_interval_s: 1 },
+        object_store: { kind: "filesystem", root: `${sb.etc}/store` },
+        host_binaries: { allow: ["/usr/bin/true"] },
+        isolation: { users: "none" },
+      });
+      const agent = spawnUnderSet(sb, ["run", "--config", cfg]);
+      const stderr = new Response(agent.stderr).text();
+      try {
+        return await waitFor(async () => {
+          const st = (await readAgentState(sb.root))?.addons.loader;
+          return st && until(st.state) ? st : null;
+        }, { timeoutMs: 30_000, what: "loader settled" });
+      } finally {
+        agent.kill("SIGTERM");
+        const status = await agent.status;
+        await agent.stdout.cancel();
+        assertEquals(status.code, 0, await stderr);
+      }
+    };
+
+    await t.step(
+      "named by the source: failed, naming the variable, and nothing written",
+      async () => {
+        await writeAssignments(sb.etc, [helper]);
+        const st = await run((s) => s === "failed");
+        assertStringIncludes(st.message, "env LD_DEBUG");
+        assertStringIncludes(st.message, "/usr/bin/true");
+        assert(!(await anyWritten()), "the loader wrote the source's file");
+      },
+    );
+
+    await t.step("the same env in the local override runs (an operator's choice)", async () => {
+      await writeAssignments(sb.etc, [{ ...helper, env: {} }]);
+      await Deno.writeTextFile(
+        `${sb.etc}/addons.local.json`,
+        JSON.stringify({ addons: [{ addon_id: "loader", env: helper.env }] }),
+      );
+      await Deno.chmod(`${sb.etc}/addons.local.json`, 0o600);
+      const st = await run((s) => s === "completed");
+      assertEquals(st.state, "completed");
+      assert(await anyWritten(), "the loader honoured the override's LD_DEBUG_OUTPUT");
+    });
+  });
+});

@@ -65,6 +65,45 @@ export interface HostBinaryPolicy {
   allow: readonly string[];
   /** The local override named this `binary_path` (an operator may name any path). */
   fromOverride: boolean;
+  /** The environment it gets; absent: none is checked. */
+  env?: Readonly<Record<string, string>>;
+  /** The local override set `env` (an operator may pass the loader anything). */
+  envFromOverride?: boolean;
+}
+
+/**
+ * Variables the dynamic loader and libc act on: they load code (`LD_PRELOAD`, `LD_AUDIT`,
+ * `LD_LIBRARY_PATH`, `GCONV_PATH`), write files (`LD_DEBUG_OUTPUT`, `MALLOC_TRACE`) or read
+ * them (`LOCPATH`, `NLSPATH`, `HOSTALIASES`, …) — glibc's list of what it ignores for setuid
+ * programs, less the harmless `TMPDIR`, `TZDIR`, `LOCALDOMAIN` and `RES_OPTIONS`.
+ *
+ * @example
+ * ```ts
+ * import { loaderVariable } from "./host_binaries.ts";
+ * loaderVariable("LD_PRELOAD"); // true
+ * loaderVariable("LOG_LEVEL"); // false
+ * ```
+ */
+export function loaderVariable(name: string): boolean {
+  return /^(LD_[A-Za-z0-9_]*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCPATH|MALLOC_TRACE|NIS_PATH|NLSPATH|RESOLV_HOST_CONF)$/
+    .test(name);
+}
+
+/**
+ * A source's `env` may not hold a {@linkcode loaderVariable} for a host binary: with it, the
+ * allowed `/usr/sbin/nft` would load a library of the source's choosing (as root when add-ons
+ * run as the agent), so the allowlist would allow everything.
+ */
+function _checkEnv(path: string, policy: HostBinaryPolicy): void {
+  if (policy.envFromOverride) return;
+  const bad = Object.keys(policy.env ?? {}).filter(loaderVariable);
+  if (bad.length === 0) return;
+  throw new DeliveryError(
+    `env ${
+      bad.join(", ")
+    } may not be passed to host binary ${path}: the loader would act on it (load a library, write or read a file of the source's choosing); only the local override may set it`,
+    { kind: "refused" },
+  );
 }
 
 async function _real(path: string): Promise<string | null> {
@@ -101,8 +140,9 @@ export async function hostBinaryAllowed(real: string, allow: readonly string[]):
 }
 
 /**
- * The checks of a binary the agent did not stage: {@linkcode checkExecutable}, then, unless
- * the override named it, the `host_binaries` allowlist on its real path.
+ * The checks of a binary the agent did not stage: {@linkcode checkExecutable}, no
+ * {@linkcode loaderVariable} in a source's `env`, then, unless the override named it, the
+ * `host_binaries` allowlist on its real path.
  *
  * A source's binary runs by the real path that was checked, never by the path as named: a
  * link on the way (say in an add-on's own `data/`) swapped after this check, before one of
@@ -124,6 +164,7 @@ export async function checkHostBinary(
   policy: HostBinaryPolicy,
 ): Promise<string> {
   await checkExecutable(path, what);
+  _checkEnv(path, policy);
   if (policy.fromOverride) return path;
   const real = await _real(path);
   if (real !== null && await hostBinaryAllowed(real, policy.allow)) return real;

@@ -197,7 +197,12 @@ export async function prepareLaunch(
 }
 
 function _policy(ctx: LaunchContext, a: Assignment) {
-  return { allow: ctx.hostBinaries ?? [], fromOverride: a.binary_from_override === true };
+  return {
+    allow: ctx.hostBinaries ?? [],
+    fromOverride: a.binary_from_override === true,
+    env: a.env,
+    envFromOverride: a.env_from_override === true,
+  };
 }
 
 /**

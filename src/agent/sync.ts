@@ -198,6 +198,8 @@ async function _syncOne(
       await checkHostBinary(d.binary, hostBinaryLabel(ctx.platform), {
         allow: cfg.host_binaries.allow,
         fromOverride: a.binary_from_override === true,
+        env: a.env,
+        envFromOverride: a.env_from_override === true,
       });
       return {
         addon_id: a.addon_id,

@@ -101,6 +101,11 @@ export interface Assignment {
    * it may name any absolute path; a source's needs `host_binaries` (SPEC 12).
    */
   binary_from_override?: boolean;
+  /**
+   * `env` was set by the local override: it may hold variables the loader acts on
+   * (`LD_PRELOAD`, …), which a source may not pass to a host binary (SPEC 12).
+   */
+  env_from_override?: boolean;
 }
 
 /** The verdict on one entry of a document. */

@@ -98,9 +98,10 @@ export function applyOverride(pushed: Json, override: JsonObject[] | null): Json
 }
 
 /**
- * Mark the decoded entries the override patched or added as `local`, and those whose
+ * Mark the decoded entries the override patched or added as `local`, those whose
  * `binary_path` the override named as `binary_from_override` (SPEC 12: an operator may
- * name any host binary, a source only what `host_binaries` allows). Returns `entries`.
+ * name any host binary, a source only what `host_binaries` allows) and those whose `env`
+ * it set as `env_from_override` (loader variables for a host binary). Returns `entries`.
  *
  * @example
  * ```ts
@@ -118,6 +119,7 @@ export function markOverridden(entries: Entry[], override: JsonObject[] | null):
     if (!e.ok || o === undefined) continue;
     e.assignment.local = true;
     if (o.binary_path !== undefined) e.assignment.binary_from_override = true;
+    if (o.env !== undefined) e.assignment.env_from_override = true;
   }
   return entries;
 }
