@@ -7,7 +7,14 @@ import { DeliveryError } from "../src/delivery/mod.ts";
 import { decodeAssignment, hostPlatform } from "../src/protocol/mod.ts";
 import { emptyState, Layout } from "../src/runtime/mod.ts";
 import { waitFor } from "./_agent_process.ts";
-import { daemonConfig, sidecar, sleepLink, waitState, withAgent } from "./_daemon_fixtures.ts";
+import {
+  daemonConfig,
+  sidecar,
+  sleepLink,
+  waitAddon,
+  waitState,
+  withAgent,
+} from "./_daemon_fixtures.ts";
 import { withTempDir, writeAssignments } from "./_helpers.ts";
 
 const ROOT_ONLY = { ignore: Deno.uid() !== 0 };
@@ -141,4 +148,68 @@ Deno.test("without setpriv a per-add-on user's sidecar is refused, never run as 
     assert(unit.confine?.uid !== undefined && unit.confine.uid !== null, "User= for the unit");
     assertEquals(unit.confine.uid, state.uids?.["systemd-service"]);
   });
+});
+
+/** Alive: exists and is not a zombie (PID 1 here does not reap orphans). */
+function _alive(pid: number): boolean {
+  try {
+    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = st.slice(st.lastIndexOf(")") + 2).split(" ")[0];
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name:
+    "without a cgroup, a setsid child of an add-on with its own uid is gone after enabled: false and SIGTERM",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir, {
+        isolation: { cgroup: "off", uid_range: [64500, 64509] },
+      });
+      const root = `${dir}/root`;
+      const body = (name: string) =>
+        `setsid sh -c 'echo $$ > "$ADDON_DATA_DIR/escaped"; exec ${sleep} 301' & exec ${sleep} 300 # ${name}`;
+      await writeAssignments(dir, [
+        await sidecar(dir, "off", body("off")),
+        await sidecar(dir, "term", body("term")),
+      ]);
+      const escaped = (id: string) =>
+        waitFor(async () => {
+          try {
+            const pid = Number(
+              (await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim(),
+            );
+            return pid > 0 && _alive(pid) ? pid : null;
+          } catch {
+            return null;
+          }
+        }, { timeoutMs: 10_000, what: `${id}'s escaped child` });
+      let termChild = 0;
+      await withAgent(dir, cfg, async (agent) => {
+        const off = await waitState(root, agent, "off", "running");
+        assertEquals(off.containment, "process_group");
+        await waitState(root, agent, "term", "running");
+        const offChild = await escaped("off");
+        termChild = await escaped("term");
+        await writeAssignments(dir, [
+          await sidecar(dir, "off", body("off"), { enabled: false }),
+          await sidecar(dir, "term", body("term")),
+        ], "v2");
+        await waitAddon(root, agent, "off", "disabled", (a) => a.state === "disabled");
+        await waitFor(() => !_alive(offChild), {
+          timeoutMs: 10_000,
+          what: `the escaped child ${offChild} of the disabled add-on to be gone`,
+          context: () => agent.tail(),
+        });
+        assert(_alive(termChild), "the other add-on's child still runs");
+      });
+      // withAgent stopped the agent with SIGTERM and found no process of the test left.
+      assert(!_alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
+    });
+  },
 });

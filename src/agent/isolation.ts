@@ -30,9 +30,11 @@ import {
   type AddonCgroup,
   type CgroupTree,
   type Confinement,
+  type Containment,
   holdsSetpcap,
   openCgroupTree,
   setprivPath,
+  UidContainment,
 } from "../supervise/mod.ts";
 import {
   type AddonOwner,
@@ -51,6 +53,11 @@ export interface Placement {
   /** Absent when the add-on runs unconfined (no setpriv on this host and `users: none`). */
   confine?: Confinement;
   cgroup: AddonCgroup | null;
+  /**
+   * What ends every process of the add-on at a stop, escaped ones too: the cgroup, else (users
+   * `per_addon`, whose uid is the add-on's alone) its uid; null: its process group only.
+   */
+  stopAll: Containment | null;
   /** Whether the agent may shrink the bounding set. */
   bounding: boolean;
   /** What ends all of its processes; null for `config_toggle` (nothing runs). */
@@ -174,9 +181,14 @@ export class AddonIsolation {
       (a.resources && runsProcess
         ? Object.keys(a.resources).map((k) => `${k}: not enforced: no cgroup`)
         : []);
+    const byUid = cgroup === null && runsProcess && this.setpriv &&
+        this.cfg.users === "per_addon" && owner.uid !== null
+      ? new UidContainment(a.addon_id, owner.uid)
+      : null;
     const out: Placement = {
       owner,
       cgroup,
+      stopAll: cgroup ?? byUid,
       bounding: this.bounding,
       // systemd units live in the unit's own cgroup, which systemd ends on stop.
       containment: cgroup || unit ? "cgroup" : runsProcess ? "process_group" : null,

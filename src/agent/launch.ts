@@ -189,7 +189,7 @@ export async function prepareLaunch(
   const launch = launchFor(layout, a, binary);
   if (placed) {
     if (placed.confine) launch.confine = placed.confine;
-    launch.cgroup = placed.cgroup;
+    launch.cgroup = placed.stopAll;
     launch.bounding = placed.bounding;
   }
   if (preflight) launch.preflight = preflight;

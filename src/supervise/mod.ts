@@ -14,3 +14,4 @@ export * from "./runners.ts";
 export * from "./sidecar.ts";
 export * from "./systemctl.ts";
 export * from "./systemd_unit.ts";
+export * from "./uid_containment.ts";

@@ -20,7 +20,7 @@
 import { log, WakeableSleep } from "../common/mod.ts";
 import { type GroupProcess, spawnGroup, stopGroup } from "./process_group.ts";
 import { confinedCommand, type Confinement } from "./confine.ts";
-import type { AddonCgroup } from "./cgroup.ts";
+import type { Containment } from "./uid_containment.ts";
 
 /** What to launch. */
 export interface LaunchSpec {
@@ -34,8 +34,11 @@ export interface LaunchSpec {
   cwd?: string;
   /** User, capabilities and cgroup to run under (SPEC 13); absent: as the agent. */
   confine?: Confinement;
-  /** The add-on's cgroup (whose `procsFile` is in `confine`): stop ends everything in it. */
-  cgroup?: AddonCgroup | null;
+  /**
+   * What ends every process of the add-on, escaped ones too: its cgroup (whose `procsFile` is in
+   * `confine`) or, without one, its exclusive uid. Stop ends everything in it.
+   */
+  cgroup?: Containment | null;
   /** Whether the agent may shrink the bounding set (holds `CAP_SETPCAP`). */
   bounding?: boolean;
   /**
@@ -65,7 +68,7 @@ export function launchCommand(
  */
 export async function stopContained(
   proc: GroupProcess,
-  cgroup: AddonCgroup | null | undefined,
+  cgroup: Containment | null | undefined,
   graceMs: number,
 ): Promise<void> {
   const t0 = performance.now();
