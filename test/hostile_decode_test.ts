@@ -351,6 +351,11 @@ Deno.test("parseJson() refuses a value nested deeper than MAX_JSON_DEPTH", () =>
   assertStringIncludes(e.message, `doc.json: nested deeper than ${MAX_JSON_DEPTH} levels`);
 });
 
+Deno.test("parseJson() refuses a million unclosed brackets as invalid JSON, not a stack overflow", () => {
+  const e = assertThrows(() => parseJson("[".repeat(1_000_000), "doc.json"), DecodeError);
+  assertStringIncludes(e.message, "doc.json: not valid JSON");
+});
+
 Deno.test("joinPath() names fields whose keys an attacker chose", () => {
   assertEquals(joinPath("env", "A=B"), "env.A=B");
   assertEquals(joinPath("", ""), '[""]');

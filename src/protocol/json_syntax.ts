@@ -23,7 +23,13 @@ import { parse, type ParseError, printParseErrorCode } from "jsonc-parser";
  */
 export function jsonSyntaxError(text: string): string {
   const errors: ParseError[] = [];
-  parse(text, errors, { disallowComments: true, allowTrailingComma: false });
+  try {
+    parse(text, errors, { disallowComments: true, allowTrailingComma: false });
+  } catch (e) {
+    // jsonc-parser recurses: a million "[" without their "]" overflow the stack.
+    if (e instanceof RangeError) return "not valid JSON (nested too deeply to say where)";
+    throw e;
+  }
   const first = errors[0];
   if (!first) return "not valid JSON";
   const before = text.slice(0, first.offset);
