@@ -26,7 +26,6 @@
  * @module
  */
 
-import fs from "node:fs";
 import zlib from "node:zlib";
 import { createTarDecoder, type ParsedTarEntry } from "modern-tar";
 import type { BundleFormat } from "../protocol/mod.ts";
@@ -83,16 +82,13 @@ export function tarStream(
   const z = format === "tar.gz"
     ? zlib.createGunzip({ chunkSize: CHUNK })
     : zlib.createZstdDecompress({ chunkSize: CHUNK });
-  const file = fs.createReadStream(archive, { highWaterMark: CHUNK });
-  file.on("error", (e) => z.destroy(e));
-  file.pipe(z);
   let done = false;
   let total = 0;
   const stop = () => {
     done = true;
-    file.destroy();
     z.destroy();
   };
+  _feed(archive, z, () => done);
   return new ReadableStream<Uint8Array>({
     start(c) {
       z.pause();
@@ -128,6 +124,37 @@ export function tarStream(
       stop();
     },
   }, new CountQueuingStrategy({ highWaterMark: 1 }));
+}
+
+/**
+ * Write the archive's bytes into `z` from two reused buffers: a buffer is read into again only
+ * once `z` has consumed it, so reading allocates nothing per chunk.
+ */
+async function _feed(
+  archive: string,
+  z: ReturnType<typeof zlib.createGunzip>,
+  stopped: () => boolean,
+): Promise<void> {
+  let f: Deno.FsFile | null = null;
+  try {
+    f = await Deno.open(archive, { read: true });
+    const bufs = [new Uint8Array(CHUNK), new Uint8Array(CHUNK)];
+    for (let i = 0; !stopped(); i++) {
+      const b = bufs[i % 2]!;
+      const n = await f.read(b);
+      if (n === null) {
+        z.end();
+        return;
+      }
+      await new Promise<void>((resolve, reject) =>
+        z.write(b.subarray(0, n), (e) => e ? reject(e) : resolve())
+      );
+    }
+  } catch (e) {
+    if (!stopped()) z.destroy(e as Error);
+  } finally {
+    f?.close();
+  }
 }
 
 /** Unpack `archive` into the empty real directory `dest`; see the module doc for the guarantees. */
