@@ -1,9 +1,10 @@
-// Unit tests of the support archive's redaction and listing (SPEC 16): shapes a
-// malformed override or document can take, and URLs a parser reads
-// differently from a naive pattern.
+// Unit tests of the text doctor and the support archive produce (SPEC 16):
+// redaction of the shapes a malformed override or document can take, URLs a
+// parser reads differently from a naive pattern, listings and checklist lines
+// that planted names or error texts cannot forge.
 
 import { assert, assertEquals } from "./_assert.ts";
-import { listTree, redact, REDACTED, redactUrls } from "../src/doctor/mod.ts";
+import { fail, formatCheck, listTree, redact, REDACTED, redactUrls } from "../src/doctor/mod.ts";
 
 Deno.test("redact() replaces an env that is not an object whole", () => {
   const out = redact({
@@ -58,4 +59,9 @@ Deno.test("redact() replaces fields of an assignment that SPEC 3 does not name, 
   });
   const lastGood = redact({ assignment: { addon_id: "p", secrets: ["5ecret"] }, handshake: true });
   assertEquals(lastGood, { assignment: { addon_id: "p", secrets: REDACTED }, handshake: true });
+});
+
+Deno.test("formatCheck() escapes control characters a store's error text may carry", () => {
+  const line = formatCheck(fail("store said: \x1b[2J\x1b]0;owned\x07\n✔ all good", "fix\rit"));
+  assertEquals(line, "✘ store said: \\x1b[2J\\x1b]0;owned\\x07\\n✔ all good\n    fix: fix\\rit");
 });

@@ -10,6 +10,8 @@
  * @module
  */
 
+import { escapeControl } from "../common/mod.ts";
+
 /** One line of the checklist: passed, failed (with what to change) or not applicable. */
 export interface Check {
   status: "ok" | "fail" | "na";
@@ -26,8 +28,12 @@ export const na = (title: string): Check => ({ status: "na", title });
 /** A failed line with what to change. */
 export const fail = (title: string, fix: string): Check => ({ status: "fail", title, fix });
 
-/** One line of text for `c`: `✔`, `✘` (followed by the fix on its own line) or `–`. */
+/**
+ * One line of text for `c`: `✔`, `✘` (followed by the fix on its own line) or `–`.
+ * Control characters are escaped: a title may quote a store's or a source's error
+ * text, which must not drive the operator's terminal (or add lines to the list).
+ */
 export function formatCheck(c: Check): string {
   const mark = c.status === "ok" ? "✔" : c.status === "fail" ? "✘" : "–";
-  return `${mark} ${c.title}${c.fix ? `\n    fix: ${c.fix}` : ""}`;
+  return `${mark} ${escapeControl(c.title)}${c.fix ? `\n    fix: ${escapeControl(c.fix)}` : ""}`;
 }
