@@ -180,3 +180,25 @@ Deno.test("main() suggests configuration keys at every nesting level, also for a
     }
   });
 });
+
+Deno.test("sync and status print no control character that a document carries", async () => {
+  await withTempDir(async (dir) => {
+    const esc = "\x1b]0;owned\x07\x1b[2J";
+    await Deno.writeTextFile(
+      `${dir}/assignments.json`,
+      JSON.stringify({
+        config_version: `v1${esc}`,
+        addons: [{ addon_id: `bad${esc}`, version: "1", supervision: "config_toggle" }],
+      }),
+    );
+    const config = await writeConfig(dir, {
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+    });
+    const sync = await cli(["sync", "--config", config, "--log-format", "text"]);
+    assertEquals(sync.code, 1, sync.stdout + sync.stderr);
+    const status = await cli(["status", "--config", config, "--log-format", "text"]);
+    for (const out of [sync.stdout, sync.stderr, status.stdout, status.stderr]) {
+      assert(!/[\x00-\x08\x0b-\x1f\x7f]/.test(out), JSON.stringify(out));
+    }
+  });
+});

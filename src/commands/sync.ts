@@ -5,6 +5,7 @@
  */
 
 import { syncOnce } from "../agent/mod.ts";
+import { escapeControl } from "../common/mod.ts";
 import { configFrom, EXIT, rootFrom } from "./common.ts";
 import { ProgressLines } from "./progress.ts";
 
@@ -26,13 +27,16 @@ export async function syncCommand(opts: { config: string; json: boolean }): Prom
     if (opts.json) {
       console.log(JSON.stringify(report, null, 2));
     } else {
-      if (report.document_error) console.log(`document refused: ${report.document_error}`);
+      // Escaped: ids, versions and messages may carry a source's or a store's text.
+      if (report.document_error) {
+        console.log(escapeControl(`document refused: ${report.document_error}`));
+      }
       for (const r of report.results) {
-        console.log(
+        console.log(escapeControl(
           `${(r.addon_id ?? "?").padEnd(24)} ${(r.version ?? "-").padEnd(12)} ${
             r.outcome.padEnd(11)
           } ${r.message}`,
-        );
+        ));
       }
     }
     return report.ok ? EXIT.ok : EXIT.failure;

@@ -23,7 +23,7 @@ import {
   linkedVersion,
   type StagedArtifact,
 } from "../runtime/mod.ts";
-import { readRegularFileBounded } from "../common/mod.ts";
+import { escapeControl, readRegularFileBounded } from "../common/mod.ts";
 
 /** An `artifact.json` is a few hundred bytes; anything larger is not one. */
 const MAX_RECORD_BYTES = 1 << 20;
@@ -175,5 +175,7 @@ export function formatStatusTable(doc: StatusDocument): string {
     }
     if (notes.length) out.push(`  ${a.addon_id}: ${notes.join("; ")}`);
   }
-  return out.join("\n");
+  // Messages quote stores' and sources' error texts, and config_version is the source's:
+  // none may drive the terminal or start a line of its own.
+  return out.map(escapeControl).join("\n");
 }
