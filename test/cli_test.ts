@@ -198,6 +198,7 @@ Deno.test("sync and status print no control character that a document carries", 
     assertEquals(sync.code, 1, sync.stdout + sync.stderr);
     const status = await cli(["status", "--config", config, "--log-format", "text"]);
     for (const out of [sync.stdout, sync.stderr, status.stdout, status.stderr]) {
+      // deno-lint-ignore no-control-regex
       assert(!/[\x00-\x08\x0b-\x1f\x7f]/.test(out), JSON.stringify(out));
     }
   });
