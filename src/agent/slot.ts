@@ -36,31 +36,35 @@ import { fingerprint, prepareLaunch } from "./launch.ts";
 import { forgetRefused, Probation, refusedVersion } from "./probation.ts";
 import { DeliveryRetries, retryPace } from "./retry.ts";
 import type { SlotContext } from "./slot_context.ts";
+import { runnerEvents, type RunningAddon, type SlotEventsHost } from "./slot_events.ts";
 
 export type { SlotContext } from "./slot_context.ts";
-
-interface _Running {
-  assignment: Assignment;
-  fp: string;
-  runner: Runner;
-  /** Running the last known good instead of the desired assignment. */
-  fallback: boolean;
-  handshake: boolean;
-}
 
 /** One add-on: its queue, what runs, retries, probation. */
 export class Slot {
   /** The assignment the source (or the override) wants, or null when removed. */
   desired: Assignment | null = null;
   readonly #inFlight = new InFlight();
-  #running: _Running | null = null;
+  #running: RunningAddon | null = null;
   #queue: Promise<void> = Promise.resolve();
   readonly #retries: DeliveryRetries;
   #probation: Probation | null = null;
+  readonly #events: SlotEventsHost;
 
   /** A slot for add-on `id`. */
   constructor(readonly id: string, readonly ctx: SlotContext) {
     this.#retries = new DeliveryRetries(ctx.clock, ctx.resilience);
+    this.#events = {
+      id,
+      ctx,
+      get st() {
+        return addonState(ctx.state, id);
+      },
+      probation: () => this.#probation,
+      isCurrent: (r) => this.#running === r,
+      set: (state, message, extra) => this.#set(state, message, extra),
+      rollBackLater: (reason) => void this.#enqueue(() => this.#rollBack(reason)),
+    };
   }
 
   /** The add-on's entry in the agent state (created when missing). */
@@ -338,7 +342,7 @@ export class Slot {
   }
 
   #start(a: Assignment, launch: Launch, fallback: boolean, handshake: boolean): void {
-    const running: _Running = {
+    const running: RunningAddon = {
       assignment: a,
       fp: launch.fingerprint,
       runner: undefined as unknown as Runner,
@@ -346,90 +350,13 @@ export class Slot {
       handshake,
     };
     this.st.restarts = 0;
-    running.runner = this.ctx.createRunner(launch, {
-      started: (pid, pgid, identity) => {
-        if (this.#running !== running) return;
-        Object.assign(this.st, { pid, pgid, pgid_identity: identity });
-        this.ctx.onChange(this.id);
-      },
-      running: (address) => {
-        if (this.#running !== running) return;
-        if (address !== undefined) {
-          running.handshake = true;
-          this.st.address = address;
-        } else if (this.#probation?.needsHandshake && !running.fallback) {
-          return; // wait for the handshake
-        }
-        this.#onRunning(running);
-      },
-      exited: (code, signal, restartInMs, error) => {
-        if (this.#running !== running) return;
-        const s = this.st;
-        s.pid = null;
-        delete s.address;
-        s.restarts = running.runner.restarts + 1;
-        const why = error ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
-        log.warn("add-on exited; restarting", {
-          addon_id: this.id,
-          code,
-          signal,
-          restart_in_ms: restartInMs,
-        });
-        const p = this.#probation;
-        if (p && !running.fallback) {
-          const rollBackFor = p.exited(why);
-          if (rollBackFor !== null) {
-            this.#enqueue(() => this.#rollBack(rollBackFor));
-            return;
-          }
-        }
-        if (s.state !== "failed" && s.state !== "fallback" && s.state !== "rolled_back") {
-          this.#set("starting", `${why}; restarting in ${Math.round(restartInMs / 1000)} s`);
-        } else {
-          this.ctx.onChange(this.id);
-        }
-      },
-      completed: (ok, message, code) => {
-        if (this.#running !== running) return;
-        clearProcess(this.st);
-        this.#set(ok ? "completed" : "failed", message, {
-          exit_code: code,
-          ...(ok && a.schedule === undefined ? { helper_fingerprint: launch.fingerprint } : {}),
-        });
-        if (ok && !running.fallback && !a.local) {
-          writeLastGood(this.ctx.layout, a, { handshake: false }).catch(() => {});
-        }
-      },
-      failed: (reason) => {
-        if (this.#running !== running) return;
-        this.#set("failed", reason);
-      },
-    }, (fp) => this.st.helper_fingerprint === fp);
+    running.runner = this.ctx.createRunner(
+      launch,
+      runnerEvents(this.#events, running, launch),
+      (fp) => this.st.helper_fingerprint === fp,
+    );
     this.#running = running;
     running.runner.start().catch((e) => this.#set("failed", (e as Error).message));
-  }
-
-  #onRunning(running: _Running): void {
-    const a = running.assignment;
-    if (running.fallback) {
-      if (this.st.state === "starting") this.#set("fallback", this.st.message);
-      this.ctx.onChange(this.id);
-      return;
-    }
-    const s = this.st;
-    if (s.state !== "running" && s.state !== "failed") {
-      this.#set("running", a.supervision === "config_toggle" ? "acknowledged" : "", {
-        // Names only: toggle values may be secrets and the status is readable by more people.
-        ...(a.supervision === "config_toggle" ? { toggles: Object.keys(a.config).sort() } : {}),
-      });
-    } else if (s.state === "failed") {
-      this.ctx.onChange(this.id);
-      return;
-    }
-    if (a.local) return; // an override is never the last known good
-    writeLastGood(this.ctx.layout, a, { handshake: running.handshake }).catch((e) =>
-      log.error("could not write last-good.json", { addon_id: this.id, error: e as Error })
-    );
   }
 
   async #rollBack(reason: string): Promise<void> {
