@@ -8,7 +8,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { daemonConfig, entry, sleepLink, waitState } from "./_daemon_fixtures.ts";
 import { startAgent } from "./_agent_process.ts";
 import { startControlPlane } from "../src/control_plane/mod.ts";
-import { withTempDir, writeAssignments } from "./_helpers.ts";
+import { runAgent, withTempDir, writeAssignments } from "./_helpers.ts";
 
 Deno.test("run ends on SIGTERM while a local user holds a status request open without its body", async () => {
   await withTempDir(async (dir) => {
@@ -81,6 +81,58 @@ Deno.test("startControlPlane() closes while a client holds a status POST open wi
       try {
         c.close();
       } catch { /* closed by the server */ }
+    }
+  });
+});
+
+/** Whether `s` holds a control character other than a line break. */
+function _control(s: string): boolean {
+  return [...s].some((c) => c !== "\n" && (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f));
+}
+
+Deno.test("status prints an add-on's terminal escapes as text, never to the terminal", async () => {
+  await withTempDir(async (dir) => {
+    // A helper whose output (in its state message) would retitle, clear and recolour the
+    // operator's terminal, and write its clipboard (OSC 52).
+    await writeAssignments(dir, [
+      await entry(
+        dir,
+        "loud",
+        "ephemeral_helper",
+        String
+          .raw`printf '\033]0;pwned\007\033[2J\033]52;c;ZWNobyBvd25lZA==\007\033[31mok\r\n'; exit 1`,
+      ),
+    ]);
+    const cfg = await daemonConfig(dir);
+    const agent = startAgent(cfg);
+    try {
+      await waitState(`${dir}/root`, agent, "loud", "failed");
+    } finally {
+      assertEquals(await agent.stop(), 0, agent.tail());
+    }
+    const table = await runAgent(["status", "--runtime-root", `${dir}/root`]);
+    assertEquals(table.code, 0, table.stderr);
+    assert(table.stdout.includes("pwned"), `the message is shown:\n${table.stdout}`);
+    assert(!_control(table.stdout), JSON.stringify(table.stdout));
+    assert(table.stdout.includes("\\x1b]0;pwned\\x07"), "shown as escapes");
+  });
+});
+
+Deno.test("sync prints a control plane's terminal escapes as text, never to the terminal", async () => {
+  await withTempDir(async (dir) => {
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      () => new Response("\x1b]0;pwned\x07\x1b[2Jbusy", { status: 503 }),
+    );
+    try {
+      const url = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+      const cfg = await daemonConfig(dir, { source: { kind: "control_plane", url } });
+      const run = await runAgent(["sync", "--config", cfg]);
+      assertEquals(run.code, 1, run.stderr);
+      assert(run.stdout.includes("pwned"), `the answer is shown:\n${run.stdout}`);
+      assert(!_control(run.stdout), JSON.stringify(run.stdout));
+    } finally {
+      await server.shutdown();
     }
   });
 });
