@@ -210,7 +210,7 @@ Deno.test("diagnostics reads nothing through links, FIFOs or huge files planted 
   });
 });
 
-Deno.test("diagnostics quotes no part of a file that is not valid JSON", async () => {
+Deno.test("diagnostics quotes no part of a file that is not valid JSON, or not a JSON object", async () => {
   await withTempDir(async (dir) => {
     const secret = "SECRET-UNQUOTED-8c8c";
     const config = await writeConfig(dir, {
@@ -225,6 +225,13 @@ Deno.test("diagnostics quotes no part of a file that is not valid JSON", async (
     );
     const { text } = await _diagnostics(config, `${dir}/diag.tar.gz`);
     assert(!text.includes(secret.slice(0, 10)), "a snippet of the override reached the archive");
+    // A token of digits is valid JSON: an override linked to it by mistake shows nothing of it.
+    await Deno.writeTextFile(`${dir}/token`, "81725364519\n", { mode: 0o600 });
+    await Deno.remove(`${dir}/addons.local.json`);
+    await Deno.symlink(`${dir}/token`, `${dir}/addons.local.json`);
+    const linked = await _diagnostics(config, `${dir}/diag2.tar.gz`);
+    assert(!linked.text.includes("81725364519"), "the token reached the archive");
+    assertMatch(linked.text, /not a JSON object \(a number\); content left out/);
     assertMatch(text, /not valid JSON at line 1 column \d+/);
   });
 });

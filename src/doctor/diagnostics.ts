@@ -21,7 +21,7 @@ import { gzipSync } from "node:zlib";
 import { packTar, type TarEntry } from "modern-tar";
 import { loadConfig } from "../config/mod.ts";
 import { readRegularFileBounded, versionInfo } from "../common/mod.ts";
-import { parseJson } from "../protocol/mod.ts";
+import { isObject, parseJson, typeName } from "../protocol/mod.ts";
 import { Layout, loadState } from "../runtime/mod.ts";
 import { OVERRIDE_FILE } from "../source/mod.ts";
 import { buildStatus } from "../status/mod.ts";
@@ -54,11 +54,15 @@ async function _json(path: string, follow = false): Promise<unknown | string> {
   } catch (e) {
     return `not read: ${(e as Error).message}\n`;
   }
+  let v;
   try {
-    return parseJson(text); // deep nesting refused too: redact() walks it recursively
+    v = parseJson(text); // deep nesting refused too: redact() walks it recursively
   } catch (e) {
     return `${(e as Error).message}; content left out\n`; // by position, never quoted
   }
+  // Every file gathered holds an object; anything else (a token file of digits reached by
+  // mistake parses as a number) is not what was meant, and is left out.
+  return isObject(v) ? v : `not a JSON object (${typeName(v)}); content left out\n`;
 }
 
 /** Whether `path` is a real directory (not a link to one). */
