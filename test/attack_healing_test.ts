@@ -345,3 +345,24 @@ Deno.test("run fetches again a staged executable whose mode was changed (chmod 0
     });
   });
 });
+
+Deno.test("run stages an add-on of half an 8 MiB volume (the download's space is all staging needs)", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await Deno.mkdir(root, { recursive: true });
+    await _mount(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", root]);
+    try {
+      // 4.5 MiB: fits with the 5 % margin, but not twice.
+      const pad = "#" + "x".repeat(4_500_000) + "\n";
+      await writeAssignments(dir, [await sidecar(dir, "half", `${pad}exec "${sleepBin}" 300`)]);
+      await withAgent(dir, cfg, async (agent) => {
+        const a = await waitAddon(root, agent, "half", "running", _running);
+        assertEquals(a.version, "1.0.0");
+      });
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", root] }).output();
+    }
+  });
+});

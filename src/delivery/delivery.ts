@@ -31,7 +31,7 @@ import {
   verifyStatement,
 } from "../protocol/mod.ts";
 import type { AgentConfig } from "../config/mod.ts";
-import { DownloadError, Downloads } from "./download.ts";
+import { DownloadError, type DownloadLease, Downloads } from "./download.ts";
 import { BundleEntryError } from "./bundle_index.ts";
 import { unpackBundle } from "./unpack.ts";
 import {
@@ -324,7 +324,7 @@ export async function deliver(ctx: DeliveryContext, a: Assignment): Promise<Deli
         version: a.version,
       });
     }
-    await _stage(ctx.layout, a, lease.path, ctx.limits.max_unpacked_bytes, {
+    await _stage(ctx.layout, a, lease, ctx.limits.max_unpacked_bytes, {
       addon_id: a.addon_id,
       version: a.version,
       sha256: ref.sha256,
@@ -394,7 +394,7 @@ async function _stagedBinary(layout: Layout, a: Assignment): Promise<string> {
 async function _stage(
   layout: Layout,
   a: Assignment,
-  partial: string,
+  lease: DownloadLease,
   maxUnpackedBytes: number,
   record: StagedArtifact,
 ): Promise<void> {
@@ -408,7 +408,10 @@ async function _stage(
   try {
     const bundle = a.artifact?.bundle;
     if (bundle) {
-      const u = await unpackBundle(partial, stageDir, { ...bundle, maxBytes: maxUnpackedBytes });
+      const u = await unpackBundle(lease.path, stageDir, {
+        ...bundle,
+        maxBytes: maxUnpackedBytes,
+      });
       record.format = bundle.format;
       record.entrypoint = bundle.entrypoint;
       record.files = u.files;
@@ -416,9 +419,10 @@ async function _stage(
       record.entrypoint_sha256 = u.entrypoint_sha256;
     } else {
       const bin = `${stageDir}/${a.binary_name}`;
-      // A copy, never a hard link: two add-ons with identical bytes must not share an
+      // Moved when no other add-on waits for these bytes (no second copy on a small disk);
+      // else a copy, never a hard link: two add-ons with identical bytes must not share an
       // inode, or file capabilities and ownership given to one would apply to the other.
-      await Deno.copyFile(partial, bin);
+      if (!lease.moveTo(bin)) await Deno.copyFile(lease.path, bin);
       await Deno.chmod(bin, 0o750);
     }
     await writeFileAtomic(

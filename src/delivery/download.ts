@@ -129,6 +129,12 @@ export interface DownloadLease {
    * may still use these verified bytes (they stay as a resumable partial).
    */
   release(keep?: boolean): Promise<void>;
+  /**
+   * Move the verified file to `dest` (same filesystem) when this lease is its only user, so
+   * staging needs no second copy of the bytes (SPEC 8, small disks); the lease is then released.
+   * Returns false, having done nothing, when others use the file too (they copy).
+   */
+  moveTo(dest: string): boolean;
 }
 
 interface _Flight {
@@ -408,6 +414,15 @@ export class Downloads {
           this.#flights.delete(req.sha256);
           if (!keep) await Deno.remove(path).catch(() => {});
         }
+      },
+      // Synchronous from the check to the rename: no other fetch can join the flight between.
+      moveTo: (dest) => {
+        if (released || f.users !== 1 || this.#flights.get(req.sha256) !== f) return false;
+        Deno.renameSync(path, dest);
+        released = true;
+        f.users--;
+        this.#flights.delete(req.sha256);
+        return true;
       },
     };
   }
