@@ -18,7 +18,8 @@ import { decodeConfig } from "../src/config/mod.ts";
 import { NatsSource } from "../src/source/nats.ts";
 import { NatsStore } from "../src/store/nats.ts";
 import { acquireNats } from "../src/common/mod.ts";
-import { runAgent, sha256Hex, withTempDir } from "./_helpers.ts";
+import { MAIN_TS, runAgent, sha256Hex, withTempDir } from "./_helpers.ts";
+import { waitFor } from "./_agent_process.ts";
 import { HAVE_NATS, startNats } from "./_nats.ts";
 
 const BUCKETS = [
@@ -181,4 +182,93 @@ Deno.test({
       await nats.stop();
     }
   },
+});
+
+Deno.test({
+  name:
+    "`control-plane --publish` refuses a catalog grown over 8 MiB, keeps publishing, and publishes the next good one",
+  ignore: !HAVE_NATS,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const nats = await startNats();
+      const { connect } = await import("@nats-io/transport-node");
+      const { Kvm } = await import("@nats-io/kv");
+      const admin = await connect({ servers: [nats.url] });
+      const catalogPath = `${dir}/catalog.json`;
+      const catalog = (version: string, pad = 0) =>
+        JSON.stringify({
+          packages: {
+            probe: {
+              version,
+              delivery: "pushed_artifact",
+              supervision: "agent_sidecar",
+              artifacts: {
+                "linux/amd64": { object_key: `probe/${version}`, sha256: "ab".repeat(32) },
+              },
+            },
+          },
+          assignments: { agents: { "edge-01": ["probe"] } },
+        }) + " ".repeat(pad);
+      const versionIn = async () => {
+        try {
+          const kv = await new Kvm(admin).open("assign");
+          const doc = (await kv.get("edge-01"))?.json<{ addons: { version: string }[] }>();
+          return doc?.addons[0]?.version ?? null;
+        } catch {
+          return null; // the publisher has not made the bucket yet
+        }
+      };
+      await Deno.writeTextFile(catalogPath, catalog("1.0.0"));
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--quiet",
+          MAIN_TS,
+          "control-plane",
+          "--catalog",
+          catalogPath,
+          "--publish",
+          `${nats.url}/assign`,
+          "--platform",
+          "linux/amd64",
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+      let stderr = "";
+      const copied = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+        new WritableStream({ write: (t) => void (stderr += t) }),
+      ).catch(() => {});
+      try {
+        await waitFor(async () => (await versionIn()) === "1.0.0" || null, {
+          timeoutMs: 20_000,
+          what: "the first catalog published",
+          context: () => stderr,
+        });
+        // Valid, and it changes the version: only its size is wrong.
+        await Deno.writeTextFile(catalogPath, catalog("2.0.0", 8 * 1024 * 1024));
+        await waitFor(() => /larger than 8388608 bytes/.test(stderr) || null, {
+          timeoutMs: 15_000,
+          what: "the oversized catalog refused",
+          context: () => stderr,
+        });
+        assertEquals(await versionIn(), "1.0.0");
+        await Deno.writeTextFile(catalogPath, catalog("3.0.0"));
+        await waitFor(async () => (await versionIn()) === "3.0.0" || null, {
+          timeoutMs: 15_000,
+          what: "the corrected catalog published",
+          context: () => "",
+        });
+      } finally {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* it exited */ }
+        await child.status;
+        await copied;
+        await admin.close();
+        await nats.stop();
+      }
+    }),
 });

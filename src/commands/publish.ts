@@ -124,7 +124,8 @@ export async function controlPlanePublish(opts: {
       });
       if (stopped) break;
       try {
-        const text = await Deno.readTextFile(opts.catalog);
+        // Bounded like the first read (SPEC 12): a catalog that grew to gigabytes is refused.
+        const text = await readFileBounded(opts.catalog, MAX_CATALOG_BYTES);
         if (textDigest(text) === digest) continue;
         const catalog = parseCatalog(text, opts.catalog);
         await publishCatalog(target, catalog, opts.platform, known);
