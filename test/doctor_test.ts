@@ -307,3 +307,19 @@ Deno.test("cgroupDelegation() names the cgroup the agent would use, or why proce
     if (!offered.includes("pids")) assertMatch(line.title, /not enforced \(no .*pids controller\)/);
   }
 });
+
+Deno.test("doctor names three refused entries of a hostile document and counts the rest", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir);
+    await writeAssignments(
+      dir,
+      Array.from({ length: 2000 }, (_, i) => ({ addon_id: `bad ${i}`, version: "1" })),
+    );
+    const r = await doctor(config);
+    assertEquals(r.code, 1);
+    const line = r.stdout.split("\n").find((l) => l.includes("refuses 2000 entries"));
+    assert(line !== undefined, r.stdout);
+    assert(line.length < 1000, `one line of ${line.length} characters`);
+    assertMatch(line, /; and 1997 more$/);
+  });
+});

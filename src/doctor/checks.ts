@@ -214,7 +214,11 @@ async function _source(cfg: AgentConfig, platform: Platform, out: Check[]): Prom
         : fail(
           `the source ${describe} answers, but refuses ${refused.length} entr${
             refused.length === 1 ? "y" : "ies"
-          }: ${refused.map((e) => !e.ok && e.error).join("; ")}`,
+          }: ${
+            // A few reasons, not thousands: a hostile document must not bury the checklist.
+            refused.slice(0, 3).map((e) => !e.ok && e.error).join("; ")}${
+            refused.length > 3 ? `; and ${refused.length - 3} more` : ""
+          }`,
           "correct those entries at the control plane (or in addons.local.json)",
         ),
     );
