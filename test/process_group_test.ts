@@ -6,13 +6,12 @@ import {
   groupMatches,
   groupMembers,
   type GroupProcess,
-  LineSplitter,
   processIdentity,
   signalGroup,
   spawnGroup,
   stopGroup,
-  TRUNCATION_MARKER,
 } from "../src/supervise/process_group.ts";
+import { LineSplitter, TRUNCATION_MARKER } from "../src/supervise/line_splitter.ts";
 import { captureLog } from "../src/common/log.ts";
 import { assert, assertEquals } from "./_assert.ts";
 

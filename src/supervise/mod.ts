@@ -8,6 +8,7 @@ export * from "./capabilities.ts";
 export * from "./cgroup.ts";
 export * from "./confine.ts";
 export * from "./helper_job.ts";
+export * from "./line_splitter.ts";
 export * from "./proc_fs.ts";
 export * from "./process_group.ts";
 export * from "./runners.ts";

@@ -20,10 +20,8 @@
  *   older than the leader. Residual risk: group P ended completely, P was
  *   reused by a new session leader that then exited leaving children — /proc
  *   cannot tell that apart. A different boot never matches.
- * - Lines are split on bytes (`\n` never occurs inside UTF-8) and decoded per
- *   line; at most `maxLineBytes` are held per stream. A longer line is cut at
- *   a character boundary, ends with `TRUNCATION_MARKER`, and the rest of it
- *   up to the next newline is dropped.
+ * - Output is forwarded line by line through `line_splitter.ts` (at most
+ *   `maxLineBytes` held per stream).
  * - Processes that leave the group (`setsid`, `setpgid`) escape it; only
  *   cgroups could follow them. If such a process keeps the output pipes open,
  *   `stopGroup` closes the readers after a short drain time.
@@ -54,27 +52,19 @@
  */
 
 import { log } from "../common/mod.ts";
-import { procDirect, readProcText } from "./proc_fs.ts";
+import { DEFAULT_MAX_LINE_BYTES, LineSplitter, pumpLines } from "./line_splitter.ts";
+import { allProcStats, bootId, type ProcStat, procStat, uptimeTicks } from "./proc_fs.ts";
 
 /** Which output stream a forwarded line came from. */
 export type StreamName = "stdout" | "stderr";
 
-/** Longest forwarded line in bytes unless `maxLineBytes` says otherwise (16 KiB). */
-export const DEFAULT_MAX_LINE_BYTES = 16 * 1024;
-
 /** Default time between SIGTERM and SIGKILL (10 s). */
 export const DEFAULT_GRACE_MS = 10_000;
-
-/** Appended to a line cut at `maxLineBytes`; the rest of that line is dropped. */
-export const TRUNCATION_MARKER = " …[truncated]";
 
 /** How long to wait for stragglers after SIGKILL before giving up with a warning. */
 const _KILL_WAIT_MS = 5_000;
 /** How long output may take to reach EOF once the group is gone. */
 const _OUTPUT_DRAIN_MS = 1_000;
-/** Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux). */
-const _USER_HZ = 100;
-
 /** What `spawnGroup` starts and how its output is forwarded. */
 export interface SpawnGroupOptions {
   /** Executable (path, or name looked up in PATH). */
@@ -117,16 +107,6 @@ export interface StopResult {
   remaining: number[];
 }
 
-/** The fields of `/proc/<pid>/stat` this module uses. */
-interface _ProcStat {
-  pid: number;
-  state: string;
-  ppid: number;
-  pgrp: number;
-  session: number;
-  starttime: number;
-}
-
 // ---------------------------------------------------------------------------
 // Spawning and line forwarding
 
@@ -136,7 +116,7 @@ export function spawnGroup(opts: SpawnGroupOptions): GroupProcess {
   if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
     throw new RangeError(`maxLineBytes must be a positive integer, got ${maxLineBytes}`);
   }
-  const notBefore = _uptimeTicks();
+  const notBefore = uptimeTicks();
   const child = new Deno.Command(opts.cmd, {
     args: opts.args,
     env: opts.env,
@@ -158,13 +138,13 @@ export function spawnGroup(opts: SpawnGroupOptions): GroupProcess {
     }
   };
   const output = Promise.all([
-    _pump(readers[0], new LineSplitter(maxLineBytes, deliver("stdout"))),
-    _pump(readers[1], new LineSplitter(maxLineBytes, deliver("stderr"))),
+    pumpLines(readers[0], new LineSplitter(maxLineBytes, deliver("stdout"))),
+    pumpLines(readers[1], new LineSplitter(maxLineBytes, deliver("stderr"))),
   ]).then(() => {});
 
   // Rust's spawn returns after a successful exec, so /proc shows the new
   // session already; the leader may also be gone (and reaped) by now.
-  const st = _procStat(pid);
+  const st = procStat(pid);
   if (st && (st.pgrp !== pid || st.session !== pid)) {
     try {
       child.kill("SIGKILL");
@@ -175,7 +155,7 @@ export function spawnGroup(opts: SpawnGroupOptions): GroupProcess {
   return {
     pid,
     pgid: pid,
-    identity: `${_bootId()}:${start}`,
+    identity: `${bootId()}:${start}`,
     status: child.status,
     output,
     closeOutput: async () => {
@@ -185,181 +165,30 @@ export function spawnGroup(opts: SpawnGroupOptions): GroupProcess {
   };
 }
 
-/** Splits a byte stream into lines of at most `maxBytes` bytes with bounded memory. */
-export class LineSplitter {
-  #buf: Uint8Array;
-  #len = 0;
-  #dropping = false; // inside an overlong line that was already emitted
-  #decoder = new TextDecoder(); // replaces invalid UTF-8, never throws
-  #emit: (line: string) => void;
-
-  /** Make a splitter that calls `emit` for every complete (or cut) line. */
-  constructor(maxBytes: number, emit: (line: string) => void) {
-    this.#buf = new Uint8Array(maxBytes);
-    this.#emit = emit;
-  }
-
-  /** Feed a chunk; complete lines are emitted at once. */
-  push(chunk: Uint8Array): void {
-    let pos = 0;
-    while (pos < chunk.length) {
-      const nl = chunk.indexOf(0x0a, pos);
-      const end = nl === -1 ? chunk.length : nl;
-      if (!this.#dropping) this._append(chunk.subarray(pos, end));
-      if (nl === -1) return;
-      if (this.#dropping) this.#dropping = false;
-      else this._flush(false);
-      pos = nl + 1;
-    }
-  }
-
-  /** End of stream: emit a last line that had no newline. */
-  end(): void {
-    if (this.#len > 0 && !this.#dropping) this._flush(false);
-    this.#dropping = false;
-    this.#len = 0;
-  }
-
-  /** Add part of a line; on overflow emit the cut line and drop until the newline. */
-  private _append(seg: Uint8Array): void {
-    const room = this.#buf.length - this.#len;
-    if (seg.length <= room) {
-      this.#buf.set(seg, this.#len);
-      this.#len += seg.length;
-      return;
-    }
-    this.#buf.set(seg.subarray(0, room), this.#len);
-    this.#len = this.#buf.length;
-    this._flush(true);
-    this.#dropping = true;
-  }
-
-  /** Emit the pending line (cut at a character boundary when `truncated`). */
-  private _flush(truncated: boolean): void {
-    let n = this.#len;
-    if (truncated) n = _utf8Cut(this.#buf, n);
-    else if (n > 0 && this.#buf[n - 1] === 0x0d) n--;
-    const line = this.#decoder.decode(this.#buf.subarray(0, n));
-    this.#len = 0;
-    this.#emit(truncated ? line + TRUNCATION_MARKER : line);
-  }
-}
-
-/** Where to cut `buf[0..n)` so that no UTF-8 sequence is split. */
-function _utf8Cut(buf: Uint8Array, n: number): number {
-  let i = n - 1;
-  while (i > 0 && n - i < 4 && ((buf[i] ?? 0) & 0xc0) === 0x80) i--;
-  const lead = buf[i] ?? 0;
-  const need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-  return i + need > n ? i : n;
-}
-
-/** Read `reader` to the end (or cancel/error) into `splitter`. */
-async function _pump(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  splitter: LineSplitter,
-): Promise<void> {
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      splitter.push(value);
-    }
-  } catch {
-    // The stream failed or was cancelled: forward what arrived.
-  } finally {
-    splitter.end();
-  }
-}
-
 // ---------------------------------------------------------------------------
 // /proc
 
-/** Parse `/proc/<pid>/stat`, or null when the process does not exist. */
-function _procStat(pid: number): _ProcStat | null {
-  let text: string;
-  try {
-    text = readProcText(`/proc/${pid}/stat`);
-  } catch {
-    return null;
-  }
-  return _parseStat(text);
-}
-
-/** Parse a stat line; `comm` (field 2) may hold spaces and parentheses. */
-function _parseStat(text: string): _ProcStat | null {
-  const close = text.lastIndexOf(")");
-  if (close < 0) return null;
-  const f = text.slice(close + 2).split(" "); // f[0] is field 3 (state)
-  const num = (i: number) => Number(f[i]);
-  const st = {
-    pid: Number(text.slice(0, text.indexOf(" "))),
-    state: f[0] ?? "",
-    ppid: num(1),
-    pgrp: num(2),
-    session: num(3),
-    starttime: num(19), // field 22
-  };
-  return Number.isInteger(st.pgrp) && Number.isInteger(st.starttime) ? st : null;
-}
-
-/** Every process in /proc (skipping ones that vanish while reading). */
-function* _allStats(): Generator<_ProcStat> {
-  if (!procDirect()) {
-    const o = new Deno.Command("sh", {
-      args: ["-c", "cat /proc/[0-9]*/stat 2>/dev/null"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-    }).outputSync();
-    for (const line of new TextDecoder().decode(o.stdout).split("\n")) {
-      const st = line ? _parseStat(line) : null;
-      if (st) yield st;
-    }
-    return;
-  }
-  for (const e of Deno.readDirSync("/proc")) {
-    const c = e.name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const st = _procStat(Number(e.name));
-    if (st) yield st;
-  }
-}
-
 /** True for zombie (`Z`) and dead (`X`/`x`) processes. */
-function _isDead(st: _ProcStat): boolean {
+function _isDead(st: ProcStat): boolean {
   return st.state === "Z" || st.state === "X" || st.state === "x";
 }
 
 /** Live (non-zombie) processes in group `pgid`, with their stat. */
-function _memberStats(pgid: number): _ProcStat[] {
-  const out: _ProcStat[] = [];
-  for (const st of _allStats()) if (_isMember(st, pgid)) out.push(st);
+function _memberStats(pgid: number): ProcStat[] {
+  const out: ProcStat[] = [];
+  for (const st of allProcStats()) if (_isMember(st, pgid)) out.push(st);
   return out;
 }
 
 /** Whether `st` is a live member of group `pgid`. */
-function _isMember(st: _ProcStat | null, pgid: number): st is _ProcStat {
+function _isMember(st: ProcStat | null, pgid: number): st is ProcStat {
   return st !== null && st.pgrp === pgid && !_isDead(st);
-}
-
-let _bootIdCache: string | undefined;
-/** This boot's id, so identities do not survive a reboot. */
-function _bootId(): string {
-  _bootIdCache ??= readProcText("/proc/sys/kernel/random/boot_id").trim();
-  return _bootIdCache;
-}
-
-/** Time since boot in `/proc` clock ticks, rounded down (a lower bound for start times). */
-function _uptimeTicks(): number {
-  const secs = Number(readProcText("/proc/uptime").split(" ")[0]);
-  return Math.max(0, Math.floor(secs * _USER_HZ) - 1);
 }
 
 let _ownPgidCache: number | undefined;
 /** The agent's own process group. */
 function _ownPgid(): number {
-  _ownPgidCache ??= _procStat(Deno.pid)?.pgrp ?? -1;
+  _ownPgidCache ??= procStat(Deno.pid)?.pgrp ?? -1;
   return _ownPgidCache;
 }
 
@@ -370,14 +199,14 @@ export function groupMembers(pgid: number): number[] {
 
 /** Whether group `pgid` has at least one live, non-zombie member. */
 export function groupAlive(pgid: number): boolean {
-  for (const st of _allStats()) if (_isMember(st, pgid)) return true;
+  for (const st of allProcStats()) if (_isMember(st, pgid)) return true;
   return false;
 }
 
 /** Identity of process `pid` ("<boot_id>:<start time in ticks>"), or null if there is none. */
 export function processIdentity(pid: number): string | null {
-  const st = _procStat(pid);
-  return st ? `${_bootId()}:${st.starttime}` : null;
+  const st = procStat(pid);
+  return st ? `${bootId()}:${st.starttime}` : null;
 }
 
 /**
@@ -401,9 +230,9 @@ export function groupLeadersWithEnv(entryPrefix: string): { pgid: number; identi
   for (const line of new TextDecoder().decode(sh.stdout).split("\n")) {
     const pid = Number(/^\/proc\/(\d+)\/environ$/.exec(line)?.[1]);
     if (!pid || pid === Deno.pid) continue;
-    const st = _procStat(pid);
+    const st = procStat(pid);
     if (!st || st.pgrp !== pid || st.state === "Z") continue;
-    found.push({ pgid: pid, identity: `${_bootId()}:${st.starttime}` });
+    found.push({ pgid: pid, identity: `${bootId()}:${st.starttime}` });
   }
   return found;
 }
@@ -412,10 +241,10 @@ export function groupLeadersWithEnv(entryPrefix: string): { pgid: number; identi
 export function groupMatches(pgid: number, identity: string): boolean {
   const colon = identity.lastIndexOf(":");
   const start = Number(identity.slice(colon + 1));
-  if (colon < 1 || !Number.isInteger(start) || identity.slice(0, colon) !== _bootId()) {
+  if (colon < 1 || !Number.isInteger(start) || identity.slice(0, colon) !== bootId()) {
     return false;
   }
-  const leader = _procStat(pgid);
+  const leader = procStat(pgid);
   if (leader) {
     // While group P exists the kernel does not hand out pid P again, so a
     // process P with another start time means our group is gone.
@@ -516,7 +345,7 @@ async function _endGroup(pgid: number, identity: string, graceMs: number): Promi
 function _emptyCheck(pgid: number): () => boolean {
   let known: number[] = [];
   return () => {
-    known = known.filter((pid) => _isMember(_procStat(pid), pgid));
+    known = known.filter((pid) => _isMember(procStat(pid), pgid));
     if (known.length === 0) known = groupMembers(pgid);
     return known.length === 0;
   };
