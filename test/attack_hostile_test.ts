@@ -136,3 +136,43 @@ Deno.test("sync prints a control plane's terminal escapes as text, never to the 
     }
   });
 });
+
+Deno.test("startControlPlane() keeps status reports within their memory budget, however many agent ids a client invents", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(
+      `${dir}/catalog.json`,
+      JSON.stringify({ packages: {}, assignments: { default: [] } }),
+    );
+    const budget = 256 * 1024;
+    const cp = await startControlPlane({
+      catalogPath: `${dir}/catalog.json`,
+      maxReportsBytes: budget,
+    });
+    try {
+      // ~20 KB reports under 100 fresh ids: 2 MB posted, 8 times the budget.
+      const post = async (id: string) => {
+        const report = {
+          agent_id: id,
+          config_version: "x".repeat(20_000),
+          reported_at: "2025-01-01T00:00:00Z",
+          addons: [],
+        };
+        const res = await fetch(`${cp.url}/v1/agents/${id}/addons/status`, {
+          method: "POST",
+          body: JSON.stringify(report),
+        });
+        await res.body?.cancel();
+        assertEquals(res.status, 204, id);
+      };
+      for (let i = 0; i < 100; i++) await post(`flood-${i}`);
+      const kept = Array.from({ length: 100 }, (_, i) => cp.reports(`flood-${i}`)).filter((r) =>
+        r !== undefined
+      );
+      assert(kept.length * 20_000 <= budget, `${kept.length} reports of 20 KB kept`);
+      assert(cp.reports("flood-99") !== undefined, "the newest report is kept");
+      assertEquals(cp.reports("flood-0"), undefined, "the oldest report was dropped");
+    } finally {
+      await cp.close();
+    }
+  });
+});

@@ -6,6 +6,7 @@
 
 export * from "./catalog.ts";
 export * from "./server.ts";
+export * from "./reports.ts";
 export * from "./status_report.ts";
 export * from "./nats_permissions.ts";
 export * from "./publish.ts";

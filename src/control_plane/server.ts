@@ -21,6 +21,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { type Catalog, documentFor, parseCatalog } from "./catalog.ts";
 import { decodeStatusReport } from "./status_report.ts";
+import { LastReports } from "./reports.ts";
 import {
   ARCHES,
   DecodeError,
@@ -40,6 +41,8 @@ export interface ControlPlaneOptions {
   listen?: string;
   /** When set, every request must carry `Authorization: Bearer <token>`. */
   token?: string;
+  /** Bytes of status reports kept in all (default 256 MiB); the oldest go first. */
+  maxReportsBytes?: number;
 }
 
 /** A running control plane. */
@@ -95,7 +98,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   }
   const source = new _CatalogSource(opts.catalogPath);
   await source.load();
-  const reports = new Map<string, JsonObject>();
+  const reports = new LastReports(opts.maxReportsBytes);
   const handler = (req: Request): Promise<Response> =>
     _handle(req, { source, reports, token: opts.token });
   // Closing aborts every connection: a graceful shutdown waits for request bodies that a
@@ -135,7 +138,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
 interface _Context {
   source: _CatalogSource;
-  reports: Map<string, JsonObject>;
+  reports: LastReports;
   token: string | undefined;
 }
 
@@ -229,7 +232,7 @@ async function _postStatus(req: Request, agentId: string, ctx: _Context): Promis
     if (!(e instanceof DecodeError)) throw e;
     return _json(400, { error: e.message });
   }
-  ctx.reports.set(agentId, report);
+  ctx.reports.set(agentId, report, text.length);
   return new Response(null, { status: 204 });
 }
 
