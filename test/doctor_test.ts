@@ -323,3 +323,20 @@ Deno.test("doctor names three refused entries of a hostile document and counts t
     assertMatch(line, /; and 1997 more$/);
   });
 });
+
+Deno.test("doctor compares the store's object with the verified copy staged here", async () => {
+  await withTempDir(async (dir) => {
+    const config = await host(dir);
+    const sync = await runDeno(["run", "-A", "--quiet", MAIN_TS, "sync", "--config", config]);
+    assertEquals(sync.code, 0, sync.stderr);
+    assertEquals(failed((await doctor(config)).stdout), []);
+    // Someone replaced the object in the store after this host verified it.
+    await Deno.writeTextFile(`${dir}/store/probe/1.0.0/probe`, "#!/bin/sh\nexec evil\n");
+    const r = await doctor(config);
+    assertEquals(r.code, 1, r.stdout);
+    assertMatch(
+      r.stdout,
+      /✘ probe 1\.0\.0: .* has 20 bytes, but the verified copy staged here has 25: the object was replaced\n {4}fix: publish the assigned bytes \(sha256 [0-9a-f]{64}\) to probe\/1\.0\.0\/probe again/,
+    );
+  });
+});

@@ -16,6 +16,7 @@
  */
 
 import * as fs from "node:fs";
+import { readRegularFileBounded } from "../common/mod.ts";
 import { type AgentConfig, checkPermissions, loadConfig } from "../config/mod.ts";
 import { type Assignment, decodeBase64, hostPlatform, type Platform } from "../protocol/mod.ts";
 import { Layout, unsafeDirectory } from "../runtime/mod.ts";
@@ -262,6 +263,20 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
         opened.close();
         obj = opened;
       }
+      const staged = await _stagedSize(cfg, a);
+      if (staged !== null && obj.size >= 0 && obj.size !== staged) {
+        out.push(
+          fail(
+            `${a.addon_id} ${a.version}: ${
+              store.describe(key)
+            } has ${obj.size} bytes, but the verified copy staged here has ${staged}: the object was replaced`,
+            `publish the assigned bytes (sha256 ${
+              a.artifact!.sha256
+            }) to ${key} again, or assign a new version`,
+          ),
+        );
+        continue;
+      }
       out.push(
         obj.size <= cfg.limits.max_artifact_bytes
           ? ok(`${a.addon_id} ${a.version}: ${store.describe(key)} exists (${obj.size} bytes)`)
@@ -293,6 +308,20 @@ async function _artifacts(cfg: AgentConfig, assigned: Assignment[]): Promise<Che
     }
   }
   return out;
+}
+
+/**
+ * The size recorded for `a`'s version when it is staged here with the assigned sha256: the
+ * size the store's object must have (SPEC 16, "with the expected size"); null otherwise.
+ */
+async function _stagedSize(cfg: AgentConfig, a: Assignment): Promise<number | null> {
+  const path = `${new Layout(cfg.runtime_root).versionDir(a.addon_id, a.version)}/artifact.json`;
+  try {
+    const rec = JSON.parse(await readRegularFileBounded(path, 1 << 20)) as Record<string, unknown>;
+    return rec.sha256 === a.artifact!.sha256 && typeof rec.size === "number" ? rec.size : null;
+  } catch {
+    return null; // not staged (or no readable record): nothing to compare with
+  }
 }
 
 function _onPath(name: string): boolean {
