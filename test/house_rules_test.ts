@@ -325,3 +325,16 @@ Deno.test("_roomsWithoutModDoc() finds a room without mod.ts or its doc, and src
   ]);
   assertEquals(_roomsWithoutModDoc(await _sources()), []);
 });
+
+Deno.test("_tooLong() counts lines, and no file of src/ nor main.ts is over 450", async () => {
+  const made = new Map([
+    ["src/agent/slot.ts", "x\n".repeat(451)],
+    ["src/agent/probation.ts", "x\n".repeat(450)],
+  ]);
+  assertEquals(_tooLong(made, 450), ["src/agent/slot.ts: 451 lines"]);
+  assertEquals(
+    _tooLong(await _sources(), 450),
+    [],
+    "split the file along a real seam (one concern per file)",
+  );
+});

@@ -36,17 +36,15 @@
  */
 
 import { createHash, type Hash } from "node:crypto";
+import { BATCH, BatchWriter, bodyFiller, freeBuffer } from "./batch_io.ts";
+import { openPartial, syncHandle } from "./partial_file.ts";
 import fs from "node:fs";
 import { type ObjectStore, type OpenedObject, StoreError } from "../store/mod.ts";
 import type { Layout } from "../runtime/mod.ts";
 import { interruptionOf } from "../common/mod.ts";
 
-/** Bytes read, hashed and written at a time. */
-const BATCH = 1 << 20;
 /** Batches in flight: one filling while the others are being written. */
 const RING = 4;
-/** Start a background fdatasync after this many bytes, so the final fsync finds little to do. */
-const SYNC_EVERY = 32 << 20;
 /** Largest default free-space margin (SPEC 8). */
 export const MAX_DEFAULT_MARGIN_BYTES = 64 << 20;
 
@@ -168,191 +166,6 @@ function _unlessAbandoned<T>(p: Promise<T>, signal: AbortSignal, what: string): 
   });
 }
 
-async function _writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < b.length) off += await f.write(b.subarray(off));
-}
-
-/** Fill `buf` with up to `want` bytes; `buf` may come back as a new view (BYOB reads transfer it). */
-type _Fill = (
-  buf: Uint8Array,
-  want: number,
-) => Promise<{ buf: Uint8Array; n: number; done: boolean }>;
-
-/** Read `body` straight into our buffers when it is a byte stream, else copy its chunks. */
-function _filler(body: AsyncIterable<Uint8Array>): _Fill {
-  if (body instanceof ReadableStream) {
-    let reader: ReadableStreamBYOBReader | null = null;
-    try {
-      reader = body.getReader({ mode: "byob" });
-    } catch {
-      // not a byte stream: iterate it
-    }
-    if (reader) return _byobFill(reader);
-  }
-  return _iterFill(body);
-}
-
-function _byobFill(reader: ReadableStreamBYOBReader): _Fill {
-  return async (buf, want) => {
-    let n = 0;
-    while (n < want) {
-      // `min`: one read per batch, not one per network chunk (far fewer promises and garbage).
-      const { value, done } = await reader.read(new Uint8Array(buf.buffer, n, want - n), {
-        min: want - n,
-      });
-      buf = value ? new Uint8Array(value.buffer) : new Uint8Array(BATCH);
-      // At the end the last bytes come with `done`.
-      n += value?.byteLength ?? 0;
-      if (done) return { buf, n, done: true };
-    }
-    return { buf, n, done: false };
-  };
-}
-
-function _iterFill(body: AsyncIterable<Uint8Array>): _Fill {
-  const it = body[Symbol.asyncIterator]();
-  let rest: Uint8Array = new Uint8Array(0);
-  let ended = false;
-  return async (buf, want) => {
-    let n = 0;
-    while (n < want) {
-      if (rest.length === 0) {
-        if (ended) break;
-        const r = await it.next();
-        if (r.done) {
-          ended = true;
-          break;
-        }
-        rest = r.value;
-        continue;
-      }
-      const k = Math.min(rest.length, want - n);
-      buf.set(k === rest.length ? rest : rest.subarray(0, k), n);
-      n += k;
-      rest = rest.subarray(k);
-    }
-    return { buf, n, done: ended && rest.length === 0 };
-  };
-}
-
-/**
- * Writes batches in order, one after the other, off the reading path; every
- * `SYNC_EVERY` bytes it starts an fdatasync through a second handle so the
- * disk works while bytes still arrive. After a failure nothing more is written.
- */
-class _Writer {
-  #chain: Promise<void> = Promise.resolve();
-  #syncing: Promise<void> | null = null;
-  #sinceSync = 0;
-  #failed: { error: unknown } | null = null;
-  #settled = false;
-
-  /** `syncer`: a second handle for background syncs (null: sync through `file`). */
-  constructor(readonly file: Deno.FsFile, readonly syncer: Deno.FsFile | null) {}
-
-  /** Queue `b`; resolves once it is written, so its buffer may be reused. */
-  write(b: Uint8Array): Promise<void> {
-    const done = this.#chain.then(async () => {
-      if (this.#failed) throw this.#failed.error;
-      await _writeAll(this.file, b);
-      this.#sinceSync += b.length;
-      if (this.#sinceSync >= SYNC_EVERY && this.#syncing === null) {
-        this.#sinceSync = 0;
-        this.#syncing = (this.syncer ?? this.file).syncData().then(
-          () => {
-            this.#syncing = null;
-          },
-          (e) => {
-            this.#failed ??= { error: e };
-            this.#syncing = null;
-          },
-        );
-      }
-    });
-    this.#chain = done.catch((e) => {
-      this.#failed ??= { error: e };
-    });
-    done.catch(() => {});
-    return done;
-  }
-
-  /** Wait for every write, then fsync: the bytes are on disk when this resolves. */
-  async finish(): Promise<void> {
-    await this.#chain;
-    await this.#syncing;
-    if (this.#failed) throw this.#failed.error;
-    await this.file.sync();
-  }
-
-  /** Wait for writes and syncs still running (never throws) and close the second handle. */
-  async settle(): Promise<void> {
-    if (this.#settled) return;
-    this.#settled = true;
-    await this.#chain;
-    await this.#syncing;
-    this.syncer?.close();
-  }
-}
-
-/** Release a buffer's memory at once by detaching it (a no-op when a stream holds it). */
-function _free(b: Uint8Array): void {
-  const ab = b.buffer;
-  if (ab instanceof ArrayBuffer && !ab.detached) ab.transfer(0);
-}
-
-/**
- * Open the partial at `path` once, never through a link, and hash what it
- * holds: an existing regular file is used only when the handle is the very
- * file `lstat` found (same device and inode, one link); anything else there
- * (a symlink or hard link someone planted, even in a race) is removed and a
- * new file is created exclusively (`O_EXCL`: it fails on anything planted
- * meanwhile). Opening without create or truncate changes nothing, so a link
- * followed by mistake is closed untouched.
- */
-async function _openPartial(
-  path: string,
-  hash: Hash,
-): Promise<{ file: Deno.FsFile; have: number }> {
-  const st = await Deno.lstat(path).catch((e) => {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
-  });
-  if (st?.isFile) {
-    const f = await Deno.open(path, { read: true, write: true });
-    const fst = await f.stat();
-    if (fst.isFile && fst.dev === st.dev && fst.ino === st.ino && fst.nlink === 1) {
-      try {
-        const buf = new Uint8Array(BATCH);
-        let total = 0;
-        for (;;) {
-          const n = await f.read(buf);
-          if (n === null) break;
-          hash.update(buf.subarray(0, n));
-          total += n;
-        }
-        return { file: f, have: total };
-      } catch (e) {
-        f.close();
-        throw e;
-      }
-    }
-    f.close();
-  }
-  if (st) await Deno.remove(path, { recursive: true }); // a link goes, not what it points at
-  const file = await Deno.open(path, { read: true, write: true, createNew: true, mode: 0o600 });
-  return { file, have: 0 };
-}
-
-/** A second handle on `file` (opened by `path`) for background syncs, or null if `path` is another file now. */
-async function _syncHandle(path: string, file: Deno.FsFile): Promise<Deno.FsFile | null> {
-  const f = await Deno.open(path, { read: true });
-  const [a, b] = await Promise.all([f.stat(), file.stat()]);
-  if (a.dev === b.dev && a.ino === b.ino) return f;
-  f.close();
-  return null;
-}
-
 function _space(dir: string): { free: number; size: number } {
   const s = fs.statfsSync(dir);
   return { free: Number(s.bavail) * Number(s.bsize), size: Number(s.blocks) * Number(s.bsize) };
@@ -438,7 +251,7 @@ async function _download(req: DownloadRequest): Promise<{ size: number; fetched:
   const hash = createHash("sha256");
   let partial: { file: Deno.FsFile; have: number };
   try {
-    partial = await _openPartial(path, hash);
+    partial = await openPartial(path, hash);
   } catch (e) {
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.NotCapable) throw e;
     throw new DownloadError(`cannot open the partial download ${path}: ${(e as Error).message}`, {
@@ -513,7 +326,7 @@ async function _fill(
       }
     }
     let fetched = 0;
-    let writer: _Writer | null = null;
+    let writer: BatchWriter | null = null;
     const ring = Array.from(
       { length: RING },
       (): { buf: Uint8Array; written: Promise<void> } => ({
@@ -524,8 +337,8 @@ async function _fill(
     try {
       await file.truncate(have);
       await file.seek(have, Deno.SeekMode.Start);
-      writer = new _Writer(file, await _syncHandle(path, file));
-      const fill = _filler(obj.body);
+      writer = new BatchWriter(file, await syncHandle(path, file));
+      const fill = bodyFiller(obj.body);
       // Fill slot `i` once its last write is done; asks for at most one byte more than the
       // limit allows, to notice an oversized object.
       const start = (i: number) => {
@@ -573,7 +386,7 @@ async function _fill(
       await writer?.settle();
       // Give the buffers back now rather than at some later GC: what runs next (signature
       // checks, staging) then reuses the memory instead of adding to the peak.
-      for (const slot of ring) _free(slot.buf);
+      for (const slot of ring) freeBuffer(slot.buf);
     }
     if (req.signal?.aborted) throw _stopped(req, total);
     if (size >= 0 && total < size) {
