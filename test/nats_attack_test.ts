@@ -272,3 +272,20 @@ Deno.test({
       }
     }),
 });
+
+Deno.test("releasing a NATS handle whose server never answered settles at once (no command waits for ever)", async () => {
+  // A closed port: every first-connect attempt is refused.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const h = acquireNats({ servers: [`nats://127.0.0.1:${port}`], inbox_prefix: "_INBOX_edge-01" });
+  const e = await assertRejects(() => h.connection(300));
+  assertMatch((e as Error).message, /no connection to NATS .* within 0 s.*still trying/);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settled = await Promise.race([
+    h.release().then(() => "released"),
+    new Promise((r) => timer = setTimeout(() => r("still waiting after 5 s"), 5_000)),
+  ]);
+  clearTimeout(timer);
+  assertEquals(settled, "released");
+});

@@ -72,6 +72,12 @@ interface _Shared {
   closed: boolean;
   /** Set while the client is between a disconnect and the next reconnect. */
   down: boolean;
+  /** The connection once made. */
+  nc: NatsConnection | null;
+  /** Ends the wait between two first-connect attempts (release). */
+  cancelWait: (() => void) | null;
+  /** Why the last first-connect attempt failed, for messages. */
+  lastError: string;
 }
 
 const _shared = new Map<string, _Shared>();
@@ -102,7 +108,7 @@ async function _options(cfg: NatsConfig): Promise<Record<string, unknown>> {
     inboxPrefix: cfg.inbox_prefix,
     reconnect: true,
     maxReconnectAttempts: -1,
-    waitOnFirstConnect: true,
+    waitOnFirstConnect: false,
     reconnectTimeWait: 2_000,
     reconnectJitter: 1_000,
     reconnectJitterTLS: 2_000,
@@ -131,9 +137,35 @@ async function _options(cfg: NatsConfig): Promise<Record<string, unknown>> {
   return opts;
 }
 
+/**
+ * Connect, trying again every 2–3 s until it works or the last reference is
+ * released. Not the client's `waitOnFirstConnect`: that promise cannot be
+ * cancelled, so releasing a handle whose server never answered waited for
+ * ever (`control-plane --publish --once` to a server that is down hung).
+ */
 async function _connect(cfg: NatsConfig, s: _Shared): Promise<NatsConnection> {
   const { connect } = await import("@nats-io/transport-node");
-  const nc = await connect(await _options(cfg));
+  const opts = await _options(cfg);
+  let nc: NatsConnection;
+  for (;;) {
+    if (s.closed) throw new NatsUnavailableError("the NATS connection was released");
+    try {
+      nc = await connect(opts);
+      break;
+    } catch (e) {
+      s.lastError = (e as Error).message;
+      if (s.closed) throw new NatsUnavailableError("the NATS connection was released");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2_000 + Math.random() * 1_000);
+        s.cancelWait = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      s.cancelWait = null;
+    }
+  }
+  s.nc = nc;
   if (s.closed) {
     await nc.close();
     throw new NatsUnavailableError("the NATS connection was released");
@@ -170,6 +202,9 @@ export function acquireNats(cfg: NatsConfig): NatsHandle {
       listeners: new Set(),
       closed: false,
       down: false,
+      nc: null,
+      cancelWait: null,
+      lastError: "",
       conn: Promise.resolve(null as unknown as NatsConnection),
     };
     fresh.conn = _connect(cfg, fresh);
@@ -193,7 +228,7 @@ export function acquireNats(cfg: NatsConfig): NatsHandle {
               new NatsUnavailableError(
                 `no connection to NATS ${cfg.servers.join(",")} within ${
                   Math.round(timeoutMs / 1000)
-                } s; still trying`,
+                } s${shared.lastError ? ` (${shared.lastError})` : ""}; still trying`,
               ),
             ),
           timeoutMs,
@@ -230,7 +265,10 @@ export function acquireNats(cfg: NatsConfig): NatsHandle {
       if (--shared.refs > 0) return Promise.resolve();
       shared.closed = true;
       if (_shared.get(shared.key) === shared) _shared.delete(shared.key);
-      return shared.conn.then((nc) => nc.close()).catch(() => {});
+      shared.cancelWait?.();
+      // Not connected yet: nothing to close (an attempt under way closes what it gets).
+      if (shared.nc === null) return Promise.resolve();
+      return shared.nc.close().catch(() => {});
     },
   };
 }
