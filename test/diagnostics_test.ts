@@ -18,6 +18,7 @@ import {
   writeAssignments,
   writeConfig,
 } from "./_helpers.ts";
+import { baseEnv, runUnderSet, sandbox, sandboxConfig } from "./_permission_sandbox.ts";
 
 const SECRETS = {
   env: "SECRET-ENV-5f1c",
@@ -233,5 +234,50 @@ Deno.test("diagnostics quotes no part of a file that is not valid JSON, or not a
     assert(!linked.text.includes("81725364519"), "the token reached the archive");
     assertMatch(linked.text, /not a JSON object \(a number\); content left out/);
     assertMatch(text, /not valid JSON at line 1 column \d+/);
+  });
+});
+
+Deno.test("doctor and diagnostics run under the agent's own permission set", async () => {
+  await withTempDir(async (dir) => {
+    const sb = await sandbox(dir);
+    const bytes = "#!/bin/sh\nexec sleep 300\n";
+    await Deno.mkdir(`${sb.etc}/store/probe/1.0.0`, { recursive: true });
+    await Deno.writeTextFile(`${sb.etc}/store/probe/1.0.0/probe`, bytes);
+    await Deno.writeTextFile(
+      `${sb.etc}/assignments.json`,
+      JSON.stringify({
+        config_version: "1",
+        addons: [{
+          addon_id: "probe",
+          version: "1.0.0",
+          delivery: "pushed_artifact",
+          supervision: "agent_sidecar",
+          artifact_object_key: "probe/1.0.0/probe",
+          artifact_sha256: sha256Hex(bytes),
+        }],
+      }),
+    );
+    const config = await sandboxConfig(sb, {
+      object_store: { kind: "filesystem", root: `${sb.etc}/store` },
+    });
+    const sync = await runUnderSet(sb, MAIN_TS, ["sync", "--config", config], baseEnv());
+    assertEquals(sync.code, 0, sync.stderr);
+    const doctor = await runUnderSet(sb, MAIN_TS, ["doctor", "--config", config], baseEnv());
+    assert(
+      !/NotCapable|Requires .* access|\n\s+at /.test(doctor.stdout + doctor.stderr),
+      doctor.stdout + doctor.stderr,
+    );
+    assertMatch(doctor.stdout, /✔ probe 1\.0\.0: .* exists \(25 bytes\)/);
+    const out = `${sb.root}/diag.tar.gz`;
+    const diag = await runUnderSet(
+      sb,
+      MAIN_TS,
+      ["diagnostics", "--config", config, "--out", out],
+      baseEnv(),
+    );
+    assertEquals(diag.code, 0, diag.stderr);
+    const text = new TextDecoder().decode(gunzipSync(await Deno.readFile(out)));
+    assert(!/NotCapable|Requires .* access/.test(text), text);
+    assertMatch(text, /"object_key": "probe\/1\.0\.0\/probe"/);
   });
 });
