@@ -30,6 +30,7 @@ import { readTrustedFile, UntrustedFileError } from "./trusted_file.ts";
  * room decodes it (files absolute, one way to authenticate at most).
  */
 export interface NatsConnectionConfig {
+  /** `nats://` or `tls://` URLs; a non-loopback server needs TLS (`tls://` or `ca_file`). */
   servers: string[];
   nkey_seed_file?: string;
   user?: string;
@@ -38,6 +39,7 @@ export interface NatsConnectionConfig {
   ca_file?: string;
   cert_file?: string;
   key_file?: string;
+  /** Reply subjects start with this; the permissions block lets only this agent subscribe to it. */
   inbox_prefix: string;
 }
 

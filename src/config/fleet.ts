@@ -16,21 +16,23 @@
  */
 
 import { DecodeError, type ObjectReader } from "../protocol/mod.ts";
+import type { NatsConnectionConfig } from "../common/mod.ts";
 
-/** The shared NATS connection (SPEC 14): one per agent, for source, store and status. */
-export interface NatsConfig {
-  /** `nats://` or `tls://` URLs; a non-loopback server needs TLS (`tls://` or `ca_file`). */
-  servers: string[];
-  nkey_seed_file?: string;
-  user?: string;
-  password_file?: string;
-  creds_file?: string;
-  ca_file?: string;
-  cert_file?: string;
-  key_file?: string;
-  /** Reply subjects start with this; the permissions block lets only this agent subscribe to it. */
-  inbox_prefix: string;
-}
+/**
+ * The shared NATS connection (SPEC 14): one per agent, for source, store and status. The
+ * connection in `common/` takes it as it is decoded here, so the two cannot drift apart.
+ */
+export type NatsConfig = NatsConnectionConfig;
+
+/** The `nats` fields that name files (credentials and TLS): absolute once decoded, and read. */
+export const NATS_FILE_FIELDS = [
+  "nkey_seed_file",
+  "password_file",
+  "creds_file",
+  "ca_file",
+  "cert_file",
+  "key_file",
+] as const;
 
 /** `source` kind `nats`: the document is KV `bucket` key `<agent_id>`. */
 export interface NatsSourceConfig {
@@ -100,16 +102,7 @@ export function decodeNats(r: ObjectReader, configDir: string, agentId: string):
   const servers = r.optStringArray("servers") ?? [];
   if (servers.length === 0) throw new DecodeError(r.at("servers"), "must name at least one server");
   const out: NatsConfig = { servers, inbox_prefix: defaultInboxPrefix(agentId) };
-  for (
-    const k of [
-      "nkey_seed_file",
-      "password_file",
-      "creds_file",
-      "ca_file",
-      "cert_file",
-      "key_file",
-    ] as const
-  ) {
+  for (const k of NATS_FILE_FIELDS) {
     const v = _file(r, k, configDir);
     if (v !== undefined) out[k] = v;
   }

@@ -32,6 +32,7 @@
  */
 
 import { type AgentConfig, ConfigError, loadConfig, type ObjectStoreConfig } from "./config.ts";
+import { NATS_FILE_FIELDS } from "./fleet.ts";
 
 /** Where the permission set lives, as messages name it. */
 export const PERMISSION_SETTING = "permissions.agent";
@@ -150,16 +151,7 @@ export function permissionNeeds(cfg: AgentConfig): PermissionNeed[] {
   }
   if (cfg.nats) {
     cfg.nats.servers.forEach((url, i) => add("net", natsHost(url), `nats.servers[${i}]`));
-    for (
-      const k of [
-        "nkey_seed_file",
-        "password_file",
-        "creds_file",
-        "ca_file",
-        "cert_file",
-        "key_file",
-      ] as const
-    ) {
+    for (const k of NATS_FILE_FIELDS) {
       const p = cfg.nats[k];
       if (p !== undefined) add("read", p, `nats.${k}`);
     }
