@@ -152,3 +152,45 @@ async function serverPid(port: number): Promise<number> {
   }
   throw new Error(`no nats-server on port ${port}`);
 }
+
+Deno.test({
+  name:
+    "`NatsStore` ends a read waiting on a silent server as soon as it is closed or its signal aborts",
+  ignore: !HAVE_NATS,
+  fn: () =>
+    withNats(async (nats) => {
+      const bytes = randomBytes(100 * 16 * 1024);
+      const nc = await putObject(nats.url, "big", bytes, 16 * 1024);
+      const h = handle(nats.url);
+      const pid = await serverPid(nats.port);
+      try {
+        // idle_s far longer than the test: only the abort can end the read in time.
+        const store = new NatsStore("artifacts", h, 120_000);
+        const ctl = new AbortController();
+        const obj = await store.open("big", 0, { signal: ctl.signal });
+        const it = obj.body[Symbol.asyncIterator]();
+        const first = await it.next();
+        assert(!first.done && first.value.length > 0);
+        Deno.kill(pid, "SIGSTOP");
+        try {
+          const drained = (async () => {
+            for (let r = await it.next(); !r.done; r = await it.next()) { /* drain */ }
+          })();
+          drained.catch(() => {});
+          ctl.abort(new Error("the agent is stopping"));
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const outcome = await Promise.race([
+            drained.then(() => "ended", (e) => `failed: ${(e as Error).message}`),
+            new Promise<string>((r) => timer = setTimeout(() => r("still waiting"), 5_000)),
+          ]);
+          clearTimeout(timer);
+          assertMatch(outcome, /^failed: .*the read was closed/);
+        } finally {
+          Deno.kill(pid, "SIGCONT");
+        }
+      } finally {
+        await h.release();
+        await nc.close();
+      }
+    }),
+});

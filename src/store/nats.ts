@@ -251,9 +251,27 @@ export class NatsStore implements ObjectStore {
     }
     // Nothing is asked of the server until the body is first read: opening (as `doctor` does,
     // to learn the size) transfers no chunk.
+    // Closing (or `opts.signal`) ends a read waiting on a silent server at once, not after idle_s.
     let closed = false;
+    let cancel: (() => void) | null = null;
     const close = () => {
       closed = true;
+      cancel?.();
+    };
+    if (opts.signal?.aborted) close();
+    else opts.signal?.addEventListener("abort", close, { once: true });
+    const closedError = () =>
+      new StoreError(`${this.describe(key)}: the read was closed`, { kind: "unavailable" });
+    const unlessClosed = <T>(p: Promise<T>): Promise<T> => {
+      p.catch(() => {});
+      if (closed) return Promise.reject(closedError());
+      return new Promise<T>((resolve, reject) => {
+        const mine = () => reject(closedError());
+        cancel = mine;
+        p.then(resolve, reject).finally(() => {
+          if (cancel === mine) cancel = null;
+        });
+      });
     };
     const chunkSubject = `$O.${this.bucket}.C.${info.nuid}`;
     const chunkSize = info.options?.max_chunk_size ?? 128 * 1024;
@@ -265,8 +283,8 @@ export class NatsStore implements ObjectStore {
     const chunkAt = (nc: NatsConnection, seq: number) => this.#chunkAt(nc, key, chunkSubject, seq);
     async function* body(): AsyncGenerator<Uint8Array> {
       if (closed) return;
-      const nc = await connection();
-      const range = await chunkRange(nc);
+      const nc = await unlessClosed(connection());
+      const range = await unlessClosed(chunkRange(nc));
       if (range === null) {
         throw new StoreError(`${describe}: its chunks are missing`, { kind: "unavailable" });
       }
@@ -306,9 +324,9 @@ export class NatsStore implements ObjectStore {
               { kind: "unavailable" },
             );
           }
-          const chunk = await p.catch((e) => {
+          const chunk = await unlessClosed(p.catch((e) => {
             throw stalled(e);
-          });
+          }));
           if (chunk === null || chunk.seq > range.last) {
             throw new StoreError(
               `${describe}: the chunks ended after ${done} of ${size} bytes`,
@@ -338,7 +356,8 @@ export class NatsStore implements ObjectStore {
           yield data;
         }
       } finally {
-        closed = true;
+        close();
+        opts.signal?.removeEventListener("abort", close);
       }
     }
     return { size, body: body(), close };
