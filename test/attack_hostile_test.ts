@@ -5,10 +5,10 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { daemonConfig, entry, sleepLink, waitState } from "./_daemon_fixtures.ts";
+import { daemonConfig, entry, publish, sleepLink, waitState } from "./_daemon_fixtures.ts";
 import { startAgent } from "./_agent_process.ts";
 import { startControlPlane } from "../src/control_plane/mod.ts";
-import { runAgent, withTempDir, writeAssignments } from "./_helpers.ts";
+import { runAgent, syncJson, withTempDir, writeAssignments } from "./_helpers.ts";
 
 Deno.test("run ends on SIGTERM while a local user holds a status request open without its body", async () => {
   await withTempDir(async (dir) => {
@@ -173,6 +173,35 @@ Deno.test("startControlPlane() keeps status reports within their memory budget, 
       assertEquals(cp.reports("flood-0"), undefined, "the oldest report was dropped");
     } finally {
       await cp.close();
+    }
+  });
+});
+
+Deno.test("sync refuses a binary_path or addon_id that would stage the binary over artifact.json", async () => {
+  await withTempDir(async (dir) => {
+    const mk = async (id: string, binary_path?: string) => ({
+      addon_id: id,
+      version: "1",
+      delivery: "pushed_artifact",
+      supervision: "ephemeral_helper",
+      ...(binary_path ? { binary_path } : {}),
+      ...(await publish(dir, id, "1", "#!/bin/sh\necho hi\n")),
+    });
+    await writeAssignments(dir, [
+      await mk("named", "/usr/lib/named/artifact.json"),
+      await mk("artifact.json"),
+    ]);
+    const run = await runAgent(["sync", "--config", await daemonConfig(dir), "--json"]);
+    assertEquals(run.code, 1, run.stderr);
+    const byId = new Map(syncJson(run).results.map((r) => [r.addon_id, r]));
+    for (const [id, field] of [["named", "binary_path"], ["artifact.json", "addon_id"]] as const) {
+      const r = byId.get(id);
+      assertEquals(r?.outcome, "refused", JSON.stringify(r));
+      assert(r!.message.includes(field) && r!.message.includes("agent's own record"), r!.message);
+      assert(
+        !(await Deno.lstat(`${dir}/root/addons/${id}/versions/1`).then(() => true, () => false)),
+        `${id} was staged`,
+      );
     }
   });
 });

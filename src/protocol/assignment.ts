@@ -342,6 +342,13 @@ export function decodeAssignment(value: Json, path: string, platform: Platform):
   }
   const base = binary_path?.split("/").pop() ?? "";
   const binary_name = isSafeSegment(base) ? base : addon_id;
+  if (pushed && binary_name === ARTIFACT_RECORD) {
+    // Staged beside the record, the binary and artifact.json would overwrite each other.
+    throw new DecodeError(
+      r.at(base === binary_name ? "binary_path" : "addon_id"),
+      `the staged binary would be named ${ARTIFACT_RECORD}, the agent's own record; name it otherwise`,
+    );
+  }
   const assignment: Assignment = {
     addon_id,
     version,
