@@ -64,6 +64,7 @@ function _need(v: Values, name: string): string {
 }
 
 function _config(v: Values): string {
+  if (v.config === "") throw new UsageError("--config needs a PATH (an empty one names no file)");
   return typeof v.config === "string" ? v.config : DEFAULT_CONFIG_PATH;
 }
 

@@ -113,6 +113,9 @@ Deno.test("main() answers an unknown flag of every command in plain text with th
   const short = await cli(["sync", "-x"]);
   assertEquals(short.code, 2);
   assertMatch(short.stderr, /^addon-agent: unknown flag -x\n\nusage: addon-agent sync /);
+  const empty = await cli(["sync", "--config="]);
+  assertEquals(empty.code, 2);
+  assertMatch(empty.stderr, /^addon-agent: --config needs a PATH/, "plain text, not a JSON log");
   const oneDash = await cli(["sync", "-config", "/x"]);
   assertEquals(oneDash.code, 2);
   assertMatch(oneDash.stderr, /did you mean --config\?/);
