@@ -340,3 +340,32 @@ Deno.test("doctor compares the store's object with the verified copy staged here
     );
   });
 });
+
+Deno.test("doctor shows a control plane's error page without the token it echoes", async () => {
+  await withTempDir(async (dir) => {
+    const token = "tok-3c40-echoed";
+    await Deno.writeTextFile(`${dir}/token`, token, { mode: 0o600 });
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (req) =>
+        new Response(`bad request; you sent ${req.headers.get("authorization")}`, {
+          status: 400,
+        }),
+    );
+    try {
+      const config = await host(dir, {
+        source: {
+          kind: "control_plane",
+          url: `http://127.0.0.1:${server.addr.port}`,
+          token_file: `${dir}/token`,
+        },
+      });
+      const r = await doctor(config);
+      assertEquals(r.code, 1);
+      assertMatch(r.stdout, /answered HTTP 400: bad request; you sent Bearer <redacted>/);
+      assert(!(r.stdout + r.stderr).includes("3c40"), r.stdout + r.stderr);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});

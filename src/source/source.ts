@@ -144,6 +144,8 @@ export class ControlPlaneSource implements Source {
   #etag: string | null = null;
   readonly #client: Deno.HttpClient | undefined;
   readonly #headers: Record<string, string>;
+  /** The bearer token, kept to scrub it from text the control plane sends back. */
+  readonly #token: string | undefined;
   readonly #addonsUrl: string;
   readonly #statusUrl: string;
   readonly #timeouts: IoTimeouts;
@@ -161,6 +163,7 @@ export class ControlPlaneSource implements Source {
     this.#client = client;
     this.#timeouts = timeouts;
     this.#headers = token ? { authorization: `Bearer ${token}` } : {};
+    this.#token = token;
     const base = `${describe}/v1/agents/${encodeURIComponent(agentId)}/addons`;
     this.#addonsUrl = `${base}?os=${platform.os}&arch=${platform.arch}`;
     this.#statusUrl = `${base}/status`;
@@ -253,8 +256,11 @@ export class ControlPlaneSource implements Source {
     if (res.status !== 200) {
       const text = await readStreamBounded(res.body, MAX_ERROR_BODY_BYTES, this.describe)
         .catch(() => "");
+      // An error page may echo the request, Authorization header and all (a debugging proxy):
+      // the token is cut out before the text reaches a log, state or doctor.
+      const shown = this.#token ? text.replaceAll(this.#token, "<redacted>") : text;
       throw new SourceError(
-        `control plane ${this.describe} answered HTTP ${res.status}: ${text.slice(0, 200)}`,
+        `control plane ${this.describe} answered HTTP ${res.status}: ${shown.slice(0, 200)}`,
         { kind: res.status >= 500 ? "unavailable" : "refused" },
       );
     }
