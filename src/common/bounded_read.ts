@@ -63,6 +63,39 @@ export class NotRegularFileError extends Error {
 }
 
 /**
+ * Open `path` for reading in one step that never follows a symlink in its last component and
+ * never blocks on a FIFO or a device (`O_NOFOLLOW | O_NONBLOCK`), so what the caller then
+ * `stat()`s on the handle is what it reads, whatever is swapped in after an `lstat`. The caller
+ * must close the handle and must still check `isFile()` on it.
+ *
+ * @throws {NotRegularFileError} when `path` is a symlink (`ELOOP`), with the open's error as cause.
+ * @throws the open's own error otherwise (`NotFound`-like `ENOENT`, `EACCES`, …).
+ *
+ * @example Open a file someone else may have planted a link at
+ * ```ts
+ * const fh = await openNoFollow("/var/lib/addon-agent/tmp/abc.partial");
+ * try {
+ *   if (!(await fh.stat()).isFile()) throw new Error("not a regular file");
+ * } finally {
+ *   await fh.close();
+ * }
+ * ```
+ */
+export async function openNoFollow(path: string): Promise<fs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(
+      path,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
+  } catch (e) {
+    if ((e as { code?: string }).code === "ELOOP") {
+      throw new NotRegularFileError(path, "a symlink", { cause: e });
+    }
+    throw e;
+  }
+}
+
+/**
  * Read the regular file at `path` as UTF-8 text, refusing more than `maxBytes`,
  * without following a symlink in its last component and without blocking on
  * a FIFO or a device: for files in a directory someone else may have planted
@@ -77,18 +110,7 @@ export class NotRegularFileError extends Error {
  * ```
  */
 export async function readRegularFileBounded(path: string, maxBytes: number): Promise<string> {
-  let fh: fs.promises.FileHandle;
-  try {
-    fh = await fs.promises.open(
-      path,
-      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-    );
-  } catch (e) {
-    if ((e as { code?: string }).code === "ELOOP") {
-      throw new NotRegularFileError(path, "a symlink", { cause: e });
-    }
-    throw e;
-  }
+  const fh = await openNoFollow(path);
   try {
     const st = await fh.stat();
     if (!st.isFile()) {

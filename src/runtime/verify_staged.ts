@@ -30,7 +30,7 @@
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import { fsyncDir, removeIfExists } from "./fs_atomic.ts";
-import { log } from "../common/mod.ts";
+import { log, NotRegularFileError, openNoFollow } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
 import type { StagedArtifact } from "./versions.ts";
 
@@ -163,12 +163,9 @@ export class StagedVerifier {
     let f: fs.promises.FileHandle;
     try {
       // One open, never through a link, never waiting on a FIFO swapped in after a check.
-      f = await fs.promises.open(
-        path,
-        fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-      );
+      f = await openNoFollow(path);
     } catch (e) {
-      const why = (e as { code?: string }).code === "ELOOP"
+      const why = e instanceof NotRegularFileError
         ? "not a regular file: a symbolic link"
         : (e as Error).message;
       throw damaged(`${name} is missing or unreadable (${why})`, e);

@@ -24,7 +24,8 @@
  * @module
  */
 
-import fs from "node:fs";
+import type fs from "node:fs";
+import { openNoFollow } from "../common/mod.ts";
 import { type ObjectStore, type OpenedObject, StoreError } from "./types.ts";
 
 const CHUNK = 1 << 20;
@@ -78,10 +79,7 @@ export class FilesystemStore implements ObjectStore {
     }
     let fh: fs.promises.FileHandle;
     try {
-      fh = await fs.promises.open(
-        real,
-        fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOFOLLOW,
-      );
+      fh = await openNoFollow(real);
     } catch (e) {
       throw new StoreError(`cannot open ${this.describe(key)}: ${(e as Error).message}`, {
         kind: "unavailable",
