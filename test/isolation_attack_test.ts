@@ -6,6 +6,7 @@ import { AddonIsolation } from "../src/agent/isolation.ts";
 import { DeliveryError } from "../src/delivery/mod.ts";
 import { decodeAssignment, hostPlatform } from "../src/protocol/mod.ts";
 import { emptyState, Layout } from "../src/runtime/mod.ts";
+import { findOwnCgroup } from "../src/supervise/mod.ts";
 import { waitFor } from "./_agent_process.ts";
 import {
   daemonConfig,
@@ -210,6 +211,45 @@ Deno.test({
       });
       // withAgent stopped the agent with SIGTERM and found no process of the test left.
       assert(!_alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
+    });
+  },
+});
+
+Deno.test({
+  name: "an add-on cannot leave its cgroup, make one, or look at the agent's open files",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir, { isolation: { uid_range: [64600, 64609] } });
+      const root = `${dir}/root`;
+      const mount = findOwnCgroup()!.mount;
+      const tries: [string, string][] = [
+        ["into its parent", 'echo $$ > "$P/cgroup.procs"'],
+        ["into a sibling", 'echo $$ > "$P/addon-b/cgroup.procs"'],
+        ["into the root", `echo $$ > ${mount}/cgroup.procs`],
+        ["a child cgroup", 'mkdir "$D/sub"'],
+        ["the agent's fds", 'ls "/proc/$PPID/fd"'],
+      ];
+      const probe = `D=${mount}$(sed -n 's/^0:://p' /proc/self/cgroup); P=$(dirname "$D"); ` +
+        tries.map(([what, cmd]) =>
+          `if (${cmd}) >/dev/null 2>&1; then echo "DID ${what}"; else echo "DENIED ${what}"; fi`
+        ).join("; ") + `; echo "now in $(sed -n 's/^0:://p' /proc/self/cgroup)"; exec ${sleep} 300`;
+      await writeAssignments(dir, [
+        await sidecar(dir, "b", `exec ${sleep} 300`),
+        await sidecar(dir, "a", probe),
+      ]);
+      await withAgent(dir, cfg, async (agent) => {
+        await waitState(root, agent, "b", "running");
+        const lines = () => agent.logs().filter((l) => l.addon_id === "a").map((l) => l.msg);
+        await waitFor(() => lines().some((l) => l.startsWith("now in ")) || null, {
+          timeoutMs: 10_000,
+          what: "the add-on's tries",
+          context: () => agent.tail(),
+        });
+        for (const [what] of tries) assert(lines().includes(`DENIED ${what}`), lines().join(" | "));
+        assert(lines().some((l) => /^now in \/.*\/addon-a$/.test(l)), lines().join(" | "));
+      });
     });
   },
 });
