@@ -15,6 +15,7 @@ import {
   signStatement,
 } from "../src/protocol/signature.ts";
 import { S3_ENV } from "../scripts/_agent_files.ts";
+import type { Clock, TimerHandle } from "../src/common/mod.ts";
 
 export { S3_ENV, writeAssignments, writeConfig } from "../scripts/_agent_files.ts";
 
@@ -251,3 +252,43 @@ export function randomBytes(n: number): Uint8Array {
 }
 
 export { encodeBase64 };
+
+/** Time that moves only when the test says so; timers fire in order as it moves. */
+export class FakeClock implements Clock {
+  /** The time now, ms since the epoch. */
+  t: number;
+  /** Armed timers by handle: when they fire and what they call. */
+  readonly timers = new Map<number, { at: number; fn: () => void }>();
+  #next = 1;
+  /** A clock that reads `start` until it is moved. */
+  constructor(start = Date.parse("2026-01-01T00:00:00Z")) {
+    this.t = start;
+  }
+  now(): number {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const id = this.#next++;
+    this.timers.set(id, { at: this.t + ms, fn });
+    return id;
+  }
+  clearTimeout(h: TimerHandle): void {
+    this.timers.delete(h as number);
+  }
+  /** Move time to `to`, firing due timers in order (each sees its own due time as now). */
+  advanceTo(to: number): void {
+    for (;;) {
+      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
+        .sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.t = due[1].at;
+      due[1].fn();
+    }
+    this.t = to;
+  }
+  /** Move time forward by `ms`, firing due timers in order. */
+  advance(ms: number): void {
+    this.advanceTo(this.t + ms);
+  }
+}

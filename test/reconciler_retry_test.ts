@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import { withTempDir } from "./_helpers.ts";
+import { FakeClock, withTempDir } from "./_helpers.ts";
 import { waitFor } from "./_agent_process.ts";
 import { Reconciler } from "../src/agent/reconciler.ts";
 import { decodeDocument, hostPlatform } from "../src/protocol/mod.ts";
@@ -13,43 +13,13 @@ import { DeliveryError } from "../src/delivery/mod.ts";
 import type { Deliverer } from "../src/delivery/mod.ts";
 import { emptyState, Layout } from "../src/runtime/mod.ts";
 import type { AgentConfig } from "../src/config/mod.ts";
-import type { Clock, TimerHandle } from "../src/common/mod.ts";
 import type { Runner } from "../src/supervise/mod.ts";
-
-/** Time that moves only when the test says so; timers fire in order as it moves. */
-class _FakeClock implements Clock {
-  t = 1_700_000_000_000;
-  timers = new Map<number, { at: number; fn: () => void }>();
-  #next = 1;
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const id = this.#next++;
-    this.timers.set(id, { at: this.t + ms, fn });
-    return id;
-  }
-  clearTimeout(h: TimerHandle): void {
-    this.timers.delete(h as number);
-  }
-  advanceTo(to: number): void {
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.timers.delete(due[0]);
-      this.t = due[1].at;
-      due[1].fn();
-    }
-    this.t = to;
-  }
-}
 
 Deno.test("Reconciler retries a failed delivery when its backoff is due, without a tick", async () => {
   await withTempDir(async (dir) => {
     await Deno.mkdir(`${dir}/addons`);
     await Deno.mkdir(`${dir}/tmp`);
-    const clock = new _FakeClock();
+    const clock = new FakeClock(1_700_000_000_000);
     const platform = hostPlatform();
     const calls: number[] = [];
     let storeUp = false;

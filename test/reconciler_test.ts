@@ -7,7 +7,7 @@
  */
 
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import { withTempDir } from "./_helpers.ts";
+import { FakeClock, withTempDir } from "./_helpers.ts";
 import { Reconciler } from "../src/agent/reconciler.ts";
 import type { Delivered, Deliverer, DeliveryHooks } from "../src/delivery/mod.ts";
 import { DeliveryError } from "../src/delivery/mod.ts";
@@ -26,41 +26,9 @@ import {
   hostPlatform,
 } from "../src/protocol/mod.ts";
 import { decodeConfig } from "../src/config/mod.ts";
-import type { Clock, TimerHandle } from "../src/common/mod.ts";
 
 const PLATFORM = hostPlatform();
 const MINUTE = 60_000;
-
-/** Time that moves only when the test says so. */
-class _FakeClock implements Clock {
-  t = Date.parse("2026-01-01T00:00:00Z");
-  readonly timers = new Map<number, { at: number; fn: () => void }>();
-  #next = 1;
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const id = this.#next++;
-    this.timers.set(id, { at: this.t + ms, fn });
-    return id;
-  }
-  clearTimeout(h: TimerHandle): void {
-    this.timers.delete(h as number);
-  }
-  /** Move time forward by `ms`, firing due timers in order. */
-  advance(ms: number): void {
-    const to = this.t + ms;
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.timers.delete(due[0]);
-      this.t = due[1].at;
-      due[1].fn();
-    }
-    this.t = to;
-  }
-}
 
 /** A runner that only records what it is told; the test plays the process. */
 class _FakeRunner implements Runner {
@@ -131,7 +99,7 @@ class _FakeDeliverer implements Deliverer {
 interface _World {
   layout: Layout;
   state: AgentState;
-  clock: _FakeClock;
+  clock: FakeClock;
   deliverer: _FakeDeliverer;
   runners: _FakeRunner[];
   rec: Reconciler;
@@ -144,7 +112,7 @@ async function _world(dir: string): Promise<_World> {
   await Deno.mkdir(layout.addons, { recursive: true });
   await Deno.mkdir(layout.tmp, { recursive: true });
   const state = emptyState();
-  const clock = new _FakeClock();
+  const clock = new FakeClock();
   const deliverer = new _FakeDeliverer();
   const runners: _FakeRunner[] = [];
   const cfg = decodeConfig({

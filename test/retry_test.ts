@@ -5,49 +5,15 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import {
-  DeliveryRetries,
-  REAL_CLOCK,
-  type RetryClock,
-  type RetryPace,
-  retryPace,
-} from "../src/agent/retry.ts";
+import { DeliveryRetries, type RetryPace, retryPace } from "../src/agent/retry.ts";
+import { SYSTEM_CLOCK } from "../src/common/mod.ts";
+import { FakeClock } from "./_helpers.ts";
 import { DeliveryError } from "../src/delivery/mod.ts";
-
-/** A clock whose time moves only when the test says so. */
-class _FakeClock implements RetryClock {
-  t = 1_000_000;
-  timers = new Map<number, { at: number; fn: () => void }>();
-  #next = 1;
-  now(): number {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number): number {
-    const id = this.#next++;
-    this.timers.set(id, { at: this.t + ms, fn });
-    return id;
-  }
-  clearTimeout(h: number): void {
-    this.timers.delete(h);
-  }
-  /** Move time to `to`, firing due timers in order. */
-  advanceTo(to: number): void {
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, x]) => x.at <= to)
-        .sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.timers.delete(due[0]);
-      this.t = due[1].at;
-      due[1].fn();
-    }
-    this.t = to;
-  }
-}
 
 const TIMING = { retryInitialMs: 30_000, retryMaxMs: 3_600_000 };
 
 Deno.test("DeliveryRetries.failed() backs off 30 s doubling to 1 h", () => {
-  const clock = new _FakeClock();
+  const clock = new FakeClock(1_000_000);
   const r = new DeliveryRetries(clock, TIMING, () => 0.5); // no jitter
   const delays = Array.from({ length: 9 }, () => r.failed("1.0.0:ab", () => {}));
   assertEquals(delays, [
@@ -65,20 +31,20 @@ Deno.test("DeliveryRetries.failed() backs off 30 s doubling to 1 h", () => {
 });
 
 Deno.test("DeliveryRetries.failed() jitters each delay by at most ±10 %", () => {
-  const low = new DeliveryRetries(new _FakeClock(), TIMING, () => 0);
-  const high = new DeliveryRetries(new _FakeClock(), TIMING, () => 0.999999);
+  const low = new DeliveryRetries(new FakeClock(1_000_000), TIMING, () => 0);
+  const high = new DeliveryRetries(new FakeClock(1_000_000), TIMING, () => 0.999999);
   assertEquals(low.failed("k", () => {}), 27_000);
   assertEquals(high.failed("k", () => {}), 33_000);
   assertEquals(low.failed("k", () => {}), 54_000);
   const spread = new Set(
-    Array.from({ length: 50 }, () => new DeliveryRetries(REAL_CLOCK, TIMING).failed("k")),
+    Array.from({ length: 50 }, () => new DeliveryRetries(SYSTEM_CLOCK, TIMING).failed("k")),
   );
   assert(spread.size > 1, "real random delays differ");
   for (const d of spread) assert(d >= 27_000 && d <= 33_000, `${d} outside 30 s ±10 %`);
 });
 
 Deno.test("DeliveryRetries fires the retry when its backoff is due, not at a later tick", () => {
-  const clock = new _FakeClock();
+  const clock = new FakeClock(1_000_000);
   const r = new DeliveryRetries(clock, TIMING, () => 0.5);
   const fired: number[] = [];
   const start = clock.now();
@@ -97,7 +63,7 @@ Deno.test("DeliveryRetries fires the retry when its backoff is due, not at a lat
 });
 
 Deno.test("DeliveryRetries.succeeded() and clear() disarm the timers", () => {
-  const clock = new _FakeClock();
+  const clock = new FakeClock(1_000_000);
   const r = new DeliveryRetries(clock, TIMING, () => 0.5);
   const fired: string[] = [];
   r.failed("a", () => fired.push("a"));
@@ -114,7 +80,7 @@ Deno.test("DeliveryRetries.succeeded() and clear() disarm the timers", () => {
 });
 
 Deno.test("DeliveryRetries.failed() at the slow pace waits the longest delay at once", () => {
-  const r = new DeliveryRetries(new _FakeClock(), TIMING, () => 0.5);
+  const r = new DeliveryRetries(new FakeClock(1_000_000), TIMING, () => 0.5);
   assertEquals(r.failed("1.0.0:ab", () => {}, "slow"), 3_600_000, "first failure");
   assertEquals(r.failed("1.0.0:ab", () => {}, "slow"), 3_600_000, "second failure");
   assertEquals(r.failed("2.0.0:cd", () => {}, "soon"), 30_000, "another key keeps its own pace");

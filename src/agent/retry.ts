@@ -10,7 +10,8 @@
  * @example Arm a retry after a failure
  * ```ts
  * const timing = { retryInitialMs: 30_000, retryMaxMs: 3_600_000 };
- * const retries = new DeliveryRetries(REAL_CLOCK, timing);
+ * import { SYSTEM_CLOCK } from "../common/mod.ts";
+ * const retries = new DeliveryRetries(SYSTEM_CLOCK, timing);
  * const delay = retries.failed("1.4.2:ab12", () => console.log("retry now"));
  * console.log(`retry in ${Math.round(delay / 1000)} s`, retries.waiting("1.4.2:ab12"));
  * retries.clear(); // the add-on was removed or the agent stops
@@ -19,6 +20,7 @@
  * @module
  */
 
+import type { Clock, TimerHandle } from "../common/mod.ts";
 import { DeliveryError } from "../delivery/mod.ts";
 
 /**
@@ -45,27 +47,13 @@ export function retryPace(e: unknown): RetryPace {
   return e instanceof DeliveryError && e.kind !== "unavailable" ? "slow" : "soon";
 }
 
-/** Time and one-shot timers, injectable for tests (the shape of `common`'s clock). */
-export interface RetryClock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: never): void;
-}
-
-/** The wall clock and the global timers. */
-export const REAL_CLOCK: RetryClock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h: ReturnType<typeof setTimeout>) => clearTimeout(h),
-};
-
 /** Fraction of each delay that is random, either way (SPEC 8: ±10 %). */
 export const RETRY_JITTER = 0.1;
 
 interface _Entry {
   attempt: number;
   dueAt: number;
-  timer: unknown;
+  timer: TimerHandle | undefined;
 }
 
 /** Failed attempts per key and the timers that retry them. */
@@ -74,7 +62,7 @@ export class DeliveryRetries {
 
   /** Back off from `retryInitialMs`, doubling, to at most `retryMaxMs`. */
   constructor(
-    readonly clock: RetryClock,
+    readonly clock: Clock,
     readonly timing: { retryInitialMs: number; retryMaxMs: number },
     readonly random: () => number = Math.random,
   ) {}
@@ -131,6 +119,6 @@ export class DeliveryRetries {
   }
 
   #clear(e: _Entry): void {
-    if (e.timer !== undefined) this.clock.clearTimeout(e.timer as never);
+    if (e.timer !== undefined) this.clock.clearTimeout(e.timer);
   }
 }
