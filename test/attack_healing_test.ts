@@ -366,3 +366,31 @@ Deno.test("run stages an add-on of half an 8 MiB volume (the download's space is
     }
   });
 });
+
+Deno.test("run converges from a state.json of the wrong shape, and never takes its ids for paths", async () => {
+  await withTempDir(async (dir) => {
+    const sleepBin = await sleepLink(dir);
+    const root = `${dir}/root`;
+    const cfg = await daemonConfig(dir);
+    await writeAssignments(dir, [await sidecar(dir, "probe", `exec "${sleepBin}" 300`)]);
+    await withAgent(dir, cfg, async (agent) => {
+      await waitAddon(root, agent, "probe", "running", _running);
+    });
+    // Something outside the runtime root that an add-on id of "../../victim" would name.
+    await Deno.mkdir(`${dir}/victim/versions/keep`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/victim/config.json`, "mine");
+    for (
+      const bad of [
+        { addons: [1, 2], pushed: "x" },
+        { addons: { "../../victim": { version: "x" }, probe: "garbage", other: { pid: "1" } } },
+      ]
+    ) {
+      await Deno.writeTextFile(`${root}/state.json`, JSON.stringify(bad));
+      await withAgent(dir, cfg, async (agent) => {
+        await waitAddon(root, agent, "probe", "running, in state.json", _running);
+      });
+      assert(await exists(`${dir}/victim/versions/keep`), "removed outside the runtime root");
+      assert(await exists(`${dir}/victim/config.json`), "removed outside the runtime root");
+    }
+  });
+});

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type Json, jsonSyntaxError } from "../protocol/mod.ts";
+import { isSafeSegment, type Json, jsonSyntaxError } from "../protocol/mod.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { log, sha256Hex } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
@@ -196,12 +196,14 @@ export async function loadState(layout: Layout): Promise<AgentState> {
     throw e;
   }
   try {
-    const parsed = JSON.parse(text) as Partial<AgentState>;
-    const state = { ...emptyState(), ...parsed };
-    for (const [id, a] of Object.entries(state.addons)) {
-      state.addons[id] = _redacted({ ...emptyAddonState(id), ...a });
-    }
-    return state;
+    return _decodeState(
+      JSON.parse(text),
+      (what) =>
+        log.warn("state.json: a value of the wrong shape is left out", {
+          path: layout.stateFile,
+          field: what,
+        }),
+    );
   } catch (e) {
     log.warn("state.json is unreadable; starting from an empty state", {
       path: layout.stateFile,
@@ -216,4 +218,118 @@ export async function loadState(layout: Layout): Promise<AgentState> {
 export async function saveState(layout: Layout, state: AgentState): Promise<void> {
   state.updated_at = new Date().toISOString();
   await writeFileAtomic(layout.stateFile, JSON.stringify(state, null, 2) + "\n", 0o600);
+}
+
+type _Obj = Record<string, unknown>;
+
+function _isObj(v: unknown): v is _Obj {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/**
+ * `state.json` as the agent wrote it, checked field by field: the file is the agent's own, but a
+ * crash, a disk or a hand can leave anything there, and its add-on ids and versions become paths.
+ * A value of the wrong type (an id or version that is no safe path segment, an array for
+ * `addons`) is left out and reported through `dropped` with its field path; a top level that is
+ * not an object throws.
+ */
+function _decodeState(v: unknown, dropped: (field: string) => void): AgentState {
+  if (!_isObj(v)) throw new Error("not an object");
+  const state = emptyState();
+  const str = (x: unknown) => typeof x === "string" ? x : null;
+  state.agent_id = str(v.agent_id);
+  state.config_version = str(v.config_version);
+  state.updated_at = str(v.updated_at);
+  state.pushed = (v.pushed ?? null) as Json | null; // decoded by the desired-state path
+  if (v.addons !== undefined && !_isObj(v.addons)) dropped("addons");
+  for (const [id, a] of Object.entries(_isObj(v.addons) ? v.addons : {})) {
+    if (!isSafeSegment(id) || !_isObj(a)) {
+      dropped(`addons.${JSON.stringify(id)}`);
+      continue;
+    }
+    state.addons[id] = _redacted(_decodeAddon(id, a, (f) => dropped(`addons.${id}.${f}`)));
+  }
+  if (_isObj(v.uids)) {
+    state.uids = {};
+    for (const [id, uid] of Object.entries(v.uids)) {
+      if (isSafeSegment(id) && Number.isSafeInteger(uid) && (uid as number) > 0) {
+        state.uids[id] = uid as number;
+      } else dropped(`uids.${JSON.stringify(id)}`);
+    }
+  } else if (v.uids !== undefined) dropped("uids");
+  return state;
+}
+
+const _OPTIONAL_TYPES: Record<string, string> = {
+  address: "string",
+  exit_code: "number",
+  helper_fingerprint: "string",
+  uid: "number",
+  containment: "string",
+  memory_bytes: "number",
+  cpu_seconds: "number",
+};
+
+function _decodeAddon(id: string, a: _Obj, dropped: (field: string) => void): AddonState {
+  const out = emptyAddonState(id);
+  const take = <T>(k: string, ok: (x: unknown) => boolean, fallback: T): T => {
+    if (a[k] === undefined) return fallback;
+    if (ok(a[k])) return a[k] as T;
+    dropped(k);
+    return fallback;
+  };
+  const strOrNull = (x: unknown) => x === null || typeof x === "string";
+  const segOrNull = (x: unknown) => x === null || (typeof x === "string" && isSafeSegment(x));
+  const intOrNull = (x: unknown) => x === null || (Number.isSafeInteger(x) && (x as number) > 0);
+  out.state = take(
+    "state",
+    (x) => (ADDON_STATE_NAMES as readonly unknown[]).includes(x),
+    "pending",
+  );
+  out.message = take("message", (x) => typeof x === "string", "");
+  out.version = take("version", segOrNull, null);
+  out.desired_version = take("desired_version", segOrNull, null);
+  out.supervision = take("supervision", strOrNull, null);
+  out.pid = take("pid", intOrNull, null);
+  out.pgid = take("pgid", intOrNull, null);
+  out.pgid_identity = take("pgid_identity", strOrNull, null);
+  out.restarts = take("restarts", (x) => Number.isSafeInteger(x) && (x as number) >= 0, 0);
+  out.since = take("since", strOrNull, null);
+  out.failed_versions = take(
+    "failed_versions",
+    (x) =>
+      Array.isArray(x) &&
+      x.every((f) =>
+        _isObj(f) && typeof f.version === "string" && typeof f.sha256 === "string" &&
+        typeof f.reason === "string"
+      ),
+    [],
+  );
+  const o = out as unknown as _Obj;
+  for (const [k, t] of Object.entries(_OPTIONAL_TYPES)) {
+    if (a[k] !== undefined) o[k] = take(k, (x) => typeof x === t, undefined);
+    if (o[k] === undefined) delete o[k];
+  }
+  const p = a.progress, d = a.last_delivery;
+  if (_isObj(p) && typeof p.bytes === "number" && typeof p.total_bytes === "number") {
+    out.progress = { bytes: p.bytes, total_bytes: p.total_bytes };
+  } else if (p !== undefined) dropped("progress");
+  if (
+    _isObj(d) && typeof d.at === "string" && typeof d.duration_ms === "number" &&
+    typeof d.bytes === "number"
+  ) {
+    out.last_delivery = { at: d.at, duration_ms: d.duration_ms, bytes: d.bytes };
+  } else if (d !== undefined) dropped("last_delivery");
+  if (a.toggles !== undefined) {
+    // Arrays of names; an older agent's object of values becomes its names (_redacted).
+    out.toggles = Array.isArray(a.toggles)
+      ? a.toggles.filter((x): x is string => typeof x === "string")
+      : a.toggles as string[];
+  }
+  if (Array.isArray(a.resources_not_enforced)) {
+    out.resources_not_enforced = a.resources_not_enforced.filter((x): x is string =>
+      typeof x === "string"
+    );
+  } else if (a.resources_not_enforced !== undefined) dropped("resources_not_enforced");
+  return out;
 }
