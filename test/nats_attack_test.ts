@@ -289,3 +289,79 @@ Deno.test("releasing a NATS handle whose server never answered settles at once (
   clearTimeout(timer);
   assertEquals(settled, "released");
 });
+
+Deno.test({
+  name:
+    "a NATS source whose server is down at start connects when it comes up and reads its key, without a restart",
+  ignore: !HAVE_NATS,
+  fn: async () => {
+    const nats = await startNats();
+    const { connect } = await import("@nats-io/transport-node");
+    const { Kvm } = await import("@nats-io/kv");
+    const admin = await connect({ servers: [nats.url] });
+    const kv = await new Kvm(admin).create("assign");
+    await kv.put("edge-01", JSON.stringify({ config_version: "v1", addons: [] }));
+    await admin.close();
+    await nats.kill();
+    const source = NatsSource.open(decodeConfig({
+      agent_id: "edge-01",
+      runtime_root: "/tmp/unused",
+      timeouts: { connect_s: 1 },
+      source: { kind: "nats", bucket: "assign", status_bucket: "status" },
+      object_store: { kind: "nats", bucket: "artifacts" },
+      nats: { servers: [nats.url] },
+    }, "/tmp/agent.json"));
+    let wakes = 0;
+    source.watch(() => wakes++);
+    try {
+      const e = await assertRejects(() => source.poll(), SourceError);
+      assertMatch(e.message, /no connection to NATS .*still trying/);
+      await nats.start();
+      await waitFor(() => wakes > 0 || null, {
+        timeoutMs: 15_000,
+        what: "the source woken by the first connection",
+        context: () => "",
+      });
+      const r = await source.poll();
+      assertEquals(r.kind === "document" && r.json, { config_version: "v1", addons: [] });
+    } finally {
+      await source.closed();
+      await nats.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "`NatsSource.report()` to a status bucket that does not exist fails with a reason, and reading goes on",
+  ignore: !HAVE_NATS,
+  fn: async () => {
+    const nats = await startNats();
+    const { connect } = await import("@nats-io/transport-node");
+    const { Kvm } = await import("@nats-io/kv");
+    const admin = await connect({ servers: [nats.url] });
+    const source = NatsSource.open(decodeConfig({
+      agent_id: "edge-01",
+      runtime_root: "/tmp/unused",
+      timeouts: { connect_s: 2 },
+      source: { kind: "nats", bucket: "assign", status_bucket: "nowhere" },
+      object_store: { kind: "nats", bucket: "artifacts" },
+      nats: { servers: [nats.url] },
+    }, "/tmp/agent.json"));
+    try {
+      const kv = await new Kvm(admin).create("assign");
+      await kv.put("edge-01", JSON.stringify({ config_version: "v1", addons: [] }));
+      const e = await assertRejects(
+        () => source.report({ agent_id: "edge-01", addons: [] }),
+        SourceError,
+      );
+      assertMatch(e.message, /status report to \$KV\.nowhere\.edge-01/);
+      const r = await source.poll();
+      assertEquals(r.kind === "document" && r.json, { config_version: "v1", addons: [] });
+    } finally {
+      await source.closed();
+      await admin.close();
+      await nats.stop();
+    }
+  },
+});
