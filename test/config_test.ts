@@ -827,6 +827,8 @@ Deno.test("decodeConfig() decodes isolation and refuses bad values naming the fi
     ["shared without user", { users: "shared" }, "isolation.user", "required"],
     ["user without shared", { users: "none", user: "x" }, "isolation.user", "only used"],
     ["a user name with a slash", { users: "shared", user: "a/b" }, "isolation.user", "not a"],
+    ["a shared user root", { users: "shared", user: "root" }, "isolation.user", "as root"],
+    ["a shared user uid 0", { users: "shared", user: "0" }, "isolation.user", "as root"],
     ["a range of one number", { uid_range: [61000] }, "isolation.uid_range", "two whole"],
     ["a range into system uids", { uid_range: [0, 10] }, "isolation.uid_range", "1000 <="],
     ["a reversed range", { uid_range: [62000, 61000] }, "isolation.uid_range", "first <= last"],

@@ -99,6 +99,11 @@ export class AddonIsolation {
     const shared = iso.users === "shared" && iso.user !== undefined
       ? await resolveUser(iso.user)
       : null;
+    if (shared?.uid === 0) {
+      throw new Error(
+        `isolation.user ${JSON.stringify(iso.user)} is uid 0: it would run every add-on as root`,
+      );
+    }
     const setpriv = linux && (host.setpriv ?? setprivPath() !== null);
     if (!setpriv && (iso.users !== "none" || tree !== null)) {
       log.error(

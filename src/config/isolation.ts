@@ -68,6 +68,13 @@ export function decodeIsolation(r: ObjectReader | undefined, root: boolean): Iso
   if (user !== undefined && !USER_NAME.test(user)) {
     throw new DecodeError(r!.at("user"), `${JSON.stringify(user)} is not a user name or uid`);
   }
+  if (user !== undefined && (user === "root" || /^0+$/.test(user))) {
+    throw new DecodeError(
+      r!.at("user"),
+      "would run every add-on as root, with the agent's secrets in reach; name an unprivileged " +
+        'user (users "none" runs add-ons as the agent)',
+    );
+  }
   let uid_range: [number, number] = [...DEFAULT_UID_RANGE];
   const raw = r?.raw("uid_range");
   if (raw !== undefined) {
