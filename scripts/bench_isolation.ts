@@ -97,7 +97,8 @@ async function _startRatio(tree: CgroupTree, trials: number): Promise<string[]> 
       ir / pr <= 1.10 ? "✔" : "✘"
     }`,
     `  start to the add-on's exec: isolated ${ie.toFixed(2)} ms, plain ${pe.toFixed(2)} ms ` +
-    `(ratio ${(ie / pe).toFixed(2)}: sh joins the cgroup, setpriv drops, then exec)`,
+    `(ratio ${(ie / pe).toFixed(2)}: sh joins the cgroup, setpriv drops, sh names the ` +
+    "environment back, then exec)",
   ];
 }
 

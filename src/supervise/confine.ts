@@ -7,15 +7,17 @@
  * /bin/sh -c 'echo $$ >"$1" || exit 126; shift; exec "$@"' addon-agent-confine \
  *   <cgroup.procs> setpriv --reuid U --regid G --clear-groups \
  *   --bounding-set -all,+cap_x --inh-caps -all,+cap_x --ambient-caps -all,+cap_x \
- *   [--no-new-privs] -- <binary> <args…>
+ *   [--no-new-privs] -- /bin/sh -c 'NAME=${ADDON_AGENT_ENV_NAME}; export NAME; …; exec "$@"' \
+ *   addon-agent-env <binary> <args…>
  * ```
  *
  * The shell joins the cgroup (as the agent, which may write `cgroup.procs`)
  * and then `exec`s util-linux `setpriv`, which drops to the add-on's uid and
- * capabilities and `exec`s the add-on: one pid throughout, so the add-on's
+ * capabilities and `exec`s (through the shell that restores the environment,
+ * below) the add-on: one pid throughout, so the add-on's
  * first instruction already runs inside its cgroup, as its user, with its
  * capabilities only. An add-on without capabilities also gets
- * `no_new_privs`. Without a cgroup the shell is left out.
+ * `no_new_privs`. Without a cgroup the first shell is left out.
  *
  * The add-on's environment (which the control plane chooses) never reaches a
  * process that still runs as root: the shell and `setpriv` see only `PATH`
