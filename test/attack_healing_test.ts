@@ -394,3 +394,41 @@ Deno.test("run converges from a state.json of the wrong shape, and never takes i
     }
   });
 });
+
+Deno.test("writeFileAtomicIfChanged() never blocks on a FIFO swapped in for the file", async () => {
+  await withTempDir(async (dir) => {
+    const target = `${dir}/addon/config.json`;
+    await Deno.mkdir(`${dir}/addon`);
+    const text = '{"k":1}\n';
+    await Deno.writeTextFile(`${dir}/reg`, text);
+    await Deno.chmod(`${dir}/reg`, 0o640);
+    const mk = await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] }).output();
+    assert(mk.success);
+    const swapper = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `cd "${dir}" && while :; do ln -f fifo t1 && mv -f t1 "${target}"; ` +
+        `ln -f reg t2 && mv -f t2 "${target}"; done`,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let wrote = 0;
+    try {
+      for (let i = 0; i < 3000; i++) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const out = await Promise.race([
+          writeFileAtomicIfChanged(target, text, 0o640).then((w) => w ? "wrote" : "kept"),
+          new Promise<string>((r) => timer = setTimeout(() => r("blocked"), 5_000)),
+        ]);
+        clearTimeout(timer);
+        assert(out !== "blocked", `write ${i} blocked on the FIFO`);
+        if (out === "wrote") wrote++;
+      }
+    } finally {
+      swapper.kill("SIGKILL");
+      await swapper.status;
+    }
+    assert(wrote > 0, "the FIFO was never seen: the test did not race");
+  });
+});

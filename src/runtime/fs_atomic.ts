@@ -10,6 +10,8 @@
  * @module
  */
 
+import * as fs from "node:fs";
+
 /** A path that is not a real directory where one was required (a planted symlink, a file). */
 export class NotADirectoryError extends Error {
   /** Make the error for `path`, saying what was found there. */
@@ -148,14 +150,28 @@ export async function writeFileAtomicIfChanged(
   mode = 0o644,
 ): Promise<boolean> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  let fh: fs.promises.FileHandle | null = null;
   try {
-    const st = await Deno.lstat(path);
-    if (st.isFile && st.size === bytes.length && ((st.mode ?? 0o7777) & 0o7777 & ~mode) === 0) {
-      const have = await Deno.readFile(path);
-      if (have.length === bytes.length && have.every((b, i) => b === bytes[i])) return false;
+    // One open, never through a link, never waiting on a FIFO: fstat says what it is.
+    fh = await fs.promises.open(
+      path,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
+    const st = await fh.stat();
+    if (st.isFile() && st.size === bytes.length && (st.mode & 0o7777 & ~mode) === 0) {
+      const have = new Uint8Array(bytes.length + 1);
+      let n = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(have, n, have.length - n, null);
+        if (bytesRead === 0 || (n += bytesRead) === have.length) break;
+      }
+      if (n === bytes.length && bytes.every((b, i) => b === have[i])) return false;
     }
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const code = (e as { code?: string }).code;
+    if (code !== "ENOENT" && code !== "ELOOP") throw e; // a link is replaced, not followed
+  } finally {
+    await fh?.close();
   }
   await writeFileAtomic(path, bytes, mode);
   return true;
