@@ -7,7 +7,7 @@ import { DeliveryError } from "../src/delivery/mod.ts";
 import { decodeAssignment, hostPlatform } from "../src/protocol/mod.ts";
 import { emptyState, Layout } from "../src/runtime/mod.ts";
 import { findOwnCgroup } from "../src/supervise/mod.ts";
-import { waitFor } from "./_agent_process.ts";
+import { startAgent, waitFor } from "./_agent_process.ts";
 import {
   daemonConfig,
   sidecar,
@@ -249,6 +249,54 @@ Deno.test({
         });
         for (const [what] of tries) assert(lines().includes(`DENIED ${what}`), lines().join(" | "));
         assert(lines().some((l) => /^now in \/.*\/addon-a$/.test(l)), lines().join(" | "));
+      });
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "without a cgroup, after a kill -9 the next agent ends what was left running as the add-on's uid",
+  ...ROOT_ONLY,
+  fn: async () => {
+    await withTempDir(async (dir) => {
+      const sleep = await sleepLink(dir);
+      const cfg = await daemonConfig(dir, {
+        isolation: { cgroup: "off", uid_range: [64700, 64709] },
+      });
+      const root = `${dir}/root`;
+      // env -i: no ADDON_DATA_DIR in its environment, and out of the add-on's process group.
+      const body = `setsid env -i /bin/sh -c "echo \\$\\$ > '$ADDON_DATA_DIR/escaped'; ` +
+        `exec ${sleep} 301" & exec ${sleep} 300`;
+      await writeAssignments(dir, [await sidecar(dir, "left", body)]);
+      const first = startAgent(cfg);
+      let child = 0;
+      let oldPid: number | null = null;
+      try {
+        oldPid = (await waitState(root, first, "left", "running")).pid;
+        child = await waitFor(async () => {
+          try {
+            const pid = Number(
+              (await Deno.readTextFile(`${root}/addons/left/data/escaped`)).trim(),
+            );
+            return pid > 0 && _alive(pid) ? pid : null;
+          } catch {
+            return null;
+          }
+        }, { timeoutMs: 10_000, what: "the escaped child" });
+      } finally {
+        await first.kill9();
+      }
+      assert(_alive(child), "the escaped child outlived the killed agent");
+      await withAgent(dir, cfg, async (agent) => {
+        await waitAddon(
+          root,
+          agent,
+          "left",
+          "running again",
+          (a) => a.state === "running" && a.pid !== null && a.pid !== oldPid,
+        );
+        assert(!_alive(child), `the old escaped child ${child} is gone; ${agent.tail(60)}`);
       });
     });
   },

@@ -245,9 +245,31 @@ export class AddonIsolation {
     this.tree?.close();
   }
 
-  /** End the processes in add-on cgroups an earlier (killed) agent left behind. */
+  /**
+   * End the processes an earlier (killed) agent left behind: everything in add-on cgroups or,
+   * without cgroups, every process of a sidecar's or helper's own uid (`users: per_addon`).
+   */
   async endLeftovers(): Promise<void> {
-    if (!this.tree) return;
+    if (!this.tree) {
+      if (this.cfg.users !== "per_addon" || !this.setpriv) return;
+      for (const s of Object.values(this.state.addons)) {
+        const runsProcess = s.supervision === "agent_sidecar" ||
+          s.supervision === "ephemeral_helper";
+        if (!runsProcess || s.uid === undefined || this.state.uids?.[s.addon_id] !== s.uid) {
+          continue;
+        }
+        const c = new UidContainment(s.addon_id, s.uid);
+        const left = c.members();
+        if (left.length === 0) continue;
+        log.info("ending processes of an add-on's uid left by an earlier agent", {
+          addon_id: s.addon_id,
+          uid: s.uid,
+          pids: left,
+        });
+        await c.end(5_000);
+      }
+      return;
+    }
     for (const id of await this.tree.leftovers()) {
       const cg = await this.tree.prepare(id);
       if (!cg.empty()) {
