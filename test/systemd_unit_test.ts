@@ -571,3 +571,30 @@ Deno.test("SystemdUnits installs, changes and removes units through systemctl", 
     restoreLog();
   }
 });
+
+Deno.test("renderService() checks the staged bytes before every start systemd makes", async () => {
+  await _withTempDir(async (dir) => {
+    const spec = await _spec(dir);
+    const good = await Deno.readFile(spec.exec_path);
+    const sha = Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", good)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const text = renderService({ ...spec, exec_sha256: sha });
+    const { service } = unitNames(spec.addon_id);
+    await _assertVerifies(await _write(dir, { [service]: text }));
+    const dump = await _systemdDump(dir, service);
+    const lines = _get(dump, service, "Command Line");
+    assertEquals(lines.length, 2, "ExecStartPre and ExecStart");
+    const pre = _splitCommandLine(lines[0]!);
+    assertEquals(_splitCommandLine(lines[1]!)[0], spec.exec_path, "ExecStart comes second");
+    const run = async () =>
+      (await new Deno.Command(pre[0]!, { args: pre.slice(1), stderr: "null" }).output()).code;
+    assertEquals(await run(), 0, "intact bytes pass the check");
+    await Deno.writeTextFile(spec.exec_path, "#!/bin/sh\nexit 1\n"); // same size, other bytes
+    assert(await run() !== 0, "changed bytes pass the check");
+    await Deno.remove(spec.exec_path);
+    assert(await run() !== 0, "a missing file passes the check");
+    assertThrows(() => renderService({ ...spec, exec_sha256: "AB".repeat(32) }));
+  });
+});

@@ -205,6 +205,10 @@ class _SystemdRunner implements Runner {
         addon_id: a.addon_id,
         version: a.version,
         exec_path: this.launch.binary,
+        // A staged single executable is checked at every start systemd makes (SPEC 8).
+        ...(a.artifact && a.artifact.bundle === undefined && this.launch.binary !== a.binary_path
+          ? { exec_sha256: a.artifact.sha256 }
+          : {}),
         args: a.args,
         env: a.env,
         data_dir: this.launch.dataDir,

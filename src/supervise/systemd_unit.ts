@@ -58,6 +58,31 @@ export interface UnitSpec {
   gid?: number;
   /** `MemoryMax=`, `CPUQuota=`, `TasksMax=` (SPEC 13). */
   resources?: Resources;
+  /**
+   * sha256 (lowercase hex) the bytes at `exec_path` must have: every start, systemd's own
+   * restarts included, checks them first (`ExecStartPre=`), so changed bytes never run (SPEC 8).
+   */
+  exec_sha256?: string;
+}
+
+/**
+ * The command that exits 0 only when the file at `path` has sha256 `sha256` (`sha256sum
+ * --check`), as argv: `ExecStartPre=` of a unit whose executable the agent staged.
+ *
+ * @example
+ * ```ts
+ * const argv = sha256CheckCommand("/var/lib/addon-agent/addons/p/versions/1.0.0/p", "ab".repeat(32));
+ * console.log(argv[0]); // /bin/sh
+ * ```
+ */
+export function sha256CheckCommand(path: string, sha256: string): string[] {
+  if (!/^[0-9a-f]{64}$/.test(sha256)) throw new Error("exec_sha256 is not 64 lowercase hex digits");
+  const quoted = `'${_absPath(path, "exec_path").replaceAll("'", `'\\''`)}'`;
+  return [
+    "/bin/sh",
+    "-c",
+    `printf '%s  %s\\n' ${sha256} ${quoted} | exec sha256sum --check --status --strict -`,
+  ];
 }
 
 /** A {@linkcode UnitSpec} for a timer: it has a schedule. */
@@ -187,6 +212,9 @@ export function renderService(spec: UnitSpec): string {
       "Restart=on-failure",
       "RestartSec=5s",
     ]),
+    ...(spec.exec_sha256 !== undefined
+      ? [`ExecStartPre=${sha256CheckCommand(exec, spec.exec_sha256).map(_execWord).join(" ")}`]
+      : []),
     `ExecStart=${execStart}`,
     ...env.map(([k, v]) => `Environment=${_quote(`${k}=${v}`)}`),
     `SyslogIdentifier=${spec.addon_id}`,
