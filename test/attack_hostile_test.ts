@@ -6,7 +6,7 @@
 
 import { assert, assertEquals } from "./_assert.ts";
 import { daemonConfig, entry, publish, sleepLink, waitState } from "./_daemon_fixtures.ts";
-import { startAgent } from "./_agent_process.ts";
+import { startAgent, waitFor } from "./_agent_process.ts";
 import { startControlPlane } from "../src/control_plane/mod.ts";
 import { runAgent, syncJson, withTempDir, writeAssignments } from "./_helpers.ts";
 
@@ -202,6 +202,31 @@ Deno.test("sync refuses a binary_path or addon_id that would stage the binary ov
         !(await Deno.lstat(`${dir}/root/addons/${id}/versions/1`).then(() => true, () => false)),
         `${id} was staged`,
       );
+    }
+  });
+});
+
+Deno.test("run ends on SIGTERM while placing a document of 1,500 add-ons", async () => {
+  await withTempDir(async (dir) => {
+    // Each placement allocates a uid (a shell, a scan of addons/): all at once, SIGTERM
+    // waited for every one of them (~100 s for 2,000 on a busy host).
+    const toggles = Array.from({ length: 1500 }, (_, i) => ({
+      addon_id: `t${i}`,
+      version: "1",
+      supervision: "config_toggle",
+      config: { on: true },
+    }));
+    await writeAssignments(dir, toggles);
+    const cfg = await daemonConfig(dir, { isolation: { users: "per_addon" } });
+    const agent = startAgent(cfg, {}, { stopTimeoutMs: 12_000 });
+    try {
+      await waitFor(() => {
+        agent.assertAlive();
+        return agent.logs().some((l) => l.msg.startsWith("state running"));
+      }, { timeoutMs: 60_000, what: "a first add-on placed", context: () => agent.tail() });
+      assertEquals(await agent.stop(), 0, agent.tail());
+    } finally {
+      await agent.stop().catch(() => {});
     }
   });
 });

@@ -174,6 +174,7 @@ export class Reconciler {
   /** Stop every add-on (SIGTERM to each group, SIGKILL after the grace). */
   async stopAll(): Promise<void> {
     this.#stopping = true;
+    this.deps.isolation?.halt();
     this.deps.deliverer.abortAll();
     await Promise.all([...this.#slots.values()].map((s) => s.stopForShutdown()));
     await this.deps.isolation?.close();

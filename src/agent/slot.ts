@@ -275,6 +275,7 @@ export class Slot {
     try {
       launch = await this.#prepare(lg.assignment);
     } catch (e) {
+      if (this.ctx.stopping) return; // not placed because the agent stops: nothing failed
       this.#set(
         "failed",
         `${reason}; the last good ${lg.assignment.version} cannot run either: ${
