@@ -338,3 +338,63 @@ Deno.test("_tooLong() counts lines, and no file of src/ nor main.ts is over 450"
     "split the file along a real seam (one concern per file)",
   );
 });
+
+/** README's layout table: room → the rooms its "may use" column names. */
+function _readmeRooms(readme: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const m of readme.matchAll(/^\s*\|\s*`([a-z_]+)\/`\s*\|[^|]*\|([^|]*)\|\s*$/gm)) {
+    const uses = m[2]!.trim();
+    out.set(m[1]!, uses === "—" ? [] : uses.split(",").map((u) => u.trim()).sort());
+  }
+  return out;
+}
+
+Deno.test("README's layout table names every room of src/ with the rooms it may use", async () => {
+  const table = _readmeRooms(await Deno.readTextFile(`${REPO}/README.md`));
+  const rooms = new Set<string>();
+  for (const f of await _tsFiles("src")) rooms.add(_room(f)!);
+  assertEquals([...table.keys()].sort(), [...rooms].sort(), "a row per room");
+  for (const [room, uses] of table) {
+    assertEquals(uses, [...(MAY_USE[room] ?? [])].sort(), `README's "may use" of ${room}/`);
+  }
+});
+
+/** README's Usage block: each command (and TARGET) → the text of its lines, continuations included. */
+function _readmeUsage(readme: string): Map<string, string> {
+  const block = readme.split("## Usage")[1]?.split("```")[1] ?? "";
+  const out = new Map<string, string>();
+  let current: string | null = null;
+  for (const line of block.split("\n")) {
+    const head = line.match(/^addon-agent ([a-z-]+)/) ?? line.match(/^(TARGET)\b/);
+    if (head) current = head[1]!;
+    else if (!/^\s/.test(line)) current = null;
+    if (current !== null) out.set(current, `${out.get(current) ?? ""} ${line}`);
+  }
+  return out;
+}
+
+Deno.test("README's Usage block names every command of main.ts with each of its flags", async () => {
+  const usage = _readmeUsage(await Deno.readTextFile(`${REPO}/README.md`));
+  const run = async (args: string[]) => {
+    const o = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${REPO}/main.ts`, ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return new TextDecoder().decode(o.stdout);
+  };
+  const commands = [...(await run(["--help"])).matchAll(/^ {2}([a-z-]+) {2,}/gm)].map((m) => m[1]!);
+  assertEquals([...usage.keys()].filter((c) => c !== "TARGET").sort(), [...commands].sort());
+  const missing: string[] = [];
+  await Promise.all(commands.map(async (cmd) => {
+    const help = await run([cmd, "--help"]);
+    const flags = [...help.split("flags:")[1]!.matchAll(/--([a-z-]+)/g)].map((m) => m[1]!)
+      .filter((f) => !["help", "log-format", "log-level"].includes(f));
+    const text = usage.get(cmd) ?? "";
+    const target = text.includes("[TARGET]") ? usage.get("TARGET") ?? "" : "";
+    for (const f of new Set(flags)) {
+      if (!new RegExp(`--${f}\\b`).test(text + target)) missing.push(`${cmd} --${f}`);
+    }
+  }));
+  assertEquals(missing.sort(), [], "README's Usage block lacks these flags");
+});
