@@ -128,7 +128,10 @@ export function tarStream(
 
 /**
  * Write the archive's bytes into `z` from two reused buffers: a buffer is read into again only
- * once `z` has consumed it, so reading allocates nothing per chunk.
+ * once `z` has consumed it, so reading allocates nothing per chunk. A destroyed `z` (a refusal
+ * stopped reading) ends the feeding at once: the callback of a write `z` was still holding is
+ * never called, and waiting for it kept the archive open for the life of the process (a
+ * deleted archive's disk space and one descriptor per refused bundle).
  */
 async function _feed(
   archive: string,
@@ -136,19 +139,23 @@ async function _feed(
   stopped: () => boolean,
 ): Promise<void> {
   let f: Deno.FsFile | null = null;
+  const closed = new Promise<void>((resolve) => z.once("close", () => resolve()));
   try {
     f = await Deno.open(archive, { read: true });
     const bufs = [new Uint8Array(CHUNK), new Uint8Array(CHUNK)];
-    for (let i = 0; !stopped(); i++) {
+    for (let i = 0; !stopped() && !z.destroyed; i++) {
       const b = bufs[i % 2]!;
       const n = await f.read(b);
       if (n === null) {
         z.end();
         return;
       }
-      await new Promise<void>((resolve, reject) =>
-        z.write(b.subarray(0, n), (e) => e ? reject(e) : resolve())
-      );
+      await Promise.race([
+        closed,
+        new Promise<void>((resolve, reject) =>
+          z.write(b.subarray(0, n), (e) => e ? reject(e) : resolve())
+        ),
+      ]);
     }
   } catch (e) {
     if (!stopped()) z.destroy(e as Error);

@@ -1,0 +1,76 @@
+/**
+ * Bundles from a hostile store or a stolen publisher key (SPEC 15): archives
+ * whose signature verifies, built in the test to attack the unpacker itself
+ * rather than the path checks — a symlink chain deep enough to overflow the
+ * resolver, a zstd frame that asks for a huge window, and a refusal that
+ * kept the deleted archive open in the daemon — each against the real CLI.
+ */
+
+import { assertEquals, assertMatch } from "./_assert.ts";
+import { waitFor } from "./_agent_process.ts";
+import { daemonConfig, waitAddon, withAgent } from "./_daemon_fixtures.ts";
+import { listTree, publishFs, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
+import { compress, type RawEntry, rawTar } from "./_bundles.ts";
+
+const ID = "hostile";
+const RUN: RawEntry = { name: "bin/run", body: "#!/bin/sh\necho hi\n", mode: 0o755 };
+
+Deno.test("run: a bundle refused mid-file leaves no descriptor on its deleted archive", async () => {
+  await withTempDir(async (dir) => {
+    const root = `${dir}/root`;
+    // 64 MiB of zeros, refused once 1 MiB is written: the decompressor still holds the archive's
+    // one chunk when the refusal stops it.
+    const big = new Uint8Array(64 << 20);
+    const tar = await rawTar([RUN, { name: "big", body: big }]);
+    const bytes = compress(tar, "tar.gz");
+    await publishFs(dir, `${ID}/1.0.0/bundle`, bytes);
+    await writeAssignments(dir, [{
+      addon_id: ID,
+      version: "1.0.0",
+      delivery: "pushed_artifact",
+      supervision: "agent_sidecar",
+      artifact_object_key: `${ID}/1.0.0/bundle`,
+      artifact_sha256: sha256Hex(bytes),
+      artifact_format: "tar.gz",
+      entrypoint: "bin/run",
+    }]);
+    const cfg = await daemonConfig(dir, { limits: { max_unpacked_bytes: 1 << 20 } });
+    await withAgent(dir, cfg, async (agent) => {
+      const a = await waitAddon(
+        root,
+        agent,
+        ID,
+        "the bundle refused",
+        (a) => /"big" takes the bundle past limits\.max_unpacked_bytes/.test(a.message ?? ""),
+      );
+      assertMatch(a.message ?? "", /nothing was staged/);
+      assertEquals(await listTree(`${root}/tmp`), []);
+      const tmp = await Deno.realPath(`${root}/tmp`);
+      // The refusal is reported before the agent lets go of the archive; poll for the
+      // descriptor to go (it never did: the read waited on a write the destroyed decompressor
+      // would never finish).
+      await waitFor(() => {
+        const open = _openBelow(agent.pid, tmp);
+        return open.length === 0 ? true : null;
+      }, {
+        timeoutMs: 5_000,
+        what: "the agent to close the refused archive",
+        context: () => _openBelow(agent.pid, tmp).join("\n"),
+      });
+    });
+  });
+});
+
+/** The targets of `pid`'s descriptors that lie below `dir` (deleted files included). */
+function _openBelow(pid: number, dir: string): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+      if (target.startsWith(`${dir}/`)) out.push(target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
