@@ -6,14 +6,86 @@
  * kept the deleted archive open in the daemon — each against the real CLI.
  */
 
-import { assertEquals, assertMatch } from "./_assert.ts";
+import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { waitFor } from "./_agent_process.ts";
 import { daemonConfig, waitAddon, withAgent } from "./_daemon_fixtures.ts";
-import { listTree, publishFs, sha256Hex, withTempDir, writeAssignments } from "./_helpers.ts";
-import { compress, type RawEntry, rawTar } from "./_bundles.ts";
+import {
+  exists,
+  listTree,
+  newKey,
+  publishFs,
+  runAgent,
+  sha256Hex,
+  signFor,
+  syncJson,
+  withTempDir,
+  writeAssignments,
+  writeConfig,
+} from "./_helpers.ts";
+import { compress, hostileBundle, type RawEntry, rawTar } from "./_bundles.ts";
 
 const ID = "hostile";
 const RUN: RawEntry = { name: "bin/run", body: "#!/bin/sh\necho hi\n", mode: 0o755 };
+
+async function _signed(
+  key: Awaited<ReturnType<typeof newKey>>,
+  version: string,
+  bytes: Uint8Array,
+  format = "tar.gz",
+) {
+  return {
+    addon_id: ID,
+    version,
+    delivery: "pushed_artifact",
+    supervision: "agent_sidecar",
+    artifact_object_key: `${ID}/${version}/bundle`,
+    artifact_format: format,
+    entrypoint: "bin/run",
+    ...(await signFor(key, ID, version, bytes)),
+  };
+}
+
+Deno.test("sync refuses, naming the entry, what the unpacker itself cannot survive; current keeps its tree", async (t) => {
+  await withTempDir(async (dir) => {
+    const key = await newKey();
+    const root = `${dir}/root`;
+    const cfg = await writeConfig(dir, {
+      object_store: { kind: "filesystem", root: `${dir}/store` },
+      trust: { public_keys: [key.publicBase64], require_signature: true },
+    });
+    const good = await hostileBundle([RUN]);
+    await publishFs(dir, `${ID}/1.0.0/bundle`, good);
+    await writeAssignments(dir, [await _signed(key, "1.0.0", good)]);
+    assertEquals((await runAgent(["sync", "--config", cfg])).code, 0);
+
+    const refused = async (version: string, bytes: Uint8Array, format: string, reason: RegExp) => {
+      await publishFs(dir, `${ID}/${version}/bundle`, bytes);
+      await writeAssignments(dir, [await _signed(key, version, bytes, format)]);
+      const run = await runAgent(["sync", "--config", cfg, "--json"]);
+      assertEquals(run.code, 1, run.stderr);
+      const r = syncJson(run).results[0];
+      assertMatch(r?.message ?? "", reason);
+      assertMatch(r?.message ?? "", /nothing was staged/);
+      assertEquals(await Deno.readLink(`${root}/addons/${ID}/current`), "versions/1.0.0");
+      assert(!(await exists(`${root}/addons/${ID}/versions/${version}`)));
+      // A refusal, not "retry later": the archive is not kept for a next try that cannot succeed.
+      assertEquals(await listTree(`${root}/tmp`), [], "nothing left in tmp/");
+    };
+
+    await t.step("a chain of 9,000 symlinks (overflowed the resolver's stack)", async () => {
+      const chain: RawEntry[] = [RUN];
+      for (let i = 0; i < 9000; i++) {
+        chain.push({ name: `l${i}`, type: "symlink", linkname: `l${i + 1}` });
+      }
+      await refused(
+        "2.0.0",
+        await hostileBundle(chain),
+        "tar.gz",
+        /"l0" is a symlink to l1 that goes through more than 40 symlinks/,
+      );
+    });
+  });
+});
 
 Deno.test("run: a bundle refused mid-file leaves no descriptor on its deleted archive", async () => {
   await withTempDir(async (dir) => {

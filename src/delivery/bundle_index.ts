@@ -23,6 +23,12 @@ import { ARTIFACT_RECORD, checkBundlePath, MAX_BUNDLE_PATH_BYTES } from "../prot
 /** At most this many entries in one bundle (SPEC 15). */
 export const MAX_BUNDLE_ENTRIES = 10_000;
 
+/** Symlinks one path may go through, as Linux allows (`MAXSYMLINKS`); more is ELOOP. */
+export const MAX_SYMLINK_HOPS = 40;
+
+/** A resolution went through more than {@linkcode MAX_SYMLINK_HOPS} symlinks. */
+class _TooManyHops extends Error {}
+
 /** An entry of a bundle that is refused; `entry` is its name as the archive spells it. */
 export class BundleEntryError extends Error {
   /** Refuse `entry` (null for the archive as a whole) for `reason`. */
@@ -207,7 +213,19 @@ export class BundleIndex {
    */
   checkSymlinks(): void {
     for (const [path, target] of this.#symlinks) {
-      if (this.#link(path) === null) {
+      let out: string[] | null;
+      try {
+        out = this.#link(path, 0);
+      } catch (e) {
+        if (!(e instanceof _TooManyHops)) throw e;
+        // Linux gives up (ELOOP) after 40 links; resolving a chain of thousands also overflowed
+        // the stack, which made the refusal a retried "unavailable" instead.
+        throw new BundleEntryError(
+          path,
+          `is a symlink to ${target} that goes through more than ${MAX_SYMLINK_HOPS} symlinks of the bundle (the kernel's limit)`,
+        );
+      }
+      if (out === null) {
         throw new BundleEntryError(
           path,
           `is a symlink to ${target}, which leaves the version directory (or loops) through the bundle's symlinks`,
@@ -216,17 +234,22 @@ export class BundleIndex {
     }
   }
 
-  /** Where the symlink at `path` leads, resolved through the bundle's symlinks (memoized); null: out or a loop. */
-  #link(path: string): string[] | null {
+  /**
+   * Where the symlink at `path` leads, resolved through the bundle's symlinks (memoized); null:
+   * out or a loop. `depth`: symlinks being resolved around this one; past
+   * {@linkcode MAX_SYMLINK_HOPS} it throws `_TooManyHops` (so the recursion stays shallow).
+   */
+  #link(path: string, depth: number): string[] | null {
     if (this.#resolved.has(path)) return this.#resolved.get(path)!;
+    if (depth >= MAX_SYMLINK_HOPS) throw new _TooManyHops();
     this.#resolved.set(path, null); // re-entered while resolving: a loop
-    const out = this.#walk(_dirname(path), this.#symlinks.get(path)!);
+    const out = this.#walk(_dirname(path), this.#symlinks.get(path)!, depth + 1);
     this.#resolved.set(path, out);
     return out;
   }
 
   /** Walk `target` from directory `from` (segments), following the bundle's symlinks; null when it leaves. */
-  #walk(from: string[], target: string): string[] | null {
+  #walk(from: string[], target: string, depth: number): string[] | null {
     let cur = [...from];
     for (const seg of target.split("/")) {
       if (seg === "" || seg === ".") continue;
@@ -238,7 +261,7 @@ export class BundleIndex {
       cur.push(seg);
       const at = cur.join("/");
       if (this.#symlinks.has(at)) {
-        const next = this.#link(at);
+        const next = this.#link(at, depth);
         if (next === null) return null;
         cur = [...next];
       }
