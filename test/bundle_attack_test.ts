@@ -23,6 +23,7 @@ import {
   writeConfig,
 } from "./_helpers.ts";
 import { compress, hostileBundle, type RawEntry, rawTar } from "./_bundles.ts";
+import zlib from "node:zlib";
 
 const ID = "hostile";
 const RUN: RawEntry = { name: "bin/run", body: "#!/bin/sh\necho hi\n", mode: 0o755 };
@@ -84,6 +85,37 @@ Deno.test("sync refuses, naming the entry, what the unpacker itself cannot survi
         /"l0" is a symlink to l1 that goes through more than 40 symlinks/,
       );
     });
+
+    await t.step(
+      "a zstd frame asking for a 128 MiB window (held 200 MiB for a 10 KB archive)",
+      async () => {
+        const tar = await rawTar([RUN, { name: "zeros", body: new Uint8Array(1 << 20) }]);
+        const bytes = new Uint8Array(
+          zlib.zstdCompressSync(tar, { params: { [zlib.constants.ZSTD_c_windowLog]: 27 } }),
+        );
+        await refused("3.0.0", bytes, "tar.zst", /zstd window over 8 MiB/);
+      },
+    );
+
+    await t.step(
+      "a setuid entrypoint and a sticky, world-writable directory lose those bits",
+      async () => {
+        const bytes = await hostileBundle([
+          { name: "lib/", type: "directory", mode: 0o7777 },
+          { name: "bin/run", body: "#!/bin/sh\necho hi\n", mode: 0o6777 },
+          { name: "lib/x", body: "x", mode: 0o4777 },
+        ]);
+        await publishFs(dir, `${ID}/4.0.0/bundle`, bytes);
+        await writeAssignments(dir, [await _signed(key, "4.0.0", bytes)]);
+        const run = await runAgent(["sync", "--config", cfg]);
+        assertEquals(run.code, 0, run.stderr);
+        const v = `${root}/addons/${ID}/versions/4.0.0`;
+        for (const p of ["bin/run", "lib", "lib/x"]) {
+          const mode = (await Deno.lstat(`${v}/${p}`)).mode! & 0o7777;
+          assertEquals(mode & ~0o755, 0, `${p} has mode ${mode.toString(8)}`);
+        }
+      },
+    );
   });
 });
 

@@ -43,6 +43,13 @@ export const TAR_OVERHEAD_BYTES = 64 << 20;
 
 const CHUNK = 64 << 10;
 
+/**
+ * Largest zstd window the agent decodes: 2^23 = 8 MiB, what `zstd` levels 1–19 (and `tar
+ * --zstd`) use. A frame's header picks its window, and the decoder holds all of it: a 10 KB
+ * archive asking for zstd's default limit of 128 MiB (`--long`) took the agent past 200 MiB.
+ */
+export const ZSTD_WINDOW_LOG_MAX = 23;
+
 /** How to unpack one bundle. */
 export interface UnpackOptions {
   format: BundleFormat;
@@ -81,7 +88,10 @@ export function tarStream(
 ): ReadableStream<Uint8Array> {
   const z = format === "tar.gz"
     ? zlib.createGunzip({ chunkSize: CHUNK })
-    : zlib.createZstdDecompress({ chunkSize: CHUNK });
+    : zlib.createZstdDecompress({
+      chunkSize: CHUNK,
+      params: { [zlib.constants.ZSTD_d_windowLogMax]: ZSTD_WINDOW_LOG_MAX },
+    });
   let done = false;
   let total = 0;
   const stop = () => {
@@ -206,9 +216,17 @@ async function _read<T>(
     return await r.read();
   } catch (e) {
     if (e instanceof BundleEntryError) throw e;
-    throw new BundleEntryError(null, `is not a valid ${format} archive: ${(e as Error).message}`, {
-      cause: e,
-    });
+    const msg = (e as Error).message;
+    if (format === "tar.zst" && /requires too much memory/.test(msg)) {
+      throw new BundleEntryError(
+        null,
+        `uses a zstd window over ${
+          2 ** ZSTD_WINDOW_LOG_MAX >> 20
+        } MiB, more than the agent decodes (compress without --long or --ultra)`,
+        { cause: e },
+      );
+    }
+    throw new BundleEntryError(null, `is not a valid ${format} archive: ${msg}`, { cause: e });
   }
 }
 
