@@ -97,3 +97,17 @@ export const HAVE_NATS = (() => {
     return false;
   }
 })();
+
+/** The pid of the nats-server listening on `port` (from /proc). */
+export async function serverPid(port: number): Promise<number> {
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`);
+      if (cmd.includes("nats-server") && cmd.split("\0").includes(String(port))) {
+        return Number(e.name);
+      }
+    } catch { /* gone */ }
+  }
+  throw new Error(`no nats-server on port ${port}`);
+}

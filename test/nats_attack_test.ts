@@ -20,7 +20,7 @@ import { NatsStore } from "../src/store/nats.ts";
 import { acquireNats } from "../src/common/mod.ts";
 import { MAIN_TS, runAgent, sha256Hex, withTempDir } from "./_helpers.ts";
 import { waitFor } from "./_agent_process.ts";
-import { HAVE_NATS, startNats } from "./_nats.ts";
+import { HAVE_NATS, serverPid, startNats } from "./_nats.ts";
 
 const BUCKETS = [
   "--bucket",
@@ -361,6 +361,59 @@ Deno.test({
     } finally {
       await source.closed();
       await admin.close();
+      await nats.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "`NatsSource.poll()` and `report()` end at once when their signal aborts while the server says nothing",
+  ignore: !HAVE_NATS,
+  fn: async () => {
+    const nats = await startNats();
+    const source = NatsSource.open(decodeConfig({
+      agent_id: "edge-01",
+      runtime_root: "/tmp/unused",
+      // Far longer than the test: only the signal can end the requests in time.
+      timeouts: { connect_s: 120 },
+      source: { kind: "nats", bucket: "assign", status_bucket: "status" },
+      object_store: { kind: "nats", bucket: "artifacts" },
+      nats: { servers: [nats.url] },
+    }, "/tmp/agent.json"));
+    const pid = await serverPid(nats.port);
+    try {
+      const { connect } = await import("@nats-io/transport-node");
+      const { Kvm } = await import("@nats-io/kv");
+      const admin = await connect({ servers: [nats.url] });
+      await (await new Kvm(admin).create("assign")).put(
+        "edge-01",
+        '{"config_version":"v1","addons":[]}',
+      );
+      await admin.close();
+      assertEquals((await source.poll()).kind, "document"); // connected and subscribed
+      Deno.kill(pid, "SIGSTOP");
+      try {
+        const ctl = new AbortController();
+        const poll = source.poll(ctl.signal).then(() => "answered", (e) => (e as Error).message);
+        const report = source.report({ agent_id: "edge-01", addons: [] }, ctl.signal).then(
+          () => "answered",
+          (e) => (e as Error).message,
+        );
+        ctl.abort(new Error("SIGTERM"));
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const outcome = await Promise.race([
+          Promise.all([poll, report]),
+          new Promise((r) => timer = setTimeout(() => r("still waiting after 5 s"), 5_000)),
+        ]);
+        clearTimeout(timer);
+        assert(Array.isArray(outcome), String(outcome));
+        for (const m of outcome) assertMatch(m, /abandoned, the agent is stopping/);
+      } finally {
+        Deno.kill(pid, "SIGCONT");
+      }
+    } finally {
+      await source.closed();
       await nats.stop();
     }
   },

@@ -9,7 +9,7 @@ import { acquireNats } from "../src/common/mod.ts";
 import { encodeObjectName, NatsStore, objectDigest } from "../src/store/nats.ts";
 import { StoreError } from "../src/store/mod.ts";
 import { randomBytes, sha256Hex, withTempDir } from "./_helpers.ts";
-import { HAVE_NATS, type NatsFixture, startNats } from "./_nats.ts";
+import { HAVE_NATS, type NatsFixture, serverPid, startNats } from "./_nats.ts";
 
 async function withNats(fn: (nats: NatsFixture, dir: string) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
@@ -138,20 +138,6 @@ Deno.test({
       }
     }),
 });
-
-/** The pid of the nats-server listening on `port` (from /proc). */
-async function serverPid(port: number): Promise<number> {
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`);
-      if (cmd.includes("nats-server") && cmd.split("\0").includes(String(port))) {
-        return Number(e.name);
-      }
-    } catch { /* gone */ }
-  }
-  throw new Error(`no nats-server on port ${port}`);
-}
 
 Deno.test({
   name:

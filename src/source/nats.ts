@@ -47,6 +47,27 @@ function _deleted(h: MsgHdrs | undefined): boolean {
   return op === "DEL" || op === "PURGE";
 }
 
+/** `p`, or a rejection as soon as `signal` aborts (the agent is stopping: a stalled request must not hold it). */
+function _unlessAborted<T>(
+  p: Promise<T>,
+  signal: AbortSignal | undefined,
+  what: string,
+): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {});
+  const stopped = () =>
+    new SourceError(`${what}: abandoned, the agent is stopping`, {
+      kind: "unavailable",
+      cause: signal.reason,
+    });
+  if (signal.aborted) return Promise.reject(stopped());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stopped());
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 /** Reads the agent's key of a KV bucket, with push updates; puts status reports. */
 export class NatsSource implements Source {
   readonly intervalS: number;
@@ -195,7 +216,11 @@ export class NatsSource implements Source {
    * the store, and a value the bucket does not hold is never taken.
    * Unchanged text is `not_modified`.
    */
-  async poll(): Promise<PollResult> {
+  poll(signal?: AbortSignal): Promise<PollResult> {
+    return _unlessAborted(this.#poll(signal), signal, this.describe);
+  }
+
+  async #poll(signal: AbortSignal | undefined): Promise<PollResult> {
     const nc = await this.#connection();
     await this.#subscribe(nc);
     const pushed = this.#pushed;
@@ -203,7 +228,8 @@ export class NatsSource implements Source {
     let text = await this.#read(nc);
     if (pushed !== null && text !== pushed.text) {
       for (const ms of CONFIRM_DELAYS_MS) {
-        if (this.#pushed !== null || this.#released) break; // a newer push polls again
+        // A newer push polls again; a stopping agent does not wait.
+        if (this.#pushed !== null || this.#released || signal?.aborted) break;
         await new Promise((r) => setTimeout(r, ms));
         text = await this.#read(nc);
         if (text === pushed.text) break;
@@ -233,7 +259,11 @@ export class NatsSource implements Source {
   }
 
   /** Put the report to `status_bucket` key `<agent_id>` and wait for the server's ack. */
-  async report(body: StatusReport): Promise<void> {
+  report(body: StatusReport, signal?: AbortSignal): Promise<void> {
+    return _unlessAborted(this.#report(body), signal, `status report to ${this.#statusSubject}`);
+  }
+
+  async #report(body: StatusReport): Promise<void> {
     const nc = await this.#connection();
     let m: Msg;
     try {
