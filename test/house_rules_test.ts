@@ -4,9 +4,11 @@
  * imports from it (scripts share fixtures through `scripts/`); the rooms of
  * `src/` form no import cycle, use only the rooms below them (the table in
  * README's layout section), reach each other through `mod.ts` only, and each
- * has a `mod.ts` with a module doc; no file of `src/` (nor `main.ts`) is over
- * 450 lines. Each rule is a function over file texts, shown to catch a
- * made-up violation before it is run over the repository.
+ * has a `mod.ts` whose module doc shows the room's use in an `@example`
+ * (type-checked by `deno check --doc`); no file of `src/` (nor `main.ts`) is
+ * over 450 lines; README's layout table and Usage block match the code.
+ * Each rule is a function over file texts, shown to catch a made-up
+ * violation before it is run over the repository.
  */
 
 import { assertEquals } from "./_assert.ts";
@@ -207,7 +209,7 @@ function _tooLong(files: Map<string, string>, max: number): string[] {
   return out.sort();
 }
 
-/** Rooms (of the `src/<room>/…` paths in `files`) without a `mod.ts` that opens with a module doc. */
+/** Rooms (of the `src/<room>/…` paths in `files`) without a `mod.ts` opening with a module doc and its `@example`. */
 function _roomsWithoutModDoc(files: Map<string, string>): string[] {
   const rooms = new Set([...files.keys()].map(_room).filter((r) => r !== null));
   const out: string[] = [];
@@ -216,6 +218,10 @@ function _roomsWithoutModDoc(files: Map<string, string>): string[] {
     if (mod === undefined) out.push(`src/${room}/ has no mod.ts`);
     else if (!/^\/\*\*[\s\S]*?@module[\s\S]*?\*\//.test(mod.trimStart())) {
       out.push(`src/${room}/mod.ts opens with no module doc (/** … @module */)`);
+    } else if (
+      !/^\/\*\*(?:(?!\*\/)[\s\S])*?@example(?:(?!\*\/)[\s\S])*?```ts/.test(mod.trimStart())
+    ) {
+      out.push(`src/${room}/mod.ts's module doc has no @example (deno check --doc runs it)`);
     }
   }
   return out;
@@ -313,15 +319,20 @@ Deno.test("_pastModTs() refuses an import into another room past its mod.ts, and
   assertEquals(_pastModTs(await _sources()), [], "import ../<room>/mod.ts (export it there first)");
 });
 
-Deno.test("_roomsWithoutModDoc() finds a room without mod.ts or its doc, and src/ has none", async () => {
+Deno.test("_roomsWithoutModDoc() finds a room without mod.ts, its doc or its example, and src/ has none", async () => {
   const made = new Map([
     ["src/a/x.ts", "export {};"],
     ["src/b/mod.ts", 'export * from "./x.ts";'],
     ["src/c/mod.ts", "/**\n * C.\n *\n * @module\n */\nexport {};"],
+    [
+      "src/d/mod.ts",
+      "/**\n * D.\n * @example\n * ```ts\n * d();\n * ```\n * @module\n */\nexport {};",
+    ],
   ]);
   assertEquals(_roomsWithoutModDoc(made), [
     "src/a/ has no mod.ts",
     "src/b/mod.ts opens with no module doc (/** … @module */)",
+    "src/c/mod.ts's module doc has no @example (deno check --doc runs it)",
   ]);
   assertEquals(_roomsWithoutModDoc(await _sources()), []);
 });

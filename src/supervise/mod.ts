@@ -1,5 +1,15 @@
 /**
- * Running add-ons (SPEC 8 and 10): runners per supervision kind, sidecars, helpers, process groups, `/proc`, file capabilities and systemd units. Runners never fetch.
+ * Running add-ons (SPEC 8 and 10): runners per supervision kind, sidecars,
+ * helpers, process groups and their output lines, `/proc`, cgroups,
+ * confinement, file capabilities and systemd units. Runners never fetch.
+ *
+ * @example Run a command as its own process group and stop all of it
+ * ```ts
+ * import { spawnGroup, stopGroup } from "./mod.ts";
+ * const proc = spawnGroup({ cmd: "/bin/sleep", args: ["60"], env: {}, onLine: console.log });
+ * const { killed } = await stopGroup(proc); // SIGTERM, SIGKILL after the grace time
+ * console.log(killed);
+ * ```
  *
  * @module
  */
