@@ -10,7 +10,8 @@
  * @module
  */
 
-import * as fs from "node:fs";
+import type * as fs from "node:fs";
+import { NotRegularFileError, openNoFollow } from "../common/mod.ts";
 
 /** A path that is not a real directory where one was required (a planted symlink, a file). */
 export class NotADirectoryError extends Error {
@@ -104,7 +105,22 @@ function _dirOf(path: string): string {
   return i <= 0 ? "/" : path.slice(0, i);
 }
 
-/** Write `data` to `path` atomically (temp file, fsync, rename, fsync dir); the directory must be real. */
+/**
+ * Write `data` to `path` atomically: a fresh temp file beside it (created exclusively, `mode`),
+ * fsync, rename over `path`, fsync the directory. A reader sees the old content or the new,
+ * never a part, and after a crash one of them is on disk; a link at `path` is replaced, not
+ * followed. A temp left by a kill between create and rename is swept by
+ * {@linkcode sweepAtomicTemps}.
+ *
+ * @throws {NotADirectoryError} when the directory of `path` is a symlink or no directory.
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error, e.g. a full disk or a read-only
+ * file system) when it cannot be written; `path` is then as it was and no temp stays.
+ *
+ * @example
+ * ```ts
+ * await writeFileAtomic("/var/lib/addon-agent/state.json", "{}\n", 0o600);
+ * ```
+ */
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
@@ -153,10 +169,7 @@ export async function writeFileAtomicIfChanged(
   let fh: fs.promises.FileHandle | null = null;
   try {
     // One open, never through a link, never waiting on a FIFO: fstat says what it is.
-    fh = await fs.promises.open(
-      path,
-      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
-    );
+    fh = await openNoFollow(path);
     const st = await fh.stat();
     if (st.isFile() && st.size === bytes.length && (st.mode & 0o7777 & ~mode) === 0) {
       const have = new Uint8Array(bytes.length + 1);
@@ -168,8 +181,8 @@ export async function writeFileAtomicIfChanged(
       if (n === bytes.length && bytes.every((b, i) => b === have[i])) return false;
     }
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code !== "ENOENT" && code !== "ELOOP") throw e; // a link is replaced, not followed
+    // A link is replaced, not followed.
+    if (!(e instanceof NotRegularFileError) && (e as { code?: string }).code !== "ENOENT") throw e;
   } finally {
     await fh?.close();
   }
@@ -177,7 +190,19 @@ export async function writeFileAtomicIfChanged(
   return true;
 }
 
-/** Point symlink `linkPath` at `target` atomically (fresh link renamed over the old one). */
+/**
+ * Point symlink `linkPath` at `target` atomically: a fresh link renamed over the old one, then
+ * the directory fsynced. `linkPath` names the old target or the new one at every moment.
+ *
+ * @throws {NotADirectoryError} when the directory of `linkPath` is a symlink or no directory.
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when the link cannot be made or
+ * renamed; `linkPath` is then as it was and no temporary link stays.
+ *
+ * @example
+ * ```ts
+ * await switchSymlink("/var/lib/addon-agent/addons/net-probe/current", "versions/1.4.2");
+ * ```
+ */
 export async function switchSymlink(linkPath: string, target: string): Promise<void> {
   const dir = _dirOf(linkPath);
   await assertRealDir(dir);
@@ -222,7 +247,12 @@ export async function makeSymlink(target: string, path: string): Promise<void> {
   }
 }
 
-/** Read a symlink's target, or null when it does not exist. */
+/**
+ * Read a symlink's target (the text, not followed), or null when nothing is at `path`.
+ *
+ * @throws {Error} when something other than a symlink is at `path` (`EINVAL`) or it cannot be
+ * read (`PermissionDenied`); only a missing path is null.
+ */
 export async function readLinkOrNull(path: string): Promise<string | null> {
   try {
     return await Deno.readLink(path);
@@ -232,7 +262,12 @@ export async function readLinkOrNull(path: string): Promise<string | null> {
   }
 }
 
-/** Remove `path` (recursively), ignoring a path that is already gone. */
+/**
+ * Remove `path` (recursively; a link itself, never what it points at); idempotent: a path
+ * already gone is fine.
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when it cannot be removed.
+ */
 export async function removeIfExists(path: string): Promise<void> {
   try {
     await Deno.remove(path, { recursive: true });

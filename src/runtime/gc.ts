@@ -20,7 +20,22 @@ import { removeIfExists } from "./fs_atomic.ts";
 import { log } from "../common/mod.ts";
 import type { Layout } from "./runtime_root.ts";
 
-/** Remove the oldest staged versions beyond `keep`; returns the versions removed. */
+/**
+ * Remove the oldest staged versions of `addonId` beyond `keep` (by staging time); returns the
+ * versions removed. Never removes the versions `current` or `previous` point at, whatever
+ * `keep` says; must be idempotent (a second call removes nothing more). No `versions/`
+ * directory is nothing to do.
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when `versions/` cannot be
+ * listed or a version cannot be removed; versions removed before that stay removed.
+ *
+ * @example Keep three versions after a switch
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const removed = await collectVersions(new Layout("/var/lib/addon-agent"), "net-probe", 3);
+ * console.log(removed); // e.g. ["1.2.0"]
+ * ```
+ */
 export async function collectVersions(
   layout: Layout,
   addonId: string,
@@ -59,7 +74,12 @@ export async function collectVersions(
   return removed;
 }
 
-/** Remove `tmp/<sha256>.partial` files whose digest is not in `wanted`. */
+/**
+ * Remove `tmp/<sha256>.partial` files whose digest is not in `wanted` (no assignment wants
+ * those bytes any more); a partial still wanted stays for a resumed download.
+ *
+ * @throws {Deno.errors.NotFound} when `tmp/` is missing, or another I/O error from listing it.
+ */
 export async function collectPartials(layout: Layout, wanted: ReadonlySet<string>): Promise<void> {
   for await (const e of Deno.readDir(layout.tmp)) {
     const m = /^([0-9a-f]{64})\.partial$/.exec(e.name);
@@ -70,7 +90,11 @@ export async function collectPartials(layout: Layout, wanted: ReadonlySet<string
 /**
  * Remove what the agent keeps of an add-on that is no longer assigned: `last-good.json`,
  * the `current` and `previous` links, every staged version and `config.json`. Its `data/`
- * directory stays (an operator may want it; a re-assignment finds it again).
+ * directory stays (an operator may want it; a re-assignment finds it again). Must be
+ * idempotent: what is already gone is skipped, so a removal cut short is finished by the next.
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when something cannot be
+ * removed; what was removed before stays removed.
  */
 export async function removeAddonFiles(layout: Layout, addonId: string): Promise<void> {
   await removeIfExists(layout.lastGood(addonId));

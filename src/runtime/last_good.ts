@@ -36,7 +36,15 @@ export interface LastGood {
   recorded_at: string;
 }
 
-/** Record `a` as the last good assignment of its add-on. */
+/**
+ * Record `a` as the last good assignment of its add-on (`handshake`: it handshook, so a
+ * rollback to it waits for a handshake again). The file is replaced atomically (mode 0600):
+ * a reader sees the old record or the new one, never a part.
+ *
+ * @throws {NotADirectoryError} when `addons/<id>` is not a real directory (a planted link).
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error, e.g. a full disk) when the file
+ * cannot be written; the old record then stays as it was.
+ */
 export async function writeLastGood(
   layout: Layout,
   a: Assignment,
@@ -51,7 +59,13 @@ export async function writeLastGood(
   await writeFileAtomic(layout.lastGood(a.addon_id), JSON.stringify(body, null, 2) + "\n", 0o600);
 }
 
-/** Read the last good assignment of `addonId`, or null when there is none or it is unreadable. */
+/**
+ * Read the last good assignment of `addonId`, decoded for `platform`; null when there is none,
+ * or (warned) when its content is not a record that decodes (a hand-edited or truncated file).
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when the file exists but cannot
+ * be read.
+ */
 export async function readLastGood(
   layout: Layout,
   addonId: string,

@@ -44,7 +44,21 @@ export interface StagedArtifact {
   entrypoint_sha256?: string;
 }
 
-/** The version `current` (or `previous`) points at, or null. */
+/**
+ * The version `current` (or `previous`) of `addonId` points at, or null when the link is
+ * missing or points anywhere but `versions/<version>`. Reads the link only (never what it
+ * points at); changes nothing.
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when the link cannot be read;
+ * a missing link is null, not an error.
+ *
+ * @example
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const v = await linkedVersion(new Layout("/var/lib/addon-agent"), "net-probe", "current");
+ * console.log(v ?? "nothing current");
+ * ```
+ */
 export async function linkedVersion(
   layout: Layout,
   addonId: string,
@@ -88,7 +102,23 @@ export async function activate(
   return { changed: true };
 }
 
-/** Roll `current` back to `previous` and remove `previous` (SPEC 8); returns the version now current. */
+/**
+ * Roll `current` back to `previous` and remove `previous` (SPEC 8); returns the version now
+ * current, or null when there was nothing to roll back to (no `previous`, or one naming no
+ * staged `versions/<version>` directory: it is removed and `current` is left as it was).
+ * Each switch is an atomic rename, and the add-on directory is fsynced before it returns.
+ * Idempotent in effect: a second call finds no `previous` and returns null.
+ *
+ * @throws {Deno.errors.PermissionDenied} (or another I/O error) when a link cannot be read,
+ * switched or removed; `current` then still names a whole version (the old or the new).
+ *
+ * @example After a crash loop on probation
+ * ```ts
+ * import { Layout } from "./runtime_root.ts";
+ * const back = await rollBack(new Layout("/var/lib/addon-agent"), "net-probe");
+ * console.log(back === null ? "nothing to roll back to" : `current is ${back} again`);
+ * ```
+ */
 export async function rollBack(layout: Layout, addonId: string): Promise<string | null> {
   const prev = await readLinkOrNull(layout.previous(addonId));
   if (prev === null) return null;
