@@ -12,7 +12,19 @@
 
 import { createHash } from "node:crypto";
 
-/** Stream a file through sha256; returns lowercase hex. */
+/**
+ * Stream a file through sha256 (1 MiB at a time, so memory does not grow with the file);
+ * returns lowercase hex. It follows a link at `path`: for files someone else may plant links
+ * at, open with `openNoFollow` and hash the handle instead.
+ *
+ * @throws {Deno.errors.NotFound} when nothing is at `path`, or another I/O error from reading.
+ *
+ * @example
+ * ```ts
+ * const sha = await sha256File("/srv/artifacts/net-probe/1.4.2/linux-amd64/net-probe");
+ * console.log(sha.length); // 64
+ * ```
+ */
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash("sha256");
   const f = await Deno.open(path, { read: true });

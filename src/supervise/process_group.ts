@@ -260,7 +260,21 @@ export function groupMatches(pgid: number, identity: string): boolean {
 // ---------------------------------------------------------------------------
 // Signals and stopping
 
-/** Send `signal` to every process in group `pgid`; false when there is no such group (ESRCH), EPERM throws. */
+/**
+ * Send `signal` to every process in group `pgid`; false when there is no such group (ESRCH).
+ * It does not check the group's identity: callers that did not start the group themselves
+ * check {@linkcode groupMatches} first.
+ *
+ * @throws {RangeError} for a pgid that is no real group (≤ 1, not a whole number) or the
+ * agent's own group: a wrong number must never signal every process or the agent.
+ * @throws {Deno.errors.PermissionDenied} when the group is someone's the agent may not signal (EPERM).
+ *
+ * @example
+ * ```ts
+ * declare const pgid: number;
+ * if (!signalGroup(pgid, "SIGTERM")) console.log("already gone");
+ * ```
+ */
 export function signalGroup(pgid: number, signal: Deno.Signal): boolean {
   if (!Number.isInteger(pgid) || pgid <= 1) {
     throw new RangeError(`refusing to signal process group ${pgid}`);
@@ -276,8 +290,20 @@ export function signalGroup(pgid: number, signal: Deno.Signal): boolean {
 }
 
 /**
- * SIGTERM the group, SIGKILL it after `graceMs`, wait until the leader is reaped and the group
- * is empty. Also ends what is left of a group whose leader exited by itself.
+ * SIGTERM the group (and SIGCONT, for a stopped one), SIGKILL it after `graceMs`, wait until
+ * the leader is reaped and the group is empty; then its output is drained (or, when an
+ * escaped process holds the pipes, closed). Also ends what is left of a group whose leader
+ * exited by itself. Idempotent: a group already gone resolves at once with `killed: false`.
+ * A group whose members no longer match `proc.identity` (pid reuse) is never signalled.
+ * Never rejects for a process that will not die: it resolves with `remaining` non-empty
+ * (a process stuck in the kernel) after a few seconds of SIGKILLs.
+ *
+ * @example
+ * ```ts
+ * declare const proc: GroupProcess;
+ * const { killed, remaining } = await stopGroup(proc, 10_000);
+ * if (remaining.length) console.log(`still alive: ${remaining.join(" ")}`);
+ * ```
  */
 export async function stopGroup(
   proc: GroupProcess,
@@ -294,7 +320,18 @@ export async function stopGroup(
   return result;
 }
 
-/** End a group recorded by an earlier agent run if it still matches `identity`; true if it ended one. */
+/**
+ * End a group recorded by an earlier agent run (SIGTERM, SIGKILL after `graceMs`) if it still
+ * matches `identity`; true if it ended one. A group that is gone, is the agent's own, or now
+ * belongs to someone else (pid reuse, another boot) is left alone and gives false. Never
+ * throws for a group that vanishes meanwhile.
+ *
+ * @example At start, for each pgid recorded in `state.json`
+ * ```ts
+ * declare const recorded: { pgid: number; pgid_identity: string };
+ * if (await endLeftoverGroup(recorded.pgid, recorded.pgid_identity)) console.log("ended");
+ * ```
+ */
 export async function endLeftoverGroup(
   pgid: number,
   identity: string,
