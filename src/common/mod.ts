@@ -24,3 +24,4 @@ export * from "./wake_sleep.ts";
 export * from "./suggest.ts";
 export * from "./nats_connection.ts";
 export * from "./io_timeouts.ts";
+export * from "./s3_error.ts";

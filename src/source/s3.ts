@@ -27,7 +27,13 @@ import {
   PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { DEFAULT_IO_TIMEOUTS, type IoTimeouts, StallError } from "../common/mod.ts";
+import {
+  DEFAULT_IO_TIMEOUTS,
+  describeS3Error,
+  type IoTimeouts,
+  s3Status,
+  StallError,
+} from "../common/mod.ts";
 import type { S3SourceConfig } from "../config/mod.ts";
 import { type Json, parseJson } from "../protocol/mod.ts";
 import { type PollResult, type Source, SourceError, type StatusReport } from "./types.ts";
@@ -56,12 +62,6 @@ async function _readCapped(
     parts.push(chunk);
   }
   return new TextDecoder().decode(Buffer.concat(parts));
-}
-
-interface _SdkError {
-  name?: string;
-  message?: string;
-  $metadata?: { httpStatusCode?: number };
 }
 
 /** Polls one object with `If-None-Match`; puts status reports to another. */
@@ -150,13 +150,10 @@ export class S3Source implements Source {
       if (e instanceof StallError) {
         throw new SourceError(e.message, { kind: "unavailable", cause: e });
       }
-      const err = e as _SdkError;
-      const status = err.$metadata?.httpStatusCode;
+      const status = s3Status(e);
       if (status === 304) return { kind: "not_modified" };
       throw new SourceError(
-        `cannot get ${this.describe}: ${err.name ?? "error"}${status ? ` (HTTP ${status})` : ""}${
-          err.message && err.message !== err.name ? `: ${err.message}` : ""
-        }`,
+        `cannot get ${this.describe}: ${describeS3Error(e)}`,
         { kind: status !== undefined && status < 500 ? "refused" : "unavailable", cause: e },
       );
     }
@@ -206,11 +203,10 @@ export class S3Source implements Source {
       if (e instanceof StallError) {
         throw new SourceError(e.message, { kind: "unavailable", cause: e });
       }
-      const err = e as _SdkError;
       throw new SourceError(
         `status report to s3://${this.cfg.bucket}/${this.cfg.status_key} failed: ${
-          err.name ?? "error"
-        }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
+          describeS3Error(e)
+        }`,
         { kind: "unavailable", cause: e },
       );
     }

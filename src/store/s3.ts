@@ -23,7 +23,13 @@
 
 import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import type { ObjectStoreConfig } from "../config/mod.ts";
-import { DEFAULT_IO_TIMEOUTS, fetchWithTimeouts, type IoTimeouts } from "../common/mod.ts";
+import {
+  DEFAULT_IO_TIMEOUTS,
+  describeS3Error,
+  fetchWithTimeouts,
+  type IoTimeouts,
+  s3Status,
+} from "../common/mod.ts";
 import { type ObjectStore, type OpenedObject, type OpenOptions, StoreError } from "./types.ts";
 
 type S3Config = Extract<ObjectStoreConfig, { kind: "s3" }>;
@@ -263,12 +269,9 @@ export class S3Store implements ObjectStore {
   }
 
   #error(verb: string, key: string, e: unknown): StoreError {
-    const err = e as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-    const status = err.$metadata?.httpStatusCode;
+    const status = s3Status(e);
     return new StoreError(
-      `cannot ${verb} ${this.describe(key)}: ${err.name ?? "error"}${
-        status ? ` (HTTP ${status})` : ""
-      }${err.message && err.message !== err.name ? `: ${err.message}` : ""}`,
+      `cannot ${verb} ${this.describe(key)}: ${describeS3Error(e)}`,
       {
         kind: status === 404 ? "not_found" : status === 403 ? "refused" : "unavailable",
         cause: e,
