@@ -103,20 +103,27 @@ export class NatsStore implements ObjectStore {
     }
   }
 
-  /** A direct get; null when there is no such message. */
+  /**
+   * A direct get of `key`'s `subject` (`what` names the part, for messages), within
+   * `timeoutMs`; null when there is no such message.
+   *
+   * @throws {StoreError} `unavailable` when no answer came or the server failed, `refused`
+   * when it answered 403.
+   */
   async #get(
     nc: NatsConnection,
     key: string,
     subject: string,
     body?: unknown,
+    { timeoutMs = this.requestMs, what = "" }: { timeoutMs?: number; what?: string } = {},
   ): Promise<Msg | null> {
     let m: Msg;
     try {
       m = await nc.request(subject, body === undefined ? undefined : JSON.stringify(body), {
-        timeout: this.requestMs,
+        timeout: timeoutMs,
       });
     } catch (e) {
-      throw new StoreError(`cannot get ${this.describe(key)}: ${(e as Error).message}`, {
+      throw new StoreError(`cannot get ${what}${this.describe(key)}: ${(e as Error).message}`, {
         kind: "unavailable",
         cause: e,
       });
@@ -125,7 +132,7 @@ export class NatsStore implements ObjectStore {
     if (code === 404) return null;
     if (code !== 0) {
       throw new StoreError(
-        `cannot get ${this.describe(key)}: the server answered ${code} ${
+        `cannot get ${what}${this.describe(key)}: the server answered ${code} ${
           m.headers?.description ?? ""
         }`,
         { kind: code === 403 ? "refused" : "unavailable" },
@@ -193,29 +200,14 @@ export class NatsStore implements ObjectStore {
     chunkSubject: string,
     seq: number,
   ): Promise<{ seq: number; data: Uint8Array } | null> {
-    let m: Msg;
-    try {
-      m = await nc.request(
-        `$JS.API.DIRECT.GET.${this.#stream}`,
-        JSON.stringify({ seq, next_by_subj: chunkSubject }),
-        { timeout: this.idleMs },
-      );
-    } catch (e) {
-      throw new StoreError(`${this.describe(key)}: ${(e as Error).message}`, {
-        kind: "unavailable",
-        cause: e,
-      });
-    }
-    const code = m.headers?.code ?? 0;
-    if (code === 404) return null;
-    if (code !== 0) {
-      throw new StoreError(
-        `cannot get a chunk of ${this.describe(key)}: the server answered ${code} ${
-          m.headers?.description ?? ""
-        }`,
-        { kind: code === 403 ? "refused" : "unavailable" },
-      );
-    }
+    const m = await this.#get(
+      nc,
+      key,
+      `$JS.API.DIRECT.GET.${this.#stream}`,
+      { seq, next_by_subj: chunkSubject },
+      { timeoutMs: this.idleMs, what: "a chunk of " },
+    );
+    if (m === null) return null;
     const got = Number(m.headers?.get("Nats-Sequence"));
     if (
       m.headers?.get("Nats-Subject") !== chunkSubject || !Number.isSafeInteger(got) || got < seq
