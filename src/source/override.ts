@@ -37,7 +37,13 @@ function _malformed(path: string, reason: string): null {
 /**
  * The override's text; null when the file is missing, or (with a warning) unreadable, larger
  * than `maxBytes`, or writable by someone other than root or the agent (SPEC 12: whoever can
- * write it can make root run any command, so such a file is treated as absent).
+ * write it can make root run any command, so such a file is treated as absent). Never throws.
+ *
+ * @example
+ * ```ts
+ * const text = await readOverrideText("/etc/addon-agent/addons.local.json", 8 << 20);
+ * if (text === null) console.log("no override in effect");
+ * ```
  */
 export async function readOverrideText(path: string, maxBytes: number): Promise<string | null> {
   try {
@@ -52,13 +58,26 @@ export async function readOverrideText(path: string, maxBytes: number): Promise<
   }
 }
 
-/** Read the override's entries; null when the file is missing, refused or malformed (warned). */
+/**
+ * Read the override's entries; null when the file is missing, refused or malformed (warned).
+ * Never throws: a broken override must never stop the agent, it is treated as absent.
+ */
 export async function readOverride(path: string, maxBytes: number): Promise<JsonObject[] | null> {
   const text = await readOverrideText(path, maxBytes);
   return text === null ? null : parseOverride(text, path);
 }
 
-/** Decode the override's text (read from `path`); null when it is malformed (warned). */
+/**
+ * Decode the override's text (read from `path`, named in warnings); null when it is malformed
+ * (not JSON, no `addons` array, an entry without `addon_id`, an id twice), with a warning that
+ * names the field. Never throws.
+ *
+ * @example
+ * ```ts
+ * const entries = parseOverride('{"addons":[{"addon_id":"net-probe","enabled":false}]}', "x");
+ * console.log(entries?.length); // 1
+ * ```
+ */
 export function parseOverride(text: string, path: string): JsonObject[] | null {
   let value: unknown;
   try {

@@ -136,7 +136,23 @@ export function loopbackHostHeader(host: string | null): boolean {
   return m !== null && isLoopbackHost(m[1]!);
 }
 
-/** Serve the status endpoint on `listen` (a loopback `host:port`). */
+/**
+ * Serve the status endpoint on `listen` (a loopback `host:port`, decoded by the configuration;
+ * port 0 takes a free one): `GET /healthz`, `/status` (JSON) and `/metrics` (Prometheus text).
+ * A request whose `Host` is not loopback is answered 421 (DNS rebinding), any other method 405;
+ * nothing is ever written. `close()` aborts open connections at once and resolves when the
+ * server is down, so a client that never sends its request cannot hold up a stop.
+ *
+ * @throws {Deno.errors.AddrInUse} when the port is taken, or another error from listening.
+ *
+ * @example
+ * ```ts
+ * declare const source: StatusSource;
+ * const server = startStatusServer("127.0.0.1:0", source);
+ * console.log(`curl http://127.0.0.1:${server.port}/status`);
+ * await server.close();
+ * ```
+ */
 export function startStatusServer(listen: string, source: StatusSource): StatusServer {
   const i = listen.lastIndexOf(":");
   const hostname = listen.slice(0, i).replace(/^\[|\]$/g, "");
