@@ -142,8 +142,9 @@ Deno.test("`control-plane --publish` follows the catalog: each change is publish
           await r.body?.cancel();
           return null;
         }
-        const doc = await r.json() as { addons: { version: string }[] };
-        return doc.addons[0]?.version === version ? doc : null;
+        // s3rver writes an object in place: under load a read can catch it empty or half written.
+        const doc = await r.json().catch(() => null) as { addons: { version: string }[] } | null;
+        return doc?.addons[0]?.version === version ? doc : null;
       }, { what: `edge-01's document at version ${version}`, timeoutMs: 30_000 });
     try {
       await published("1");
