@@ -25,3 +25,4 @@ export * from "./suggest.ts";
 export * from "./nats_connection.ts";
 export * from "./io_timeouts.ts";
 export * from "./s3_error.ts";
+export * from "./kinded_error.ts";

@@ -43,7 +43,7 @@ import {
   type StagedArtifact,
   writeFileAtomic,
 } from "../runtime/mod.ts";
-import { log } from "../common/mod.ts";
+import { KindedError, log } from "../common/mod.ts";
 import { type ObjectStore, openObjectStore, storeContextOf } from "../store/mod.ts";
 
 /**
@@ -71,15 +71,8 @@ export type DeliveryErrorKind = "unavailable" | "integrity" | "refused" | "confl
  * console.log(e.kind === "unavailable" ? "retry soon" : `needs a person: ${e.message}`);
  * ```
  */
-export class DeliveryError extends Error {
-  /** What went wrong, for the retry policy. */
-  readonly kind: DeliveryErrorKind;
-  /** Make a delivery error of `kind`, keeping the `cause`. */
-  constructor(message: string, options: { kind: DeliveryErrorKind; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "DeliveryError";
-    this.kind = options.kind;
-  }
+export class DeliveryError extends KindedError<DeliveryErrorKind> {
+  override readonly name = "DeliveryError";
 }
 
 /** What delivery needs from the rest of the agent. */

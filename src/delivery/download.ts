@@ -41,7 +41,7 @@ import { openPartial, syncHandle } from "./partial_file.ts";
 import fs from "node:fs";
 import { type ObjectStore, type OpenedObject, StoreError } from "../store/mod.ts";
 import type { Layout } from "../runtime/mod.ts";
-import { interruptionOf } from "../common/mod.ts";
+import { interruptionOf, KindedError } from "../common/mod.ts";
 
 /** Batches in flight: one filling while the others are being written. */
 const RING = 4;
@@ -84,15 +84,8 @@ export type DownloadErrorKind = "unavailable" | "integrity" | "refused";
  * if (e.kind !== "unavailable") console.log("retrying soon will not help:", e.message);
  * ```
  */
-export class DownloadError extends Error {
-  /** What went wrong, for the caller's retry decision. */
-  readonly kind: DownloadErrorKind;
-  /** Make a download error of `kind`, keeping the `cause`. */
-  constructor(message: string, options: { kind: DownloadErrorKind; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "DownloadError";
-    this.kind = options.kind;
-  }
+export class DownloadError extends KindedError<DownloadErrorKind> {
+  override readonly name = "DownloadError";
 }
 
 /** What to download. */

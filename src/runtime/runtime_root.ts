@@ -18,7 +18,7 @@
 
 import { unsafeDirectory } from "./root_modes.ts";
 import { ensureRealDir, sweepAtomicTemps } from "./fs_atomic.ts";
-import { log } from "../common/mod.ts";
+import { KindedError, log } from "../common/mod.ts";
 
 /**
  * Why the runtime root cannot be used:
@@ -40,15 +40,8 @@ export type RuntimeRootErrorKind = "refused" | "locked";
  * }
  * ```
  */
-export class RuntimeRootError extends Error {
-  /** What is wrong with the runtime root. */
-  readonly kind: RuntimeRootErrorKind;
-  /** Make the error of `kind`, keeping the `cause`. */
-  constructor(message: string, options: { kind: RuntimeRootErrorKind; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "RuntimeRootError";
-    this.kind = options.kind;
-  }
+export class RuntimeRootError extends KindedError<RuntimeRootErrorKind> {
+  override readonly name = "RuntimeRootError";
 }
 
 /** Name of a resumable partial download for a digest. */

@@ -20,6 +20,8 @@
  * @module
  */
 
+import { KindedError } from "../common/mod.ts";
+
 import type { Json } from "../protocol/mod.ts";
 
 /** The answer to one poll. */
@@ -87,13 +89,6 @@ export type SourceErrorKind = "unavailable" | "refused" | "invalid";
  * console.log(e.kind, e.message);
  * ```
  */
-export class SourceError extends Error {
-  /** What went wrong. */
-  readonly kind: SourceErrorKind;
-  /** Make a source error of `kind`, keeping the `cause`. */
-  constructor(message: string, options: { kind: SourceErrorKind; cause?: unknown }) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "SourceError";
-    this.kind = options.kind;
-  }
+export class SourceError extends KindedError<SourceErrorKind> {
+  override readonly name = "SourceError";
 }

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { KindedError } from "../common/mod.ts";
+
 /** An open object: its total size and a stream of its bytes from the requested offset. */
 export interface OpenedObject {
   /** Size of the whole object in bytes. */
@@ -87,13 +89,6 @@ export interface StoreErrorOptions {
  * if (e.kind === "not_found") console.log("not published yet:", e.message);
  * ```
  */
-export class StoreError extends Error {
-  /** What went wrong, for the caller's retry decision. */
-  readonly kind: StoreErrorKind;
-  /** Make a store error of `kind`, keeping the `cause`. */
-  constructor(message: string, options: StoreErrorOptions) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "StoreError";
-    this.kind = options.kind;
-  }
+export class StoreError extends KindedError<StoreErrorKind> {
+  override readonly name = "StoreError";
 }
