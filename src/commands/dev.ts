@@ -228,7 +228,9 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
         a.current ?? "-"
       }, previous -> ${a.previous ?? "-"})`
       : "";
-    if (a && line !== last && (a.state === "running" || a.state === "rolled_back")) {
+    // A rollback is shown once the last known good runs again (it has a pid), as step 6 says.
+    const settled = a?.state === "running" || (a?.state === "rolled_back" && a.pid !== null);
+    if (a && line !== last && settled) {
       last = line;
       _say(`status: ${ADDON} is ${line}${a.state === "rolled_back" ? `\n    ${a.message}` : ""}`);
     }
@@ -257,7 +259,7 @@ export async function devCommand(opts: { forSeconds?: number; nats?: boolean }):
         );
         await publish("1.2.0", true);
         phase = "1.2.0";
-      } else if (phase === "1.2.0" && a?.state === "rolled_back") {
+      } else if (phase === "1.2.0" && a?.state === "rolled_back" && a.pid !== null) {
         _say(
           `7. Done. Try \`addon-agent status --runtime-root ${dir}/root\` in another\n` +
             (cp
