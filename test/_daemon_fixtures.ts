@@ -11,7 +11,7 @@
  * @module
  */
 
-import { assertEquals } from "./_assert.ts";
+import { assert, assertEquals } from "./_assert.ts";
 import {
   type AgentProcess,
   killMarked,
@@ -20,7 +20,7 @@ import {
   type StartAgentOptions,
   waitFor,
 } from "./_agent_process.ts";
-import { publishFs, scriptAddon, sha256Hex, writeConfig } from "./_helpers.ts";
+import { publishFs, scriptAddon, sha256Hex, writeAssignments, writeConfig } from "./_helpers.ts";
 import type { AddonState, AddonStateName, AgentState } from "../src/runtime/state.ts";
 
 /** The version every entry gets unless its `extra` names another. */
@@ -166,4 +166,63 @@ export function waitState(
   state: AddonStateName,
 ): Promise<AddonState> {
   return waitAddon(root, agent, id, state, (a) => a.state === state);
+}
+
+/** Alive: exists and is not a zombie (PID 1 here does not reap orphans). */
+export function alive(pid: number): boolean {
+  try {
+    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = st.slice(st.lastIndexOf(")") + 2).split(" ")[0];
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The kill -9 escape, against the real agent configured with `extra`: an
+ * add-on's child calls setsid with a clean environment (no `ADDON_DATA_DIR`,
+ * out of the add-on's process group), the agent is killed with SIGKILL, and
+ * the next agent must end that child before it starts the add-on again.
+ * Asserts the child outlived the first agent and is gone once the add-on runs again.
+ */
+export async function assertKill9LeftoverEnded(
+  dir: string,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
+  const sleep = await sleepLink(dir);
+  const cfg = await daemonConfig(dir, extra);
+  const root = `${dir}/root`;
+  const body = `setsid env -i /bin/sh -c "echo \\$\\$ > '$ADDON_DATA_DIR/escaped'; ` +
+    `exec ${sleep} 301" & exec ${sleep} 300`;
+  await writeAssignments(dir, [await sidecar(dir, "left", body)]);
+  const first = startAgent(cfg);
+  let child = 0;
+  let oldPid: number | null = null;
+  try {
+    oldPid = (await waitState(root, first, "left", "running")).pid;
+    child = await waitFor(async () => {
+      try {
+        const pid = Number((await Deno.readTextFile(`${root}/addons/left/data/escaped`)).trim());
+        return pid > 0 && alive(pid) ? pid : null;
+      } catch {
+        return null;
+      }
+    }, { timeoutMs: 10_000, what: "the escaped child" });
+  } finally {
+    await first.kill9();
+  }
+  assert(alive(child), "the escaped child outlived the killed agent");
+  await Deno.remove(`${root}/addons/left/data/escaped`);
+  await withAgent(dir, cfg, async (agent) => {
+    // The new agent starts the add-on again, after ending what the old one left.
+    await waitAddon(
+      root,
+      agent,
+      "left",
+      "running again",
+      (a) => a.state === "running" && a.pid !== null && a.pid !== oldPid,
+    );
+    assert(!alive(child), `the old escaped child ${child} is gone; ${agent.tail(60)}`);
+  });
 }

@@ -7,8 +7,10 @@ import { DeliveryError } from "../src/delivery/mod.ts";
 import { decodeAssignment, hostPlatform } from "../src/protocol/mod.ts";
 import { emptyState, Layout } from "../src/runtime/mod.ts";
 import { findOwnCgroup } from "../src/supervise/mod.ts";
-import { startAgent, waitFor } from "./_agent_process.ts";
+import { waitFor } from "./_agent_process.ts";
 import {
+  alive,
+  assertKill9LeftoverEnded,
   daemonConfig,
   sidecar,
   sleepLink,
@@ -151,17 +153,6 @@ Deno.test("without setpriv a per-add-on user's sidecar is refused, never run as 
   });
 });
 
-/** Alive: exists and is not a zombie (PID 1 here does not reap orphans). */
-function _alive(pid: number): boolean {
-  try {
-    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = st.slice(st.lastIndexOf(")") + 2).split(" ")[0];
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name:
     "without a cgroup, a setsid child of an add-on with its own uid is gone after enabled: false and SIGTERM",
@@ -185,7 +176,7 @@ Deno.test({
             const pid = Number(
               (await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim(),
             );
-            return pid > 0 && _alive(pid) ? pid : null;
+            return pid > 0 && alive(pid) ? pid : null;
           } catch {
             return null;
           }
@@ -202,15 +193,15 @@ Deno.test({
           await sidecar(dir, "term", body("term")),
         ], "v2");
         await waitAddon(root, agent, "off", "disabled", (a) => a.state === "disabled");
-        await waitFor(() => !_alive(offChild), {
+        await waitFor(() => !alive(offChild), {
           timeoutMs: 10_000,
           what: `the escaped child ${offChild} of the disabled add-on to be gone`,
           context: () => agent.tail(),
         });
-        assert(_alive(termChild), "the other add-on's child still runs");
+        assert(alive(termChild), "the other add-on's child still runs");
       });
       // withAgent stopped the agent with SIGTERM and found no process of the test left.
-      assert(!_alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
+      assert(!alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
     });
   },
 });
@@ -259,45 +250,10 @@ Deno.test({
     "without a cgroup, after a kill -9 the next agent ends what was left running as the add-on's uid",
   ...ROOT_ONLY,
   fn: async () => {
-    await withTempDir(async (dir) => {
-      const sleep = await sleepLink(dir);
-      const cfg = await daemonConfig(dir, {
+    await withTempDir((dir) =>
+      assertKill9LeftoverEnded(dir, {
         isolation: { cgroup: "off", uid_range: [64700, 64709] },
-      });
-      const root = `${dir}/root`;
-      // env -i: no ADDON_DATA_DIR in its environment, and out of the add-on's process group.
-      const body = `setsid env -i /bin/sh -c "echo \\$\\$ > '$ADDON_DATA_DIR/escaped'; ` +
-        `exec ${sleep} 301" & exec ${sleep} 300`;
-      await writeAssignments(dir, [await sidecar(dir, "left", body)]);
-      const first = startAgent(cfg);
-      let child = 0;
-      let oldPid: number | null = null;
-      try {
-        oldPid = (await waitState(root, first, "left", "running")).pid;
-        child = await waitFor(async () => {
-          try {
-            const pid = Number(
-              (await Deno.readTextFile(`${root}/addons/left/data/escaped`)).trim(),
-            );
-            return pid > 0 && _alive(pid) ? pid : null;
-          } catch {
-            return null;
-          }
-        }, { timeoutMs: 10_000, what: "the escaped child" });
-      } finally {
-        await first.kill9();
-      }
-      assert(_alive(child), "the escaped child outlived the killed agent");
-      await withAgent(dir, cfg, async (agent) => {
-        await waitAddon(
-          root,
-          agent,
-          "left",
-          "running again",
-          (a) => a.state === "running" && a.pid !== null && a.pid !== oldPid,
-        );
-        assert(!_alive(child), `the old escaped child ${child} is gone; ${agent.tail(60)}`);
-      });
-    });
+      })
+    );
   },
 });

@@ -2,8 +2,10 @@
 // own cgroup, with only their capabilities; each attack of issue #10 is a test here.
 
 import { assert, assertEquals, assertStringIncludes } from "./_assert.ts";
-import { readAgentState, startAgent, waitFor } from "./_agent_process.ts";
+import { readAgentState, waitFor } from "./_agent_process.ts";
 import {
+  alive,
+  assertKill9LeftoverEnded,
   daemonConfig,
   sidecar,
   sleepLink,
@@ -23,17 +25,6 @@ function _status(pid: number): Record<string, string> {
     if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
   }
   return out;
-}
-
-/** Alive: exists and is not a zombie (PID 1 here does not reap orphans). */
-function _alive(pid: number): boolean {
-  try {
-    const st = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = st.slice(st.lastIndexOf(")") + 2).split(" ")[0];
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
 }
 
 Deno.test({
@@ -169,7 +160,7 @@ Deno.test({
             const pid = Number(
               (await Deno.readTextFile(`${root}/addons/${id}/data/escaped`)).trim(),
             );
-            return pid > 0 && _alive(pid) ? pid : null;
+            return pid > 0 && alive(pid) ? pid : null;
           } catch {
             return null;
           }
@@ -185,11 +176,11 @@ Deno.test({
           await sidecar(dir, "term", body("term")),
         ], "v2");
         await waitAddon(root, agent, "off", "disabled", (a) => a.state === "disabled");
-        assert(!_alive(offChild), `the escaped child ${offChild} of a disabled add-on is gone`);
-        assert(_alive(termChild), "the other add-on's child still runs");
+        assert(!alive(offChild), `the escaped child ${offChild} of a disabled add-on is gone`);
+        assert(alive(termChild), "the other add-on's child still runs");
       });
       // withAgent stopped the agent with SIGTERM and found no process of the test left.
-      assert(!_alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
+      assert(!alive(termChild), `the escaped child ${termChild} is gone after SIGTERM`);
     });
   },
 });
@@ -198,46 +189,7 @@ Deno.test({
   name: "after a kill -9 the next agent ends what was left in the add-on's cgroup",
   ...ROOT_ONLY,
   fn: async () => {
-    await withTempDir(async (dir) => {
-      const sleep = await sleepLink(dir);
-      const cfg = await daemonConfig(dir);
-      const root = `${dir}/root`;
-      // env -i: no ADDON_DATA_DIR in its environment, so only the cgroup still knows it.
-      const body = `setsid env -i /bin/sh -c "echo \\$\\$ > '$ADDON_DATA_DIR/escaped'; ` +
-        `exec ${sleep} 301" & exec ${sleep} 300`;
-      await writeAssignments(dir, [await sidecar(dir, "left", body)]);
-      const first = startAgent(cfg);
-      let child = 0;
-      let oldPid: number | null = null;
-      try {
-        oldPid = (await waitState(root, first, "left", "running")).pid;
-        child = await waitFor(async () => {
-          try {
-            const pid = Number(
-              (await Deno.readTextFile(`${root}/addons/left/data/escaped`)).trim(),
-            );
-            return pid > 0 && _alive(pid) ? pid : null;
-          } catch {
-            return null;
-          }
-        }, { timeoutMs: 10_000, what: "the escaped child" });
-      } finally {
-        await first.kill9();
-      }
-      assert(_alive(child), "the escaped child outlived the killed agent");
-      await Deno.remove(`${root}/addons/left/data/escaped`);
-      await withAgent(dir, cfg, async (agent) => {
-        // The new agent starts the add-on again, after ending what the old one left.
-        await waitAddon(
-          root,
-          agent,
-          "left",
-          "running again",
-          (a) => a.state === "running" && a.pid !== null && a.pid !== oldPid,
-        );
-        assert(!_alive(child), `the old escaped child ${child} is gone; ${agent.tail(60)}`);
-      });
-    });
+    await withTempDir((dir) => assertKill9LeftoverEnded(dir));
   },
 });
 
